@@ -1,0 +1,35 @@
+# Fluid (Rust). `make demo` and `make test` are the two commands a fresh machine needs.
+SHELL := /bin/bash
+CARGO ?= cargo
+export FLUID_SERVICES_DIR ?= /var/tmp/fluid-services
+
+.PHONY: demo test bench lint services services-down fmt build
+
+## demo: the main job on an embedded default dataset
+demo:
+	@scripts/demo.sh
+
+## test: start every test server (installing what is missing), then run all tests
+test: services
+	$(CARGO) test --workspace --no-fail-fast
+
+## bench: side-by-side benchmarks against s3fs and rclone
+bench:
+	@scripts/bench.sh
+
+## lint: clippy with warnings as errors, and formatting
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --all -- --check
+
+fmt:
+	$(CARGO) fmt --all
+
+build:
+	$(CARGO) build --workspace
+
+services:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down

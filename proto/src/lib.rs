@@ -1,0 +1,18 @@
+//! gRPC types for CSI v1.12 (`csi.v1`) and the Fluid node cache service (`fluid.v1`), plus
+//! [`endpoint`], the one way every binary here serves or dials a gRPC endpoint.
+
+pub mod endpoint;
+
+pub use endpoint::{Endpoint, EndpointError};
+
+/// Container Storage Interface v1.12, package `csi.v1`.
+pub mod csi {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("csi.v1");
+}
+
+/// The `CacheNode` service each `fluid-fuse` daemon serves, package `fluid.v1`.
+pub mod fluid {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("fluid.v1");
+}

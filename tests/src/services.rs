@@ -1,0 +1,148 @@
+//! Endpoints of the test servers, read from `scripts/services.sh env` (or from the
+//! environment when already exported), and checked to be reachable before use.
+
+use std::collections::HashMap;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// Root of the repository (the tests crate sits one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn service_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = repo_root().join("scripts/services.sh");
+        let out = Command::new("bash").arg(&script).arg("env").output();
+        let mut vars = HashMap::new();
+        if let Ok(out) = out {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some((k, v)) = line
+                    .trim()
+                    .strip_prefix("export ")
+                    .and_then(|kv| kv.split_once('='))
+                {
+                    vars.insert(k.to_string(), v.trim_matches(['"', '\'']).to_string());
+                }
+            }
+        }
+        vars
+    })
+}
+
+/// The value of a service variable: the process environment wins over `services.sh env`.
+pub fn var(service: &str, name: &str) -> Result<String> {
+    std::env::var(name).ok().or_else(|| service_env().get(name).cloned()).with_context(|| {
+        format!("{service} is not configured: {name} is unset; start it with `scripts/services.sh up`")
+    })
+}
+
+/// Fails with a message naming `service` unless something accepts TCP connections at `url`.
+pub fn require_reachable(service: &str, url: &str) -> Result<()> {
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("{service}: bad address {url}"))?
+        .next()
+        .with_context(|| format!("{service}: no address for {url}"))?;
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        bail!("{service} is not running at {url}; start it with `scripts/services.sh up`");
+    }
+    Ok(())
+}
+
+/// An S3-compatible server with static credentials.
+#[derive(Clone, Debug)]
+pub struct S3Server {
+    pub name: &'static str,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl S3Server {
+    /// SeaweedFS's S3 gateway.
+    pub fn seaweedfs() -> Result<Self> {
+        Self::from_vars("SeaweedFS S3", "FLUID_S3")
+    }
+
+    /// Ceph's RADOS Gateway.
+    pub fn ceph_rgw() -> Result<Self> {
+        Self::from_vars("Ceph RGW", "FLUID_RGW")
+    }
+
+    fn from_vars(name: &'static str, prefix: &str) -> Result<Self> {
+        let s = S3Server {
+            name,
+            endpoint: var(name, &format!("{prefix}_ENDPOINT"))?,
+            access_key: var(name, &format!("{prefix}_ACCESS_KEY"))?,
+            secret_key: var(name, &format!("{prefix}_SECRET_KEY"))?,
+            region: var(name, &format!("{prefix}_REGION")).unwrap_or_else(|_| "us-east-1".into()),
+        };
+        require_reachable(name, &s.endpoint)?;
+        Ok(s)
+    }
+
+    /// A path-style client, as the servers here have no wildcard DNS.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "fluid-tests",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// The MiniDFS NameNode URL, `hdfs://127.0.0.1:PORT`.
+pub fn hdfs_url() -> Result<String> {
+    let url = var("MiniDFS HDFS", "FLUID_HDFS_URL")?;
+    require_reachable("MiniDFS HDFS", &url)?;
+    Ok(url)
+}
+
+/// The csi-sanity binary.
+pub fn csi_sanity() -> Result<PathBuf> {
+    let path = PathBuf::from(var("csi-sanity", "FLUID_CSI_SANITY")?);
+    if !path.is_file() {
+        bail!(
+            "csi-sanity is not installed at {}; run `scripts/services.sh up csisanity`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A name unique to this test process, for buckets and directories.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
