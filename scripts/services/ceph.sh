@@ -11,12 +11,13 @@ CEPH_RGW_SECRET_KEY=fluidrgwsecret00000000000000000000000000
 
 ceph__dir() { printf '%s/ceph' "$FLUID_SERVICES_DIR"; }
 
-# ceph__cli CMD ARGS...: runs a Ceph CLI against this cluster's config, bounded in time.
+# ceph__cli SECONDS CMD ARGS...: runs a Ceph CLI against this cluster's config, bounded in time.
 ceph__cli() {
   local t="$1" prog="$2"; shift 2
   timeout "$t" "$prog" -c "$(ceph__dir)/ceph.conf" "$@"
 }
 
+# ceph__running: all three daemons alive and RGW accepting connections (the quick path of ceph_up).
 ceph__running() {
   local d; d="$(ceph__dir)"
   pid_alive "$d/run/mon.pid" && pid_alive "$d/run/osd.pid" && pid_alive "$d/run/rgw.pid" \
@@ -45,15 +46,15 @@ ceph__any_alive() {
 # ceph__stop_all: SIGTERM to all daemons at once, up to 2 s grace, then SIGKILL to all at once.
 # (A clean shutdown takes them 2-6 s, which the throwaway data does not need.)
 ceph__stop_all() {
-  local d n i pids=(); d="$(ceph__dir)"
+  local d n pids=(); d="$(ceph__dir)"
   for n in rgw osd mon; do
     if pid_alive "$d/run/$n.pid"; then pids+=("$(cat "$d/run/$n.pid")"); fi
   done
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    for i in $(seq 20); do ceph__any_alive "${pids[@]}" || break; sleep 0.1; done
+    for _ in $(seq 20); do ceph__any_alive "${pids[@]}" || break; sleep 0.1; done
     kill -KILL "${pids[@]}" 2>/dev/null || true
-    for i in $(seq 50); do ceph__any_alive "${pids[@]}" || break; sleep 0.1; done
+    for _ in $(seq 50); do ceph__any_alive "${pids[@]}" || break; sleep 0.1; done
   fi
   rm -f "$d/run/rgw.pid" "$d/run/osd.pid" "$d/run/mon.pid"
 }
@@ -65,6 +66,19 @@ ceph__start() {
   local d; d="$(ceph__dir)"
   setsid "$@" </dev/null >>"$logf" 2>&1 &
   echo $! >"$d/run/$name.pid"
+  disown $! 2>/dev/null || true
+}
+
+# ceph__wait WHAT SECONDS PIDFILE CMD...: polls CMD until it succeeds; fails at once when the daemon
+# in PIDFILE has exited, or after SECONDS.
+ceph__wait() {
+  local what="$1" secs="$2" pidf="$3"; shift 3
+  local deadline=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    if ! pid_alive "$pidf"; then log "ceph: $what exited"; return 1; fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then log "ceph: $what not ready after ${secs}s"; return 1; fi
+    sleep 0.2
+  done
 }
 
 ceph__osd_up() {
@@ -122,7 +136,7 @@ admin_socket = $d/run/\$cluster-\$name.asok
 osd_data = $d/osd/\$cluster-\$id
 osd_objectstore = memstore
 memstore_device_bytes = 1610612736
-osd_memory_target = 536870912
+# Fewer op threads: one OSD serving tests on a 2-core machine.
 osd_op_num_shards = 2
 osd_op_num_threads_per_shard = 2
 admin_socket = $d/run/\$cluster-\$name.asok
@@ -168,8 +182,8 @@ ceph_up() {
   ceph-mon -c "$d/ceph.conf" --mkfs -i a --monmap "$d/monmap" >>"$d/log/mkfs.log" 2>&1 \
     || { ceph__fail "ceph-mon --mkfs failed" "$d/log/mkfs.log" "$d/log/ceph-mon.a.log"; return 1; }
   ceph__start mon "$d/log/mon.out" ceph-mon -c "$d/ceph.conf" -f -i a
-  wait_for "ceph monitor" 30 "$d/log/ceph-mon.a.log" ceph__cli 5 ceph mon stat \
-    || { ceph__fail "ceph-mon did not come up" "$d/log/mon.out"; return 1; }
+  ceph__wait ceph-mon 30 "$d/run/mon.pid" ceph__cli 5 ceph mon stat \
+    || { ceph__fail "ceph-mon did not come up" "$d/log/ceph-mon.a.log" "$d/log/mon.out"; return 1; }
 
   log "ceph: creating OSD"
   local osd_uuid osd_id
@@ -182,13 +196,13 @@ ceph_up() {
   # --no-mon-config: with the config fetched from the mon, the OSD's first mon commands carry a
   # zero fsid under auth none ("wrong fsid") and it exits; the file holds all its settings anyway.
   ceph__start osd "$d/log/osd.out" ceph-osd -c "$d/ceph.conf" -f -i 0 --no-mon-config
-  wait_for "ceph OSD" 60 "$d/log/ceph-osd.0.log" ceph__osd_up \
-    || { ceph__fail "ceph-osd did not come up" "$d/log/osd.out"; return 1; }
+  ceph__wait ceph-osd 60 "$d/run/osd.pid" ceph__osd_up \
+    || { ceph__fail "ceph-osd did not come up" "$d/log/ceph-osd.0.log" "$d/log/osd.out"; return 1; }
 
   log "ceph: starting radosgw"
   ceph__start rgw "$d/log/rgw.out" radosgw -c "$d/ceph.conf" -f -n client.rgw.fluid --no-mon-config
-  wait_for "ceph radosgw" 90 "$d/log/ceph-client.rgw.fluid.log" ceph__rgw_http \
-    || { ceph__fail "radosgw did not answer on 127.0.0.1:$CEPH_RGW_PORT" "$d/log/rgw.out"; return 1; }
+  ceph__wait radosgw 90 "$d/run/rgw.pid" ceph__rgw_http \
+    || { ceph__fail "radosgw did not answer on 127.0.0.1:$CEPH_RGW_PORT" "$d/log/ceph-client.rgw.fluid.log" "$d/log/rgw.out"; return 1; }
 
   if ! ceph__cli 30 radosgw-admin user info --uid "$CEPH_RGW_UID" >/dev/null 2>&1; then
     ceph__cli 60 radosgw-admin user create --uid "$CEPH_RGW_UID" --display-name "fluid tests" \
