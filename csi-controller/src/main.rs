@@ -1,6 +1,36 @@
-//! `fluid-csi-controller`: not built yet (see the issues). It exits non-zero so nothing mistakes it for a
-//! working plugin.
-fn main() {
-    eprintln!("fluid-csi-controller: not built yet");
-    std::process::exit(2);
+//! `fluid-csi-controller`: the CSI Identity and Controller plugin of Fluid (see the crate docs
+//! and `--help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use csi_controller::{Config, run};
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLUID_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fluid-csi-controller: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fluid-csi-controller: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

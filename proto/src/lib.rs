@@ -2,6 +2,7 @@
 //! [`endpoint`], the one way every binary here serves or dials a gRPC endpoint.
 
 pub mod endpoint;
+pub mod identity;
 
 pub use endpoint::{Endpoint, EndpointError};
 

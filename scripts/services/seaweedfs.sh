@@ -28,8 +28,10 @@ seaweedfs_up() {
   "credentials": [{"accessKey": "$SEAWEEDFS_ACCESS_KEY", "secretKey": "$SEAWEEDFS_SECRET_KEY"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 JSON
+  # Every bucket is a collection that reserves several volumes of its own: with a small
+  # -volume.max the third concurrent test bucket gets HTTP 500 on every write.
   setsid "$(seaweedfs_bin)" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
-    -master.port=9333 -volume.port=8080 -volume.max=20 -master.volumeSizeLimitMB=512 \
+    -master.port=9333 -volume.port=8080 -volume.max=400 -master.volumeSizeLimitMB=256 \
     -filer -s3 -s3.port="$SEAWEEDFS_S3_PORT" -s3.config="$dir/s3.json" \
     </dev/null >"$dir/log" 2>&1 &
   echo $! > "$dir/pid"

@@ -1,5 +1,9 @@
-//! Shared support for the integration tests: where the real test servers are and clients
-//! for them. The servers are started by `scripts/services.sh up`; a test whose server is
-//! absent fails with a message naming it, never passes silently.
+//! Shared support for the integration tests: where the real test servers are, clients for
+//! them, a generated dataset tree, and the real `fluid-fuse` daemon as a child process. The
+//! servers are started by `scripts/services.sh up`; a test whose server is absent fails with a
+//! message naming it, never passes silently.
 
+pub mod daemon;
+pub mod proxy;
 pub mod services;
+pub mod tree;

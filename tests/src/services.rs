@@ -146,3 +146,70 @@ pub fn unique_name(prefix: &str) -> String {
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
+
+/// A bucket that is emptied and deleted when dropped, even when the test failed: SeaweedFS
+/// runs out of volumes when buckets pile up.
+pub struct TempBucket {
+    pub name: String,
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Server {
+    pub fn temp_bucket(&self, prefix: &str) -> Result<TempBucket> {
+        let name = unique_name(prefix);
+        let client = self.client();
+        let n = name.clone();
+        let c = client.clone();
+        on_own_runtime(async move { c.create_bucket().bucket(&n).send().await.map(|_| ()) })
+            .with_context(|| format!("{}: creating bucket {name}", self.name))?;
+        Ok(TempBucket { name, client })
+    }
+}
+
+/// Runs a future to completion on a runtime of its own thread, so it works from sync code
+/// and from inside another runtime (e.g. in Drop).
+pub fn on_own_runtime<T: Send + 'static, E: Send + Sync + 'static + std::error::Error>(
+    f: impl std::future::Future<Output = std::result::Result<T, E>> + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(f).map_err(anyhow::Error::from)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("runtime thread panicked"))?
+}
+
+impl Drop for TempBucket {
+    fn drop(&mut self) {
+        let (client, bucket) = (self.client.clone(), self.name.clone());
+        let _ = on_own_runtime(async move {
+            let mut token = None;
+            loop {
+                let page = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .set_continuation_token(token)
+                    .send()
+                    .await?;
+                for obj in page.contents() {
+                    if let Some(key) = obj.key() {
+                        let _ = client.delete_object().bucket(&bucket).key(key).send().await;
+                    }
+                }
+                token = page.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            client
+                .delete_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_sdk_s3::Error::from)
+        });
+    }
+}

@@ -1,0 +1,83 @@
+//! The command line of `fluid-csi-controller`: one config struct, built by clap.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use fluid_proto::Endpoint;
+use fluid_proto::identity::check_driver_name;
+
+/// The CSI driver name unless `--drivername` says otherwise (the CSIDriver object's name).
+pub const DEFAULT_DRIVER_NAME: &str = "fuse.csi.fluid.io";
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "fluid-csi-controller",
+    version,
+    about = "CSI Identity and Controller plugin of Fluid: creates volumes for Fluid Datasets (or inline mount points) for the external-provisioner",
+    long_about = None
+)]
+pub struct Config {
+    /// gRPC endpoint to serve CSI on: unix:///path/to.sock (what the external-provisioner
+    /// sidecar dials) or tcp://host:port. A stale socket file is replaced; the file is removed
+    /// on shutdown.
+    #[arg(long, default_value = "unix:///csi/csi.sock", value_parser = parse_endpoint)]
+    pub endpoint: Endpoint,
+
+    /// CSI driver name reported by GetPluginInfo; must match the CSIDriver object and the
+    /// StorageClass provisioner. 1-63 characters of [a-zA-Z0-9-_.], alphanumeric at both ends.
+    #[arg(long, default_value = DEFAULT_DRIVER_NAME, value_parser = parse_driver_name)]
+    pub drivername: String,
+
+    /// Directory holding one JSON record per created volume (volumes/<id>.json), so that
+    /// CreateVolume stays idempotent and ListVolumes complete across restarts. Created if absent.
+    #[arg(long, default_value = "/var/lib/fluid/controller")]
+    pub state_dir: PathBuf,
+
+    /// Dataset catalogue for running without Kubernetes: a YAML stream (documents separated by
+    /// `---`, or one `kind: List` with `items:`) of Fluid Dataset objects
+    /// (`apiVersion: data.fluid.io/v1alpha1`, `kind: Dataset`, `metadata: {name, namespace}`,
+    /// `spec.mounts[]` with mountPoint, name, path, options, readOnly, and Fluid's
+    /// `spec.sharedOptions`). Optional cache settings per Dataset: `spec.tiers` (a list of
+    /// fluid-fuse --tier specs, e.g. `mem:2GiB`, `ssd:/var/cache/fluid:100GiB,high=0.95,low=0.7`)
+    /// and `spec.blockSize` (e.g. `4MiB`). Checked at start; an error names the document and
+    /// field. Without it only inline `mountPoint` volumes can be created.
+    #[arg(long, value_name = "FILE")]
+    pub datasets: Option<PathBuf>,
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    s.parse()
+        .map_err(|e: fluid_proto::EndpointError| e.to_string())
+}
+
+fn parse_driver_name(s: &str) -> Result<String, String> {
+    check_driver_name(s)?;
+    Ok(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_and_validation() {
+        Config::command().debug_assert();
+        let c = Config::try_parse_from(["fluid-csi-controller"]).unwrap();
+        assert_eq!(c.endpoint, "unix:///csi/csi.sock".parse().unwrap());
+        assert_eq!(c.drivername, DEFAULT_DRIVER_NAME);
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/fluid/controller"));
+        assert!(c.datasets.is_none());
+        assert!(Config::try_parse_from(["x", "--drivername", "-bad-"]).is_err());
+        assert!(Config::try_parse_from(["x", "--endpoint", "relative.sock"]).is_err());
+        let c = Config::try_parse_from([
+            "x",
+            "--endpoint",
+            "tcp://127.0.0.1:0",
+            "--datasets",
+            "/d.yaml",
+        ])
+        .unwrap();
+        assert_eq!(c.datasets, Some(PathBuf::from("/d.yaml")));
+    }
+}

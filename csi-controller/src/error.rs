@@ -1,0 +1,124 @@
+//! The one error type of the controller, and its one mapping to a gRPC status. Messages name
+//! the request field at fault and never carry secret values.
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field (or parameter) is missing or wrong: INVALID_ARGUMENT.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The volume or dataset named by the request does not exist: NOT_FOUND.
+    #[error("{0}")]
+    NotFound(String),
+    /// A volume of that name exists with other arguments: ALREADY_EXISTS.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A ListVolumes starting_token that this plugin did not hand out: ABORTED.
+    #[error("invalid starting_token {0:?}: not a token returned by ListVolumes")]
+    BadToken(String),
+    /// An RPC (or a feature of one) this plugin does not offer: UNIMPLEMENTED.
+    #[error("{0} is not implemented by this plugin")]
+    Unimplemented(&'static str),
+    /// The Dataset catalogue (`--datasets`) is unreadable or wrong; names the document and field.
+    #[error("datasets file {file}: {location}: {message}", file = .file.display())]
+    Catalogue {
+        file: PathBuf,
+        /// `document 2 (ml/imagenet) spec.mounts[0].mountPoint`, or just `document 2`.
+        location: String,
+        message: String,
+    },
+    /// A volume record in the state directory is unreadable.
+    #[error("volume record {}: {message}", .path.display())]
+    Record { path: PathBuf, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Endpoint(#[from] fluid_proto::EndpointError),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An error of the data-path library about a request value: its field name is prefixed
+    /// with where the value came from (e.g. `parameters`), so the caller sees which one.
+    pub fn from_data(prefix: &str, e: fuse_cache::Error) -> Self {
+        match e {
+            fuse_cache::Error::Invalid { field, message } => Error::Invalid {
+                field: format!("{prefix}{field}"),
+                message,
+            },
+            other => Error::invalid(prefix.trim_end_matches('.'), other.to_string()),
+        }
+    }
+}
+
+/// The one place errors become gRPC statuses.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::Invalid { .. } => tonic::Status::invalid_argument(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            Error::BadToken(_) => tonic::Status::aborted(msg),
+            Error::Unimplemented(_) => tonic::Status::unimplemented(msg),
+            Error::Catalogue { .. }
+            | Error::Record { .. }
+            | Error::Io { .. }
+            | Error::Endpoint(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_to_status_codes() {
+        let code = |e: Error| tonic::Status::from(e).code();
+        assert_eq!(
+            code(Error::invalid("name", "missing")),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(code(Error::NotFound("x".into())), tonic::Code::NotFound);
+        assert_eq!(
+            code(Error::AlreadyExists("x".into())),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(code(Error::BadToken("x".into())), tonic::Code::Aborted);
+        assert_eq!(
+            code(Error::Unimplemented("GetCapacity")),
+            tonic::Code::Unimplemented
+        );
+        let status = tonic::Status::from(Error::from_data(
+            "parameters.",
+            fuse_cache::Error::invalid("blockSize", "bad size"),
+        ));
+        assert!(
+            status.message().contains("parameters.blockSize"),
+            "{}",
+            status.message()
+        );
+    }
+}

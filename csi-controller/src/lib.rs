@@ -1,0 +1,52 @@
+//! The Fluid CSI controller plugin: the CSI Identity and Controller services over a unix
+//! socket, as the external-provisioner sidecar expects. Volumes are made from Fluid Datasets
+//! (from the `--datasets` catalogue, resolved in the PVC's namespace only) or from an inline
+//! mount point, and are recorded in a state directory so they outlive restarts.
+
+pub mod catalogue;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod store;
+
+use fluid_proto::csi::controller_server::ControllerServer;
+use fluid_proto::csi::identity_server::IdentityServer;
+use fluid_proto::endpoint::shutdown_signal;
+use fluid_proto::identity::IdentityService;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::catalogue::Catalogue;
+use crate::controller::ControllerService;
+use crate::store::Store;
+
+/// Loads the catalogue and the volume records, then serves CSI until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<()> {
+    let catalogue = match &config.datasets {
+        Some(path) => {
+            let c = Catalogue::load(path)?;
+            tracing::info!(file = %path.display(), datasets = c.len(), "dataset catalogue loaded");
+            c
+        }
+        None => {
+            tracing::info!(
+                "no --datasets catalogue: only inline mountPoint volumes can be created"
+            );
+            Catalogue::default()
+        }
+    };
+    let store = Store::open(&config.state_dir)?;
+    tracing::info!(state_dir = %config.state_dir.display(), volumes = store.len(), "volume records loaded");
+
+    let identity = IdentityService::new(config.drivername.clone(), true);
+    let controller = ControllerService::new(catalogue, store);
+    let router = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(identity))
+        .add_service(ControllerServer::new(controller));
+    let bound = config.endpoint.bind().await?;
+    tracing::info!(endpoint = %bound.endpoint(), driver = %config.drivername, version = env!("CARGO_PKG_VERSION"), "serving CSI Identity and Controller");
+    bound.serve(router, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

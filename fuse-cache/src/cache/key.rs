@@ -1,0 +1,119 @@
+//! The name of one cached block, and its stable hash for file names.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// One block of one object version. `object` is built by the caller from the mount, the path
+/// and the object's version ([`crate::source::Meta::version`]), so a changed object never
+/// matches the blocks of its old version; `index` is the block number within the object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockKey {
+    pub object: Arc<str>,
+    pub index: u64,
+}
+
+impl BlockKey {
+    pub fn new(object: impl Into<Arc<str>>, index: u64) -> Self {
+        BlockKey {
+            object: object.into(),
+            index,
+        }
+    }
+
+    /// A 128-bit hash of the key that is the same in every process and on every machine
+    /// (unlike std's randomized hasher): two independent 64-bit hashes of the key's bytes.
+    pub fn hash128(&self) -> u128 {
+        let len = (self.object.len() as u64).to_le_bytes();
+        let index = self.index.to_le_bytes();
+        let parts: [&[u8]; 3] = [&len, self.object.as_bytes(), &index];
+        let a = fmix64(fnv1a(&parts, FNV_OFFSET, FNV_PRIME));
+        let b = fmix64(fnv1a(&parts, SEED_B, PRIME_B));
+        (u128::from(a) << 64) | u128::from(b)
+    }
+
+    /// [`Self::hash128`] as 32 lowercase hex digits: the block's file name in a disk tier.
+    pub fn hash_hex(&self) -> String {
+        format!("{:032x}", self.hash128())
+    }
+}
+
+impl fmt::Display for BlockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.object, self.index)
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+// The second hash: same scheme, another seed and another odd multiplier.
+const SEED_B: u64 = 0x9e37_79b9_7f4a_7c15;
+const PRIME_B: u64 = 0xff51_afd7_ed55_8ccd;
+
+fn fnv1a(parts: &[&[u8]], seed: u64, prime: u64) -> u64 {
+    let mut h = seed;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(prime);
+        }
+    }
+    h
+}
+
+/// MurmurHash3's 64-bit finalizer: spreads every input bit over the whole word.
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^= k >> 33;
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn hash_is_stable_and_32_hex_digits() {
+        let k = BlockKey::new("s3://bucket/train/a.tar@e1234", 7);
+        let hex = k.hash_hex();
+        assert_eq!(hex.len(), 32);
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        // Pinned: file names written by one version must be found by the next.
+        assert_eq!(
+            hex,
+            BlockKey::new("s3://bucket/train/a.tar@e1234", 7).hash_hex()
+        );
+        assert_eq!(BlockKey::new("", 0).hash_hex(), PINNED_EMPTY);
+    }
+
+    const PINNED_EMPTY: &str = "a5e0dba6c385580a141e87993f0d71e3";
+
+    #[test]
+    fn hash_separates_object_and_index() {
+        // Length prefix: ("ab", n) and ("a", m) never share bytes by concatenation.
+        let mut seen = HashSet::new();
+        for obj in ["", "a", "ab", "abc", "b", "ba"] {
+            for index in 0..1000 {
+                assert!(
+                    seen.insert(BlockKey::new(obj, index).hash128()),
+                    "collision at {obj:?}#{index}"
+                );
+            }
+        }
+        assert_ne!(
+            BlockKey::new("x", 1).hash128(),
+            BlockKey::new("x", 1 << 8).hash128()
+        );
+    }
+
+    #[test]
+    fn display() {
+        assert_eq!(BlockKey::new("m/p@v", 3).to_string(), "m/p@v#3");
+    }
+}

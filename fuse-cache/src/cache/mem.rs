@@ -1,0 +1,204 @@
+//! The memory tier: blocks as `Bytes` under a byte quota, least recently used dropped first.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::key::BlockKey;
+
+/// Bytes are counted by `Bytes::len()`: a block that is a slice of a larger buffer keeps that
+/// buffer alive, so callers should hand in blocks that own their memory.
+pub(crate) struct MemTier {
+    quota: u64,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    evictions: AtomicU64,
+}
+
+struct State {
+    lru: LruCache<BlockKey, Bytes>,
+    used: u64,
+}
+
+impl MemTier {
+    pub(crate) fn new(quota: u64) -> Self {
+        MemTier {
+            quota,
+            state: Mutex::new(State {
+                lru: LruCache::unbounded(),
+                used: 0,
+            }),
+            hits: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The block, now the most recently used; counts a hit.
+    pub(crate) fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        let found = self.state().lru.get(key).cloned();
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    pub(crate) fn contains(&self, key: &BlockKey) -> bool {
+        self.state().lru.contains(key)
+    }
+
+    /// Stores the block as the most recently used, dropping least recently used blocks until
+    /// it fits. A block larger than the whole quota is not stored. Returns whether it is stored.
+    pub(crate) fn insert(&self, key: BlockKey, data: Bytes) -> bool {
+        let len = data.len() as u64;
+        let mut evicted = 0;
+        let stored = {
+            let mut st = self.state();
+            if let Some(old) = st.lru.pop(&key) {
+                st.used -= old.len() as u64;
+            }
+            if len > self.quota {
+                false
+            } else {
+                while st.used + len > self.quota {
+                    let Some((_, old)) = st.lru.pop_lru() else {
+                        break;
+                    };
+                    st.used -= old.len() as u64;
+                    evicted += 1;
+                }
+                st.lru.put(key, data);
+                st.used += len;
+                true
+            }
+        };
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        stored
+    }
+
+    /// Drops every block whose object starts with `prefix`: (blocks, bytes).
+    pub(crate) fn remove_prefix(&self, prefix: &str) -> (u64, u64) {
+        let (mut blocks, mut bytes) = (0, 0);
+        let mut st = self.state();
+        st.lru.retain(|k, v| {
+            let keep = !k.object.starts_with(prefix);
+            if !keep {
+                blocks += 1;
+                bytes += v.len() as u64;
+            }
+            keep
+        });
+        st.used -= bytes;
+        (blocks, bytes)
+    }
+
+    pub(crate) fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.state().used
+    }
+
+    /// (used bytes, blocks) at one instant.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let st = self.state();
+        (st.used, st.lru.len() as u64)
+    }
+
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> BlockKey {
+        BlockKey::new("obj", i)
+    }
+
+    fn block(len: usize, fill: u8) -> Bytes {
+        Bytes::from(vec![fill; len])
+    }
+
+    #[test]
+    fn lru_order_and_quota() {
+        let mem = MemTier::new(300);
+        for i in 0..3 {
+            assert!(mem.insert(key(i), block(100, i as u8)));
+        }
+        assert_eq!(mem.usage(), (300, 3));
+        // Touch 0: now 1 is the least recently used and goes first.
+        assert_eq!(mem.get(&key(0)).unwrap(), block(100, 0));
+        assert!(mem.insert(key(3), block(100, 3)));
+        assert!(!mem.contains(&key(1)));
+        assert!(mem.contains(&key(0)) && mem.contains(&key(2)) && mem.contains(&key(3)));
+        assert_eq!(mem.evictions(), 1);
+        // Touch 0 again (order 2, 3, 0); a 150-byte block needs 2 and 3 gone.
+        assert!(mem.get(&key(0)).is_some());
+        assert!(mem.insert(key(4), block(150, 4)));
+        assert_eq!(mem.usage(), (250, 2));
+        assert!(mem.contains(&key(0)) && mem.contains(&key(4)));
+        assert_eq!(mem.hits(), 2);
+        assert!(mem.get(&key(9)).is_none());
+        assert_eq!(mem.hits(), 2);
+    }
+
+    #[test]
+    fn too_large_is_not_stored_and_replacing_recounts() {
+        let mem = MemTier::new(100);
+        assert!(mem.insert(key(0), block(60, 0)));
+        assert!(!mem.insert(key(1), block(101, 1)));
+        assert_eq!(mem.usage(), (60, 1));
+        // The same key again replaces the block and its bytes.
+        assert!(mem.insert(key(0), block(80, 7)));
+        assert_eq!(mem.usage(), (80, 1));
+        assert_eq!(mem.get(&key(0)).unwrap(), block(80, 7));
+        assert_eq!(mem.evictions(), 0);
+    }
+
+    #[test]
+    fn usage_never_exceeds_quota() {
+        let mem = MemTier::new(10_000);
+        let mut rng = 12345u64;
+        for i in 0..5_000 {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (rng >> 33) as usize % 2_000;
+            mem.insert(key(i % 700), block(len, 0));
+            let (used, _) = mem.usage();
+            assert!(used <= 10_000, "used {used} after {i}");
+        }
+        // The count of what is there agrees with the sum of lengths.
+        let st = mem.state();
+        assert_eq!(
+            st.used,
+            st.lru.iter().map(|(_, v)| v.len() as u64).sum::<u64>()
+        );
+    }
+
+    #[test]
+    fn remove_by_prefix() {
+        let mem = MemTier::new(1000);
+        mem.insert(BlockKey::new("m1/a@1", 0), block(10, 0));
+        mem.insert(BlockKey::new("m1/a@1", 1), block(10, 0));
+        mem.insert(BlockKey::new("m1/b@1", 0), block(20, 0));
+        mem.insert(BlockKey::new("m2/a@1", 0), block(40, 0));
+        assert_eq!(mem.remove_prefix("m1/a"), (2, 20));
+        assert_eq!(mem.remove_prefix("m1/"), (1, 20));
+        assert_eq!(mem.usage(), (40, 1));
+        assert_eq!(mem.remove_prefix("nothing"), (0, 0));
+    }
+}

@@ -1,0 +1,475 @@
+//! The tiered block cache: a file is split into fixed blocks, each cached under a
+//! [`BlockKey`] that names the object version. Tiers are ordered like Fluid's
+//! `tieredstore.levels`: an optional memory tier first, then disk tiers (SSD, HDD).
+//!
+//! - [`BlockCache::get`] looks in each tier in order; a block found on disk is promoted into
+//!   the memory tier (and, found in a lower disk tier, queued for the first disk tier).
+//! - [`BlockCache::get_or_fetch`] fetches a missing block once however many readers want it
+//!   (single flight), stores it in memory and queues it for the first disk tier. The disk
+//!   write happens in the background through a bounded queue; when the queue is full the
+//!   block is simply not written to disk (`write_skips`), so readers never wait on disks.
+//! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
+//!   block evicted from memory is dropped (it was written through to disk when fetched).
+//! - The disk indexes are written periodically, on [`BlockCache::flush`] and when the cache
+//!   is dropped, and reused at the next open; `disk.rs` describes the file layout.
+//!
+//! Without any tier the cache is a pass-through: every `get_or_fetch` fetches (concurrent
+//! callers of one block still share one fetch). Without a memory tier, a reader that comes
+//! just after a fetch finished may fetch again before the background disk write lands.
+//!
+//! Locks: std mutexes guard only in-memory maps and are never held across `.await`; disk
+//! file creation and deletion is serialized per disk tier by an async lock, and all file I/O
+//! runs in `spawn_blocking`.
+
+mod config;
+mod disk;
+mod key;
+mod mem;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::{DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, parse_size};
+pub use key::BlockKey;
+
+use crate::error::{Error, Result};
+use disk::DiskTier;
+use mem::MemTier;
+
+/// Tunables of a [`BlockCache`] besides its tiers.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Blocks waiting to be written to disk; more are not written (counted in `write_skips`).
+    /// Each queued block holds its bytes (shared with the memory tier while it is there).
+    pub write_queue: usize,
+    /// How often changed disk indexes are written.
+    pub index_interval: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            write_queue: 64,
+            index_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Figures of one tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// `MEM`, `SSD` or `HDD`.
+    pub medium: &'static str,
+    /// The directory of a disk tier; empty for MEM.
+    pub path: String,
+    /// Bytes held: block data for MEM, whole files (header included) for disk tiers.
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+    pub blocks: u64,
+    /// Reads this tier answered.
+    pub hits: u64,
+    pub evictions: u64,
+    /// Blocks that failed their checksum and were dropped (disk tiers).
+    pub corrupt: u64,
+}
+
+/// Figures of the whole cache.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// In tier order, MEM first.
+    pub tiers: Vec<TierStats>,
+    /// Reads answered by any tier.
+    pub hits: u64,
+    /// Fetches made for missing blocks (readers sharing one fetch count once).
+    pub misses: u64,
+    /// Blocks not written to disk because the write queue was full.
+    pub write_skips: u64,
+}
+
+impl CacheStats {
+    /// Hits over hits and misses, 0 before any read.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// The block cache of one daemon; share it with `Arc`. Must be opened inside a tokio runtime.
+pub struct BlockCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    specs: Vec<TierSpec>,
+    mem: Option<MemTier>,
+    disks: Vec<DiskTier>,
+    flights: Mutex<HashMap<BlockKey, Flight>>,
+    next_flight: AtomicU64,
+    misses: AtomicU64,
+    write_skips: AtomicU64,
+    /// To the background disk writer; `None` without disk tiers.
+    writer: Option<mpsc::Sender<Job>>,
+}
+
+/// One fetch in progress, awaited by every reader of its block.
+#[derive(Clone)]
+struct Flight {
+    id: u64,
+    result: Shared<BoxFuture<'static, Result<Bytes>>>,
+}
+
+enum Job {
+    /// Store a block in the first disk tier.
+    Write { key: BlockKey, data: Bytes },
+    /// Answered once every job queued before it is done.
+    Barrier(oneshot::Sender<()>),
+}
+
+impl BlockCache {
+    /// Opens the tiers in order, loading the disk tiers' indexes.
+    pub async fn open(specs: Vec<TierSpec>) -> Result<BlockCache> {
+        Self::open_with(specs, CacheOptions::default()).await
+    }
+
+    pub async fn open_with(specs: Vec<TierSpec>, options: CacheOptions) -> Result<BlockCache> {
+        let mut mem = None;
+        let mut disks: Vec<DiskTier> = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate()?;
+            match spec {
+                TierSpec::Mem { quota } => {
+                    if i != 0 {
+                        return Err(Error::invalid(
+                            format!("tier {spec}"),
+                            "the memory tier must be the first tier, and there can be only one",
+                        ));
+                    }
+                    mem = Some(MemTier::new(*quota));
+                }
+                TierSpec::Disk {
+                    medium,
+                    dir,
+                    quota,
+                    high,
+                    low,
+                } => {
+                    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+                    if dirs.contains(&canonical) {
+                        return Err(Error::invalid(
+                            format!("tier {spec}"),
+                            "another tier uses the same directory",
+                        ));
+                    }
+                    dirs.push(canonical);
+                    disks.push(DiskTier::open(*medium, dir.clone(), *quota, *high, *low).await?);
+                }
+            }
+        }
+        let (writer, queue) = if disks.is_empty() {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(options.write_queue.max(1));
+            (Some(tx), Some(rx))
+        };
+        let inner = Arc::new(Inner {
+            specs,
+            mem,
+            disks,
+            flights: Mutex::new(HashMap::new()),
+            next_flight: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            write_skips: AtomicU64::new(0),
+            writer,
+        });
+        if let Some(rx) = queue {
+            tokio::spawn(write_behind(
+                Arc::downgrade(&inner),
+                rx,
+                options.index_interval,
+            ));
+        }
+        Ok(BlockCache { inner })
+    }
+
+    /// The tiers, as opened.
+    pub fn specs(&self) -> &[TierSpec] {
+        &self.inner.specs
+    }
+
+    /// The block from the first tier that has it, counting a hit there. A block found on disk
+    /// is promoted into the memory tier. A corrupt disk block is dropped and is a miss.
+    pub async fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        self.inner.get(key).await
+    }
+
+    /// The block from the cache, or else from `fetch`, which runs once for all concurrent
+    /// callers of one key and finishes (and fills the cache) even when they all give up. A
+    /// failed fetch hands its error to every caller waiting on it and is not remembered.
+    /// `fetch` is called at most once, and only when this caller starts the fetch.
+    pub async fn get_or_fetch<F, Fut>(&self, key: &BlockKey, fetch: F) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>> + Send + 'static,
+    {
+        if let Some(data) = self.inner.get(key).await {
+            return Ok(data);
+        }
+        let (flight, tx) = {
+            let mut flights = self.inner.flights();
+            if let Some(f) = flights.get(key) {
+                (f.result.clone(), None)
+            } else {
+                // A fetch may have finished between the lookup above and now.
+                if let Some(data) = self.inner.mem.as_ref().and_then(|m| m.get(key)) {
+                    return Ok(data);
+                }
+                let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel::<Result<Bytes>>();
+                let result = async move {
+                    rx.await.unwrap_or_else(|_| {
+                        Err(Error::unavailable(
+                            "block cache",
+                            "the fetch of a block was abandoned (it panicked)",
+                        ))
+                    })
+                }
+                .boxed()
+                .shared();
+                flights.insert(
+                    key.clone(),
+                    Flight {
+                        id,
+                        result: result.clone(),
+                    },
+                );
+                (result, Some((id, tx)))
+            }
+        };
+        if let Some((id, tx)) = tx {
+            self.inner.misses.fetch_add(1, Ordering::Relaxed);
+            // Removes the flight however this ends, a panicking `fetch` included.
+            let guard = FlightGuard {
+                inner: self.inner.clone(),
+                key: key.clone(),
+                id,
+            };
+            let fut = fetch();
+            tokio::spawn(async move {
+                let result = fut.await;
+                if let Ok(data) = &result {
+                    guard.inner.store_fetched(&guard.key, data);
+                }
+                // Out of the flight table first: a caller coming after the error starts anew.
+                drop(guard);
+                let _ = tx.send(result);
+            });
+        }
+        flight.await
+    }
+
+    /// Whether any tier holds the block (no I/O; a disk block may still turn out corrupt).
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let inner = &self.inner;
+        inner.mem.as_ref().is_some_and(|m| m.contains(key))
+            || inner.disks.iter().any(|d| d.contains(key))
+    }
+
+    /// Drops every block whose object name starts with `prefix` from every tier: (blocks,
+    /// bytes freed), summed over tiers (a block in MEM and on SSD counts twice). Fetches in
+    /// flight and queued disk writes are not cancelled.
+    pub async fn evict_object_prefix(&self, prefix: &str) -> (u64, u64) {
+        let (mut blocks, mut bytes) = self
+            .inner
+            .mem
+            .as_ref()
+            .map(|m| m.remove_prefix(prefix))
+            .unwrap_or_default();
+        for d in &self.inner.disks {
+            let (n, b) = d.remove_prefix(prefix).await;
+            blocks += n;
+            bytes += b;
+        }
+        (blocks, bytes)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let inner = &self.inner;
+        let mut tiers = Vec::with_capacity(inner.disks.len() + 1);
+        if let Some(m) = &inner.mem {
+            let (used, blocks) = m.usage();
+            tiers.push(TierStats {
+                medium: "MEM",
+                path: String::new(),
+                used_bytes: used,
+                capacity_bytes: m.quota(),
+                blocks,
+                hits: m.hits(),
+                evictions: m.evictions(),
+                corrupt: 0,
+            });
+        }
+        for d in &inner.disks {
+            let (used, blocks) = d.usage();
+            tiers.push(TierStats {
+                medium: d.medium().name(),
+                path: d.dir().display().to_string(),
+                used_bytes: used,
+                capacity_bytes: d.quota(),
+                blocks,
+                hits: d.hits(),
+                evictions: d.evictions(),
+                corrupt: d.corrupt(),
+            });
+        }
+        CacheStats {
+            hits: tiers.iter().map(|t| t.hits).sum(),
+            tiers,
+            misses: inner.misses.load(Ordering::Relaxed),
+            write_skips: inner.write_skips.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits for the disk writes queued so far, then writes the disk indexes.
+    pub async fn flush(&self) {
+        if let Some(tx) = &self.inner.writer {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Job::Barrier(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        for d in &self.inner.disks {
+            d.persist(true).await;
+        }
+    }
+
+    /// The sum of the tiers' quotas.
+    pub fn capacity(&self) -> u64 {
+        let inner = &self.inner;
+        inner.mem.as_ref().map_or(0, |m| m.quota())
+            + inner.disks.iter().map(|d| d.quota()).sum::<u64>()
+    }
+
+    /// The sum of the bytes the tiers hold.
+    pub fn used(&self) -> u64 {
+        let inner = &self.inner;
+        inner.mem.as_ref().map_or(0, |m| m.used())
+            + inner.disks.iter().map(|d| d.used()).sum::<u64>()
+    }
+}
+
+impl fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("tiers", &self.inner.specs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn flights(&self) -> MutexGuard<'_, HashMap<BlockKey, Flight>> {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        if let Some(data) = self.mem.as_ref().and_then(|m| m.get(key)) {
+            return Some(data);
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if let Some(data) = d.get(key).await {
+                if let Some(m) = &self.mem {
+                    m.insert(key.clone(), data.clone());
+                }
+                if i > 0 {
+                    self.queue_write(key, &data);
+                }
+                return Some(data);
+            }
+        }
+        None
+    }
+
+    fn store_fetched(&self, key: &BlockKey, data: &Bytes) {
+        if let Some(m) = &self.mem {
+            m.insert(key.clone(), data.clone());
+        }
+        self.queue_write(key, data);
+    }
+
+    /// Queues a write to the first disk tier unless it has the block; skips it when the
+    /// queue is full.
+    fn queue_write(&self, key: &BlockKey, data: &Bytes) {
+        let Some(tx) = &self.writer else { return };
+        if self.disks[0].contains(key) {
+            return;
+        }
+        let job = Job::Write {
+            key: key.clone(),
+            data: data.clone(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(job) {
+            self.write_skips.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct FlightGuard {
+    inner: Arc<Inner>,
+    key: BlockKey,
+    id: u64,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let mut flights = self.inner.flights();
+        if flights.get(&self.key).is_some_and(|f| f.id == self.id) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// The background disk writer: queued blocks, barriers, and the periodic index writes. Holds
+/// the cache weakly, so dropping the cache ends it (queued writes are then dropped).
+async fn write_behind(cache: Weak<Inner>, mut queue: mpsc::Receiver<Job>, interval: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            job = queue.recv() => {
+                let Some(job) = job else { break };
+                match job {
+                    Job::Write { key, data } => {
+                        let Some(inner) = cache.upgrade() else { break };
+                        inner.disks[0].put(key, data, &inner.disks[1..]).await;
+                    }
+                    Job::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let Some(inner) = cache.upgrade() else { break };
+                for d in &inner.disks {
+                    d.persist(false).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

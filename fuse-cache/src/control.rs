@@ -1,0 +1,257 @@
+//! The `CacheNode` gRPC service of one daemon: cache figures, warm-up and eviction.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fluid_proto::fluid::cache_node_server::CacheNode;
+use fluid_proto::fluid::{
+    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, PathError, TierStats,
+    WarmupProgress, WarmupRequest,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::cache::BlockKey;
+use crate::error::{Error, Result};
+use crate::namespace::{Location, Node};
+use crate::reader::{Reader, object_prefix};
+use crate::source::Kind;
+
+const DEFAULT_WARMUP_PARALLELISM: usize = 8;
+
+/// Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct Control {
+    pub reader: Arc<Reader>,
+}
+
+impl Control {
+    pub fn stats(&self) -> GetStatsResponse {
+        let s = self.reader.cache.stats();
+        let c = &self.reader.counters;
+        GetStatsResponse {
+            tiers: s
+                .tiers
+                .iter()
+                .map(|t| TierStats {
+                    medium: t.medium.to_string(),
+                    path: t.path.clone(),
+                    used_bytes: t.used_bytes,
+                    capacity_bytes: t.capacity_bytes,
+                    blocks: t.blocks,
+                    hits: t.hits,
+                    evictions: t.evictions,
+                })
+                .collect(),
+            hits: s.hits,
+            misses: s.misses,
+            source_bytes_read: c.bytes.load(Ordering::Relaxed),
+            source_requests: c.requests.load(Ordering::Relaxed),
+            bytes_served: c.bytes_served.load(Ordering::Relaxed),
+            mount_points: self
+                .reader
+                .ns
+                .mounts()
+                .map(|m| m.mount_point.url.clone())
+                .collect(),
+        }
+    }
+
+    /// Every file under the given dataset paths, walking directories.
+    async fn files_under(
+        &self,
+        paths: &[String],
+        errors: &mut Vec<PathError>,
+    ) -> Vec<(String, Node)> {
+        let ns = &self.reader.ns;
+        let mut out = Vec::new();
+        let mut queue: VecDeque<(String, Node)> = VecDeque::new();
+        for p in paths {
+            match ns.resolve_path(p).await {
+                Ok(node) => queue.push_back((p.clone(), node)),
+                Err(e) => errors.push(PathError {
+                    path: p.clone(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        while let Some((path, node)) = queue.pop_front() {
+            if node.meta.kind == Kind::File {
+                out.push((path, node));
+                continue;
+            }
+            let listed = async {
+                let mut stream = ns.open_dir(node.ino)?;
+                let mut i = 0;
+                while ns.fill(&mut stream, i).await? {
+                    i += 1;
+                }
+                Ok::<_, Error>(stream.entries)
+            };
+            match listed.await {
+                Ok(entries) => {
+                    for (name, ino) in entries {
+                        if let Ok(child) = ns.node(ino) {
+                            queue.push_back((
+                                format!("{}/{name}", path.trim_end_matches('/')),
+                                child,
+                            ));
+                        }
+                    }
+                }
+                Err(e) => errors.push(PathError {
+                    path,
+                    message: e.to_string(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Reads every block of a file into the cache, returning (bytes loaded, bytes already cached).
+    async fn warm_file(reader: &Reader, node: &Node) -> Result<(u64, u64)> {
+        let file = reader.open(node)?;
+        let bs = reader.cfg.block_size;
+        let mut cached = 0;
+        for index in 0..file.meta.size.div_ceil(bs) {
+            let len = bs.min(file.meta.size - index * bs);
+            if reader.cache.contains(&BlockKey {
+                object: file_object(&file),
+                index,
+            }) {
+                cached += len;
+            }
+            reader.block(&file, index).await?;
+        }
+        Ok((file.meta.size, cached))
+    }
+}
+
+fn file_object(file: &crate::reader::OpenFile) -> Arc<str> {
+    file.object().clone()
+}
+
+type WarmupStream = Pin<Box<dyn Stream<Item = Result<WarmupProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CacheNode for Control {
+    async fn get_stats(
+        &self,
+        _: Request<GetStatsRequest>,
+    ) -> Result<Response<GetStatsResponse>, Status> {
+        Ok(Response::new(self.stats()))
+    }
+
+    type WarmupStream = WarmupStream;
+
+    async fn warmup(&self, req: Request<WarmupRequest>) -> Result<Response<WarmupStream>, Status> {
+        let req = req.into_inner();
+        if req.paths.is_empty() {
+            return Err(Status::invalid_argument(
+                "paths: give at least one dataset path, e.g. /",
+            ));
+        }
+        let parallelism = match req.parallelism {
+            0 => DEFAULT_WARMUP_PARALLELISM,
+            n => n as usize,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut progress = WarmupProgress::default();
+            let files = this.files_under(&req.paths, &mut progress.errors).await;
+            progress.files_total = files.len() as u64;
+            progress.bytes_total = files.iter().map(|(_, n)| n.meta.size).sum();
+            if tx.send(Ok(progress.clone())).await.is_err() {
+                return;
+            }
+            let reader = this.reader.clone();
+            let mut results = futures::stream::iter(files.into_iter().map(|(path, node)| {
+                let reader = reader.clone();
+                async move { (path, Control::warm_file(&reader, &node).await) }
+            }))
+            .buffer_unordered(parallelism);
+            while let Some((path, result)) = results.next().await {
+                match result {
+                    Ok((bytes, cached)) => {
+                        progress.files_done += 1;
+                        progress.bytes_done += bytes;
+                        progress.bytes_already_cached += cached;
+                    }
+                    Err(e) => progress.errors.push(PathError {
+                        path,
+                        message: e.to_string(),
+                    }),
+                }
+                if this.cache_full() {
+                    progress.quota_reached = true;
+                    break;
+                }
+                if tx.send(Ok(progress.clone())).await.is_err() {
+                    return;
+                }
+            }
+            progress.done = true;
+            let _ = tx.send(Ok(progress)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn evict(&self, req: Request<EvictRequest>) -> Result<Response<EvictResponse>, Status> {
+        let req = req.into_inner();
+        if req.paths.is_empty() {
+            return Err(Status::invalid_argument(
+                "paths: give at least one dataset path, e.g. /",
+            ));
+        }
+        let mut resp = EvictResponse::default();
+        for p in &req.paths {
+            let node = self.reader.ns.resolve_path(p).await.map_err(Status::from)?;
+            let prefixes: Vec<String> = match &node.location {
+                Location::InMount { mount, path } => {
+                    let url = self
+                        .reader
+                        .ns
+                        .source(*mount)
+                        .map(|s| s.name().to_string())
+                        .unwrap_or_default();
+                    let base = object_prefix(&url, path);
+                    // A file's blocks carry "\u{1}version" after the path; a directory's files "/name".
+                    if node.meta.kind == Kind::File {
+                        vec![format!("{base}\u{1}")]
+                    } else if path.is_empty() {
+                        vec![base]
+                    } else {
+                        vec![format!("{base}/")]
+                    }
+                }
+                Location::Virtual => self
+                    .reader
+                    .ns
+                    .mounts()
+                    .filter(|m| m.path.starts_with(p.trim_end_matches('/')))
+                    .map(|m| object_prefix(&m.mount_point.url, ""))
+                    .collect(),
+            };
+            for prefix in prefixes {
+                let (blocks, bytes) = self.reader.cache.evict_object_prefix(&prefix).await;
+                resp.blocks_evicted += blocks;
+                resp.bytes_freed += bytes;
+            }
+        }
+        Ok(Response::new(resp))
+    }
+}
+
+impl Control {
+    /// Warm-up stops here rather than evicting what it just loaded.
+    fn cache_full(&self) -> bool {
+        let cap = self.reader.cache.capacity();
+        cap > 0 && self.reader.cache.used() as f64 >= cap as f64 * 0.95
+    }
+}

@@ -1,0 +1,334 @@
+//! The FUSE adapter: a thin fuser `Filesystem` that hands each request to the tokio runtime
+//! and replies when the async work is done, so one slow fetch never blocks other requests.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use tokio::runtime::Handle;
+
+use crate::error::Error;
+use crate::namespace::{DirStream, Namespace, Node};
+use crate::reader::{OpenFile, Reader};
+use crate::source::Kind;
+
+/// Largest read the kernel sends us (it splits bigger ones).
+const MAX_READ: u32 = 1 << 20;
+
+pub struct FluidFs {
+    rt: Handle,
+    ns: Arc<Namespace>,
+    reader: Arc<Reader>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
+    /// The object version each inode was last opened at: the kernel page cache is kept
+    /// across opens while it is unchanged.
+    opened_versions: Mutex<HashMap<u64, String>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl FluidFs {
+    pub fn new(rt: Handle, reader: Arc<Reader>) -> Self {
+        FluidFs {
+            rt,
+            ns: reader.ns.clone(),
+            reader,
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            opened_versions: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        self.ns.ttl.attr
+    }
+}
+
+pub fn attr_of(node: &Node) -> FileAttr {
+    let dir = node.meta.kind == Kind::Dir;
+    FileAttr {
+        ino: INodeNo(node.ino),
+        size: node.meta.size,
+        blocks: node.meta.size.div_ceil(512),
+        atime: node.meta.mtime,
+        mtime: node.meta.mtime,
+        ctime: node.meta.mtime,
+        crtime: node.meta.mtime,
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
+        perm: if dir { 0o555 } else { 0o444 },
+        nlink: if dir { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: MAX_READ,
+        flags: 0,
+    }
+}
+
+impl Filesystem for FluidFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Best effort: an older kernel keeps its own, smaller limits.
+        let _ = config.set_max_readahead(MAX_READ);
+        let _ = config.set_max_background(64);
+        // readdirplus answers `ls -l` from one listing page instead of a lookup per entry;
+        // AUTO_INVAL_DATA drops kept pages when a file's size or mtime changes.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
+        if let Err(missing) = config.add_capabilities(wanted) {
+            tracing::debug!("kernel lacks FUSE capabilities {missing:?}");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let ns = self.ns.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            match ns.lookup(parent.0, &name).await {
+                Ok(node) => reply.entry(&ttl, &attr_of(&node), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ns = self.ns.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            match ns.getattr(ino.0).await {
+                Ok(node) => reply.attr(&ttl, &attr_of(&node)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::from_i32(libc::EROFS));
+        }
+        let node = match self.ns.node(ino.0) {
+            Ok(n) => n,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        match self.reader.open(&node) {
+            Ok(file) => {
+                let version = file.meta.version();
+                let unchanged =
+                    lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version);
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                lock(&self.files).insert(fh, Arc::new(file));
+                let flags = if unchanged {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags);
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(file) = lock(&self.files).get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let reader = self.reader.clone();
+        self.rt.spawn(async move {
+            match reader.read(&file, offset, size as u64).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    tracing::warn!("read of inode {} at {offset} failed: {e}", file.ino);
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.files).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.ns.open_dir(ino.0) {
+            Ok(stream) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                lock(&self.dirs).insert(fh, Arc::new(tokio::sync::Mutex::new(stream)));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(stream) = lock(&self.dirs).get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let ns = self.ns.clone();
+        self.rt.spawn(async move {
+            let mut stream = stream.lock().await;
+            let listed = walk_dir(&ns, &mut stream, ino.0, offset, |off, name, node| {
+                let kind = if node.is_dir() {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                reply.add(INodeNo(node.ino), off, kind, name)
+            })
+            .await;
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(stream) = lock(&self.dirs).get(&fh.0).cloned() else {
+            return reply.error(Errno::EBADF);
+        };
+        let ns = self.ns.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            let mut stream = stream.lock().await;
+            let listed = walk_dir(&ns, &mut stream, ino.0, offset, |off, name, node| {
+                reply.add(
+                    INodeNo(node.ino),
+                    off,
+                    name,
+                    &ttl,
+                    &attr_of(node),
+                    Generation(0),
+                )
+            })
+            .await;
+            match listed {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let stats = self.reader.cache.stats();
+        let cap: u64 = stats.tiers.iter().map(|t| t.capacity_bytes).sum();
+        let used: u64 = stats.tiers.iter().map(|t| t.used_bytes).sum();
+        let bsize = 4096u64;
+        reply.statfs(
+            cap / bsize,
+            cap.saturating_sub(used) / bsize,
+            0,
+            0,
+            0,
+            bsize as u32,
+            255,
+            bsize as u32,
+        );
+    }
+}
+
+/// Hands the entries of directory `ino` from the readdir `offset` on to `add` until it reports
+/// a full buffer or the directory ends, fetching listing pages as needed. Offsets: 1 is ".",
+/// 2 is "..", i + 3 follows entry i, so a reader resumes where the kernel left off.
+async fn walk_dir(
+    ns: &Namespace,
+    stream: &mut DirStream,
+    ino: u64,
+    offset: u64,
+    mut add: impl FnMut(u64, &str, &Node) -> bool,
+) -> crate::error::Result<()> {
+    let dir = ns.node(ino)?;
+    if offset < 2 {
+        let parent = ns.node(dir.parent)?;
+        for (off, name, node) in [(1, ".", &dir), (2, "..", &parent)]
+            .into_iter()
+            .skip(offset as usize)
+        {
+            if add(off, name, node) {
+                return Ok(());
+            }
+        }
+    }
+    let mut i = offset.saturating_sub(2) as usize;
+    while ns.fill(stream, i).await? {
+        let (name, child) = &stream.entries[i];
+        // A node missing here was never inserted: skip it rather than fail the listing.
+        if let Ok(node) = ns.node(*child)
+            && add((i + 3) as u64, name, &node)
+        {
+            return Ok(());
+        }
+        i += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! The one parser of mount point URLs: `s3://bucket/prefix`, `oss://bucket/prefix`,
+//! `hdfs://host:port/path` and `local:///abs/path`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// Where a mount's data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// An S3 API: AWS, Ceph RGW, SeaweedFS, or Aliyun OSS (`oss` true) on its S3 endpoint.
+    S3 {
+        bucket: String,
+        prefix: String,
+        oss: bool,
+    },
+    /// HDFS, `namenode` as `hdfs://host:port`.
+    Hdfs { namenode: String, path: String },
+    /// A POSIX directory on this machine.
+    Local { root: PathBuf },
+}
+
+/// A parsed mount point with its options (endpoint, region, credentials, ...).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MountPoint {
+    pub url: String,
+    pub store: Store,
+    pub options: BTreeMap<String, String>,
+}
+
+/// Option names whose values are secrets: never printed.
+const SECRET_OPTIONS: &[&str] = &[
+    "secret-key",
+    "secret-access-key",
+    "session-token",
+    "aws.secretKey",
+    "fs.oss.accessKeySecret",
+    "password",
+];
+
+pub fn is_secret_option(name: &str) -> bool {
+    SECRET_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name))
+        || name.to_ascii_lowercase().contains("secret")
+}
+
+impl fmt::Debug for MountPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_option(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
+            .collect();
+        f.debug_struct("MountPoint")
+            .field("url", &self.url)
+            .field("options", &redacted)
+            .finish()
+    }
+}
+
+impl fmt::Display for MountPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl MountPoint {
+    /// Parses `url`; `field` names it in errors (e.g. `mounts[1].mountPoint`).
+    pub fn parse(url: &str, options: BTreeMap<String, String>, field: &str) -> Result<Self> {
+        let bad = |msg: &str| Error::invalid(field, format!("{url:?}: {msg}"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected SCHEME://..., e.g. s3://bucket/prefix"))?;
+        if url.contains('@') && scheme != "local" {
+            return Err(Error::invalid(
+                field,
+                "credentials in the URL are not allowed; pass them as options or secrets",
+            ));
+        }
+        let store = match scheme {
+            "s3" | "oss" => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("missing bucket name"));
+                }
+                if !bucket.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_'
+                }) {
+                    return Err(bad(
+                        "bucket names are lowercase letters, digits, '-', '.' and '_'",
+                    ));
+                }
+                Store::S3 {
+                    bucket: bucket.to_string(),
+                    prefix: normalize_prefix(prefix),
+                    oss: scheme == "oss",
+                }
+            }
+            "hdfs" => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if authority.is_empty() {
+                    return Err(bad("missing namenode host:port"));
+                }
+                Store::Hdfs {
+                    namenode: format!("hdfs://{authority}"),
+                    path: format!("/{}", normalize_prefix(path)),
+                }
+            }
+            "local" => {
+                if !rest.starts_with('/') {
+                    return Err(bad("local paths are absolute: local:///abs/path"));
+                }
+                let root = PathBuf::from(rest);
+                if root
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(bad("'..' is not allowed"));
+                }
+                Store::Local { root }
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?}; use s3, oss, hdfs or local"
+                )));
+            }
+        };
+        Ok(MountPoint {
+            url: url.to_string(),
+            store,
+            options,
+        })
+    }
+
+    /// An option by any of its accepted names.
+    pub fn option(&self, names: &[&str]) -> Option<&str> {
+        names
+            .iter()
+            .find_map(|n| self.options.get(*n))
+            .map(String::as_str)
+    }
+
+    /// A boolean option; `field` names it in the error for a value that is not a boolean.
+    pub fn bool_option(&self, names: &[&str]) -> Result<Option<bool>> {
+        match self.option(names) {
+            None => Ok(None),
+            Some("true" | "1" | "yes") => Ok(Some(true)),
+            Some("false" | "0" | "no") => Ok(Some(false)),
+            Some(v) => Err(Error::invalid(
+                format!("option {}", names[0]),
+                format!("{v:?} is not true or false"),
+            )),
+        }
+    }
+}
+
+/// `a//b/` -> `a/b`: a prefix without leading, trailing or doubled slashes.
+fn normalize_prefix(p: &str) -> String {
+    p.split('/')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<MountPoint> {
+        MountPoint::parse(url, BTreeMap::new(), "mountPoint")
+    }
+
+    #[test]
+    fn parses_each_scheme() {
+        assert_eq!(
+            parse("s3://imagenet/train//v1/").unwrap().store,
+            Store::S3 {
+                bucket: "imagenet".into(),
+                prefix: "train/v1".into(),
+                oss: false
+            }
+        );
+        assert_eq!(
+            parse("oss://b").unwrap().store,
+            Store::S3 {
+                bucket: "b".into(),
+                prefix: "".into(),
+                oss: true
+            }
+        );
+        assert_eq!(
+            parse("hdfs://127.0.0.1:9820/data/x").unwrap().store,
+            Store::Hdfs {
+                namenode: "hdfs://127.0.0.1:9820".into(),
+                path: "/data/x".into()
+            }
+        );
+        assert_eq!(
+            parse("hdfs://nn:8020").unwrap().store,
+            Store::Hdfs {
+                namenode: "hdfs://nn:8020".into(),
+                path: "/".into()
+            }
+        );
+        assert_eq!(
+            parse("local:///srv/data").unwrap().store,
+            Store::Local {
+                root: "/srv/data".into()
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_urls_naming_the_field() {
+        for bad in [
+            "",
+            "s3:/b",
+            "s3://",
+            "s3://Upper/x",
+            "ftp://h/x",
+            "local://rel",
+            "local:///a/../b",
+            "hdfs:///x",
+            "s3://ak:sk@b/x",
+        ] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("mountPoint"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let opts = BTreeMap::from([
+            ("access-key".to_string(), "AK".to_string()),
+            ("secret-key".to_string(), "TOPSECRET".to_string()),
+        ]);
+        let mp = MountPoint::parse("s3://b", opts, "m").unwrap();
+        let shown = format!("{mp:?} {mp}");
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(shown.contains("AK"));
+    }
+}

@@ -1,0 +1,444 @@
+//! The dataset's tree: mounts unioned at their paths, stable inode numbers, attributes and
+//! entries cached with TTLs (negative entries too), and directory listings that stream page
+//! by page from the source.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::dataset::Mount;
+use crate::error::{Error, Result};
+use crate::source::{self, Entry, Kind, Meta, Source};
+
+pub const ROOT: u64 = 1;
+
+/// Where a node's data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A directory that exists only because mounts sit below it (e.g. `/meta` for `/meta/x`).
+    Virtual,
+    /// `path` (relative, "" = mount root) inside mount number `mount`.
+    InMount { mount: usize, path: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    pub location: Location,
+    pub meta: Meta,
+    fresh_until: Instant,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        self.meta.kind == Kind::Dir
+    }
+}
+
+/// A listing cached whole, reused by later opendirs until its TTL passes.
+struct Listing {
+    entries: Arc<Vec<(String, u64)>>,
+    fresh_until: Instant,
+}
+
+struct Table {
+    nodes: HashMap<u64, Node>,
+    children: HashMap<(u64, String), u64>,
+    /// Names known absent, until the instant given.
+    negative: HashMap<(u64, String), Instant>,
+    listings: HashMap<u64, Listing>,
+    next_ino: u64,
+}
+
+/// TTLs for attribute and entry caching.
+#[derive(Clone, Copy, Debug)]
+pub struct Ttl {
+    pub attr: Duration,
+    pub entry: Duration,
+    pub negative: Duration,
+}
+
+impl Default for Ttl {
+    fn default() -> Self {
+        Ttl {
+            attr: Duration::from_secs(60),
+            entry: Duration::from_secs(60),
+            negative: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Namespace {
+    mounts: Vec<(Mount, Arc<dyn Source>)>,
+    table: Mutex<Table>,
+    pub ttl: Ttl,
+    started: SystemTime,
+}
+
+/// An open directory being streamed: entries fetched so far and where the source resumes.
+pub struct DirStream {
+    ino: u64,
+    /// (name, ino) in the order returned; index + 1 is the readdir offset.
+    pub entries: Vec<(String, u64)>,
+    next: Option<Option<String>>,
+    /// Child names of a virtual directory or of a mount root's parent that come from mount paths.
+    seen: BTreeSet<String>,
+}
+
+impl DirStream {
+    pub fn is_complete(&self) -> bool {
+        self.next.is_none()
+    }
+}
+
+impl Namespace {
+    pub fn new(mounts: Vec<(Mount, Arc<dyn Source>)>, ttl: Ttl) -> Self {
+        let started = SystemTime::now();
+        let root_location = match mounts.iter().position(|(m, _)| m.path == "/") {
+            Some(i) => Location::InMount {
+                mount: i,
+                path: String::new(),
+            },
+            None => Location::Virtual,
+        };
+        let root = Node {
+            ino: ROOT,
+            parent: ROOT,
+            name: String::new(),
+            location: root_location,
+            meta: Meta::dir(started),
+            fresh_until: Instant::now(),
+        };
+        let table = Table {
+            nodes: HashMap::from([(ROOT, root)]),
+            children: HashMap::new(),
+            negative: HashMap::new(),
+            listings: HashMap::new(),
+            next_ino: ROOT + 1,
+        };
+        Namespace {
+            mounts,
+            table: Mutex::new(table),
+            ttl,
+            started,
+        }
+    }
+
+    pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.iter().map(|(m, _)| m)
+    }
+
+    pub fn source(&self, mount: usize) -> Option<&Arc<dyn Source>> {
+        self.mounts.get(mount).map(|(_, s)| s)
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // A panic while holding the lock leaves the table consistent (each update is one insert).
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node(&self, ino: u64) -> Result<Node> {
+        self.table()
+            .nodes
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+
+    /// The dataset path of a node, for messages and the control service.
+    pub fn path_of(&self, ino: u64) -> String {
+        let t = self.table();
+        let mut parts = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            match t.nodes.get(&cur) {
+                Some(n) => {
+                    parts.push(n.name.clone());
+                    cur = n.parent;
+                }
+                None => break,
+            }
+        }
+        parts.reverse();
+        format!("/{}", parts.join("/"))
+    }
+
+    /// Mount paths directly below the dataset path `dir_path`, as (name, mount index or None
+    /// for a further virtual level).
+    fn mount_children(&self, dir_path: &str) -> Vec<(String, Option<usize>)> {
+        let prefix = if dir_path == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir_path}/")
+        };
+        let mut out: Vec<(String, Option<usize>)> = Vec::new();
+        for (i, (m, _)) in self.mounts.iter().enumerate() {
+            if let Some(rest) = m.path.strip_prefix(&prefix).filter(|r| !r.is_empty()) {
+                let (first, deeper) = match rest.split_once('/') {
+                    Some((f, _)) => (f, true),
+                    None => (rest, false),
+                };
+                if !out.iter().any(|(n, _)| n == first) {
+                    out.push((first.to_string(), if deeper { None } else { Some(i) }));
+                }
+            }
+        }
+        out
+    }
+
+    fn insert_child(
+        &self,
+        t: &mut Table,
+        parent: u64,
+        name: &str,
+        location: Location,
+        meta: Meta,
+        ttl: Duration,
+    ) -> Node {
+        let key = (parent, name.to_string());
+        t.negative.remove(&key);
+        let fresh_until = Instant::now() + ttl;
+        if let Some(&ino) = t.children.get(&key)
+            && let Some(node) = t.nodes.get_mut(&ino)
+        {
+            node.meta = meta;
+            node.location = location;
+            node.fresh_until = fresh_until;
+            return node.clone();
+        }
+        let ino = t.next_ino;
+        t.next_ino += 1;
+        let node = Node {
+            ino,
+            parent,
+            name: name.to_string(),
+            location,
+            meta,
+            fresh_until,
+        };
+        t.nodes.insert(ino, node.clone());
+        t.children.insert(key, ino);
+        node
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Node> {
+        if name.contains('/') || name == "." || name == ".." {
+            return Err(Error::invalid("name", format!("{name:?}")));
+        }
+        let dir = self.node(parent)?;
+        if !dir.is_dir() {
+            return Err(Error::NotADirectory(self.path_of(parent)));
+        }
+        let key = (parent, name.to_string());
+        {
+            let t = self.table();
+            if let Some(until) = t.negative.get(&key)
+                && *until > Instant::now()
+            {
+                return Err(Error::NotFound(name.to_string()));
+            }
+            if let Some(node) = t.children.get(&key).and_then(|i| t.nodes.get(i))
+                && node.fresh_until > Instant::now()
+            {
+                return Ok(node.clone());
+            }
+        }
+        // Mount paths shadow what the parent's source holds under the same name.
+        let dir_path = self.path_of(parent);
+        if let Some((_, mount)) = self
+            .mount_children(&dir_path)
+            .into_iter()
+            .find(|(n, _)| n == name)
+        {
+            let location = match mount {
+                Some(i) => Location::InMount {
+                    mount: i,
+                    path: String::new(),
+                },
+                None => Location::Virtual,
+            };
+            let mut t = self.table();
+            // Mount roots and virtual levels never change while mounted: cache them for good.
+            return Ok(self.insert_child(
+                &mut t,
+                parent,
+                name,
+                location,
+                Meta::dir(self.started),
+                Duration::from_secs(u32::MAX as u64),
+            ));
+        }
+        let Location::InMount { mount, path } = &dir.location else {
+            self.remember_absent(key);
+            return Err(Error::NotFound(format!("{dir_path}/{name}")));
+        };
+        let child_path = source::join(path, name);
+        let Some(src) = self.source(*mount) else {
+            return Err(Error::NotFound(child_path));
+        };
+        match src.stat(&child_path).await? {
+            Some(meta) => {
+                let mut t = self.table();
+                let location = Location::InMount {
+                    mount: *mount,
+                    path: child_path,
+                };
+                Ok(self.insert_child(&mut t, parent, name, location, meta, self.ttl.entry))
+            }
+            None => {
+                self.remember_absent(key);
+                Err(Error::NotFound(format!("{dir_path}/{name}")))
+            }
+        }
+    }
+
+    fn remember_absent(&self, key: (u64, String)) {
+        if !self.ttl.negative.is_zero() {
+            self.table()
+                .negative
+                .insert(key, Instant::now() + self.ttl.negative);
+        }
+    }
+
+    /// Attributes of `ino`, refreshed from the source once their TTL has passed.
+    pub async fn getattr(&self, ino: u64) -> Result<Node> {
+        let node = self.node(ino)?;
+        if node.fresh_until > Instant::now() {
+            return Ok(node);
+        }
+        let Location::InMount { mount, path } = &node.location else {
+            return Ok(node);
+        };
+        let Some(src) = self.source(*mount) else {
+            return Ok(node);
+        };
+        match src.stat(path).await? {
+            Some(meta) => {
+                let mut t = self.table();
+                let changed = t.nodes.get(&ino).map(|n| n.meta != meta);
+                if changed == Some(true) {
+                    // A changed directory's cached listing is stale too.
+                    t.listings.remove(&ino);
+                }
+                let n = t
+                    .nodes
+                    .get_mut(&ino)
+                    .ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+                n.meta = meta;
+                n.fresh_until = Instant::now() + self.ttl.attr;
+                Ok(n.clone())
+            }
+            None => Err(Error::NotFound(self.path_of(ino))),
+        }
+    }
+
+    /// Starts streaming directory `ino`; a fresh cached listing is reused whole.
+    pub fn open_dir(&self, ino: u64) -> Result<DirStream> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(Error::NotADirectory(self.path_of(ino)));
+        }
+        if let Some(l) = self
+            .table()
+            .listings
+            .get(&ino)
+            .filter(|l| l.fresh_until > Instant::now())
+        {
+            return Ok(DirStream {
+                ino,
+                entries: l.entries.as_ref().clone(),
+                next: None,
+                seen: BTreeSet::new(),
+            });
+        }
+        let mut stream = DirStream {
+            ino,
+            entries: Vec::new(),
+            next: Some(None),
+            seen: BTreeSet::new(),
+        };
+        // Mount points and virtual levels come first, then the source's own entries.
+        let dir_path = self.path_of(ino);
+        let mut t = self.table();
+        for (name, mount) in self.mount_children(&dir_path) {
+            let location = match mount {
+                Some(i) => Location::InMount {
+                    mount: i,
+                    path: String::new(),
+                },
+                None => Location::Virtual,
+            };
+            let child = self.insert_child(
+                &mut t,
+                ino,
+                &name,
+                location,
+                Meta::dir(self.started),
+                Duration::from_secs(u32::MAX as u64),
+            );
+            stream.seen.insert(name.clone());
+            stream.entries.push((name, child.ino));
+        }
+        if node.location == Location::Virtual {
+            stream.next = None;
+        }
+        Ok(stream)
+    }
+
+    /// Makes sure `stream` holds more than `have` entries, fetching pages as needed. Returns
+    /// false at the end of the directory.
+    pub async fn fill(&self, stream: &mut DirStream, have: usize) -> Result<bool> {
+        while stream.entries.len() <= have {
+            let Some(token) = stream.next.take() else {
+                return Ok(false);
+            };
+            let node = self.node(stream.ino)?;
+            let Location::InMount { mount, path } = &node.location else {
+                return Ok(false);
+            };
+            let Some(src) = self.source(*mount) else {
+                return Ok(false);
+            };
+            let page = src.list(path, token).await?;
+            stream.next = page.next.map(Some);
+            let mut t = self.table();
+            for Entry { name, meta } in page.entries {
+                if name.is_empty() || name.contains('/') || !stream.seen.insert(name.clone()) {
+                    continue;
+                }
+                let location = Location::InMount {
+                    mount: *mount,
+                    path: source::join(path, &name),
+                };
+                let child =
+                    self.insert_child(&mut t, stream.ino, &name, location, meta, self.ttl.entry);
+                stream.entries.push((name, child.ino));
+            }
+            if stream.next.is_none() {
+                // Only a complete listing is cached, so a reader never sees half a directory.
+                let entries = Arc::new(stream.entries.clone());
+                t.listings.insert(
+                    stream.ino,
+                    Listing {
+                        entries,
+                        fresh_until: Instant::now() + self.ttl.entry,
+                    },
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    /// The dataset path split into (mount index, path inside the mount), for the control
+    /// service; `None` when the path is only a virtual directory.
+    pub async fn resolve_path(&self, path: &str) -> Result<Node> {
+        let mut cur = self.node(ROOT)?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            cur = self.lookup(cur.ino, part).await?;
+        }
+        Ok(cur)
+    }
+}

@@ -1,0 +1,127 @@
+//! Remote stores behind one trait. Paths are relative to the mount's root, `/`-separated,
+//! without leading or trailing slash; `""` is the root itself.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::mountpoint::{MountPoint, Store};
+
+pub mod hdfs;
+pub mod local;
+pub mod retry;
+pub mod s3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What the data path needs to know of an object or directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// Exact size in bytes (0 for directories).
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// The store's version tag (an S3 ETag) when it has one.
+    pub etag: Option<String>,
+}
+
+impl Meta {
+    pub fn dir(mtime: SystemTime) -> Self {
+        Meta {
+            kind: Kind::Dir,
+            size: 0,
+            mtime,
+            etag: None,
+        }
+    }
+
+    /// Names this version of the object: cache keys carry it, so a changed object never
+    /// serves old blocks.
+    pub fn version(&self) -> String {
+        match &self.etag {
+            Some(tag) => format!("e{}", tag.trim_matches('"')),
+            None => {
+                let nanos = self
+                    .mtime
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO)
+                    .as_nanos();
+                format!("m{nanos}-{}", self.size)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The last path component.
+    pub name: String,
+    pub meta: Meta,
+}
+
+/// One page of a directory listing; `next` resumes it.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// The mount point URL, for messages (never carries credentials).
+    fn name(&self) -> &str;
+
+    /// Proves the store is reachable and the credentials work, for a clear error at mount time.
+    async fn check(&self) -> Result<()>;
+
+    /// Attributes of `path`, `Ok(None)` when it does not exist.
+    async fn stat(&self, path: &str) -> Result<Option<Meta>>;
+
+    /// One page of the entries directly under `dir`, resumed from `token`. Sorted by name
+    /// within a page is not required.
+    async fn list(&self, dir: &str, token: Option<String>) -> Result<Page>;
+
+    /// `len` bytes of `path` from `offset` (fewer only at the end of the object). `meta` is the
+    /// version the caller expects; a store that can check it fails with [`Error::Changed`].
+    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes>;
+}
+
+/// Opens the store of a mount point, wrapped in bounded retries.
+pub async fn open(mp: &MountPoint) -> Result<Arc<dyn Source>> {
+    let inner: Arc<dyn Source> = match &mp.store {
+        Store::S3 { .. } => Arc::new(s3::S3Source::new(mp).await?),
+        Store::Hdfs { .. } => Arc::new(hdfs::HdfsSource::new(mp)?),
+        Store::Local { root } => Arc::new(local::LocalSource::new(root.clone(), &mp.url)),
+    };
+    Ok(Arc::new(retry::Retrying::new(
+        inner,
+        retry::Policy::default(),
+    )))
+}
+
+/// Joins a directory path and a name the way every source names children.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Refuses path components that would escape a source root.
+pub fn check_relative(path: &str) -> Result<()> {
+    if path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(Error::invalid(
+            "path",
+            format!("{path:?} is not a clean relative path"),
+        ));
+    }
+    Ok(())
+}

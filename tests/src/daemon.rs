@@ -1,0 +1,177 @@
+//! Runs the real `fluid-fuse` binary as a child process, as the CSI node plugin does, and
+//! stops it cleanly (SIGTERM, then kill and a lazy unmount) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace's built binary `name` (cargo builds it before the tests of the workspace).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/test-xxxx -> target/debug/NAME
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join(name)
+}
+
+pub struct FuseDaemon {
+    child: Option<Child>,
+    pub mountpoint: PathBuf,
+    pub control: PathBuf,
+    stderr_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FuseDaemon {
+    /// Mounts with `args` (everything after `mount --mountpoint DIR --control SOCK`) and waits
+    /// for the ready line.
+    pub fn start(args: &[String]) -> Result<FuseDaemon> {
+        let dir = tempfile::Builder::new()
+            .prefix("fluid-fuse-test")
+            .tempdir()?;
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint)?;
+        Self::start_at(dir, mountpoint, args)
+    }
+
+    /// Like [`start`](Self::start) on a mount point of the caller's choosing (for remounts).
+    pub fn start_at(
+        dir: tempfile::TempDir,
+        mountpoint: PathBuf,
+        args: &[String],
+    ) -> Result<FuseDaemon> {
+        let control = dir.path().join("control.sock");
+        let stderr_log = dir.path().join("stderr.log");
+        let mut child = Command::new(binary("fluid-fuse"))
+            .arg("mount")
+            .arg("--mountpoint")
+            .arg(&mountpoint)
+            .arg("--control")
+            .arg(format!("unix://{}", control.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_log)?)
+            .spawn()
+            .context("starting fluid-fuse")?;
+        let stdout = child.stdout.take().context("fluid-fuse stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if line.starts_with("FLUID-FUSE READY") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut daemon = FuseDaemon {
+            child: Some(child),
+            mountpoint,
+            control,
+            stderr_log,
+            _dir: dir,
+        };
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = daemon
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            let log = daemon.log();
+            daemon.kill();
+            bail!("fluid-fuse did not become ready (exit {status:?}); its log:\n{log}");
+        }
+        Ok(daemon)
+    }
+
+    pub fn control_endpoint(&self) -> String {
+        format!("unix://{}", self.control.display())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Runs a `fluid-fuse` client subcommand (stats, warmup, evict) against this daemon.
+    pub fn client(&self, sub: &str, extra: &[&str]) -> Result<String> {
+        let out = Command::new(binary("fluid-fuse"))
+            .arg(sub)
+            .arg("--control")
+            .arg(self.control_endpoint())
+            .args(extra)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "fluid-fuse {sub} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Stops the daemon with SIGTERM and waits for a clean exit; returns its exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        bail!(
+            "fluid-fuse did not exit within 10 s of SIGTERM; log:\n{}",
+            self.log()
+        )
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        lazy_unmount(&self.mountpoint);
+    }
+
+    /// Takes the temp dir back (to remount on the same place after `stop`).
+    pub fn into_dir(mut self) -> (tempfile::TempDir, PathBuf) {
+        self.kill();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"));
+        (dir, self.mountpoint.clone())
+    }
+}
+
+impl Drop for FuseDaemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            for _ in 0..100 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
+}
+
+/// Detaches whatever is mounted at `dir` (no error when nothing is).
+pub fn lazy_unmount(dir: &Path) {
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+        // SAFETY: c is a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Whether `dir` is a mount point in this process's mount namespace.
+pub fn is_mounted(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(dir.as_ref()))
+}

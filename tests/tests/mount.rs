@@ -1,0 +1,476 @@
+//! fluid-fuse end to end: real daemons, real FUSE mounts, real servers.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fluid_proto::Endpoint;
+use fluid_proto::fluid::GetStatsResponse;
+use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fluid_tests::daemon::{FuseDaemon, is_mounted};
+use fluid_tests::services::{self, S3Server, TempBucket};
+use fluid_tests::tree::{self, Tree, TreeSpec};
+
+const MIB: u64 = 1 << 20;
+
+fn full_spec() -> TreeSpec {
+    TreeSpec {
+        block_size: MIB,
+        big_file: 100 * MIB,
+        small_files: 10_000,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stats(d: &FuseDaemon) -> GetStatsResponse {
+    rt().block_on(async {
+        let ep: Endpoint = d.control_endpoint().parse().unwrap();
+        let mut c = CacheNodeClient::new(ep.connect().await.unwrap());
+        c.get_stats(fluid_proto::fluid::GetStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    })
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn s3_args(server: &S3Server, url: &str) -> Vec<String> {
+    args(&[
+        "--mount",
+        url,
+        "--option",
+        &format!("endpoint={}", server.endpoint),
+        "--option",
+        &format!("access-key={}", server.access_key),
+        "--option",
+        &format!("secret-key={}", server.secret_key),
+        "--option",
+        &format!("region={}", server.region),
+    ])
+}
+
+/// A bucket on `server` holding `tree` under `prefix`, removed when dropped.
+fn s3_dataset(server: &S3Server, tree: &Tree, prefix: &str) -> TempBucket {
+    let bucket = server
+        .temp_bucket("mnt")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    rt().block_on(tree.upload_s3(&server.client(), &bucket.name, prefix))
+        .unwrap();
+    bucket
+}
+
+fn check_tree(d: &FuseDaemon, tree: &Tree) {
+    if let Err(e) = tree.verify(&d.mountpoint, 200) {
+        panic!("{e:#}\ndaemon log:\n{}", d.log());
+    }
+}
+
+#[test]
+fn local_source_serves_the_tree_byte_exact() {
+    let tree = tree::generate(&full_spec(), 1);
+    let src = tempfile::tempdir().unwrap();
+    tree.write_local(src.path()).unwrap();
+    let url = format!("local://{}", src.path().display());
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &url,
+        "--block-size",
+        "1MiB",
+        "--tier",
+        "mem:64MiB",
+    ]))
+    .unwrap();
+    check_tree(&d, &tree);
+    let s = stats(&d);
+    assert!(
+        s.tiers[0].used_bytes <= 64 * MIB,
+        "MEM tier over quota: {s:?}"
+    );
+    let mnt = d.mountpoint.clone();
+    assert!(d.stop().unwrap().success());
+    assert!(!is_mounted(&mnt), "unmounted on SIGTERM");
+}
+
+#[test]
+fn seaweedfs_source_serves_the_tree_byte_exact() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = tree::generate(&full_spec(), 2);
+    let bucket = s3_dataset(&server, &tree, "data/set");
+    let mut a = s3_args(&server, &format!("s3://{}/data/set", bucket.name));
+    a.extend(args(&["--block-size", "1MiB", "--tier", "mem:256MiB"]));
+    let d = FuseDaemon::start(&a).unwrap();
+    check_tree(&d, &tree);
+}
+
+#[test]
+fn ceph_rgw_source_serves_the_tree_byte_exact() {
+    let server = S3Server::ceph_rgw().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = tree::generate(&full_spec(), 3);
+    let bucket = s3_dataset(&server, &tree, "");
+    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    a.extend(args(&["--block-size", "1MiB", "--tier", "mem:256MiB"]));
+    let d = FuseDaemon::start(&a).unwrap();
+    check_tree(&d, &tree);
+}
+
+#[test]
+fn minidfs_source_serves_the_tree_byte_exact() {
+    let url = services::hdfs_url().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = tree::generate(&full_spec(), 4);
+    let root = format!("/{}", services::unique_name("mnt"));
+    rt().block_on(async {
+        let client = hdfs_native::ClientBuilder::new()
+            .with_url(&url)
+            .build()
+            .unwrap();
+        tree.upload_hdfs(&client, &root).await.unwrap();
+    });
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &format!("{url}{root}"),
+        "--block-size",
+        "1MiB",
+        "--tier",
+        "mem:256MiB",
+    ]))
+    .unwrap();
+    check_tree(&d, &tree);
+}
+
+fn small_tree() -> Tree {
+    tree::generate(
+        &TreeSpec {
+            block_size: MIB,
+            big_file: 24 * MIB,
+            small_files: 20,
+        },
+        5,
+    )
+}
+
+fn read_all(root: &Path, tree: &Tree) {
+    for p in tree.files.keys() {
+        std::fs::read(root.join(p)).unwrap();
+    }
+}
+
+#[test]
+fn second_read_is_served_from_cache_and_remount_reuses_the_disk_tier() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = small_tree();
+    let bucket = s3_dataset(&server, &tree, "");
+    let cache = tempfile::tempdir().unwrap();
+    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    a.extend(args(&[
+        "--block-size",
+        "1MiB",
+        "--tier",
+        "mem:8MiB",
+        "--tier",
+        &format!("ssd:{}:64MiB", cache.path().display()),
+    ]));
+
+    let d = FuseDaemon::start(&a).unwrap();
+    check_tree(&d, &tree);
+    let first = stats(&d);
+    assert!(first.source_requests > 0 && first.misses > 0);
+    // Drop the kernel's copy so the second pass reaches the daemon.
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    read_all(&d.mountpoint, &tree);
+    let second = stats(&d);
+    assert_eq!(
+        second.source_requests, first.source_requests,
+        "second pass went to the source: {second:?}"
+    );
+    assert!(second.hits > first.hits, "{second:?}");
+    for t in &second.tiers {
+        assert!(t.used_bytes <= t.capacity_bytes, "tier over quota: {t:?}");
+    }
+    let (dir, mnt) = d.into_dir();
+
+    let d = FuseDaemon::start_at(dir, mnt, &a).unwrap();
+    read_all(&d.mountpoint, &tree);
+    let after = stats(&d);
+    let disk = after.tiers.iter().find(|t| t.medium == "SSD").unwrap();
+    assert!(
+        disk.hits > 0,
+        "remount did not use the disk tier: {after:?}"
+    );
+    // The MEM tier holds 8 MiB of the 30+ MiB, so only what the disk lost may be refetched.
+    assert_eq!(
+        after.source_requests, 0,
+        "remount refetched from the source: {after:?}"
+    );
+}
+
+#[test]
+fn corrupted_disk_block_is_detected_and_refetched() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = small_tree();
+    let bucket = s3_dataset(&server, &tree, "");
+    let cache = tempfile::tempdir().unwrap();
+    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    a.extend(args(&[
+        "--block-size",
+        "1MiB",
+        "--tier",
+        &format!("ssd:{}:64MiB", cache.path().display()),
+    ]));
+    let d = FuseDaemon::start(&a).unwrap();
+    read_all(&d.mountpoint, &tree);
+    let (dir, mnt) = d.into_dir();
+
+    // Flip one byte near the end of every block file (past any header).
+    let mut corrupted = 0;
+    for f in walk(cache.path()) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("index") || name.ends_with(".tmp") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&f).unwrap();
+        if bytes.len() > 64 {
+            let i = bytes.len() - 1;
+            bytes[i] ^= 0xff;
+            std::fs::write(&f, bytes).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(
+        corrupted > 0,
+        "no block files found under {}",
+        cache.path().display()
+    );
+
+    let d = FuseDaemon::start_at(dir, mnt, &a).unwrap();
+    check_tree(&d, &tree);
+    let s = stats(&d);
+    assert!(
+        s.source_requests >= corrupted,
+        "corrupt blocks were not refetched: {s:?} ({corrupted} corrupted)"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[test]
+fn overwritten_object_is_served_fresh_after_the_attribute_ttl() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let temp = server
+        .temp_bucket("fresh")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bucket = temp.name.clone();
+    let s3 = server.client();
+    rt().block_on(async {
+        s3.put_object()
+            .bucket(&bucket)
+            .key("f.txt")
+            .body(b"version one".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let mut a = s3_args(&server, &format!("s3://{bucket}"));
+    a.extend(args(&["--attr-ttl", "1s", "--entry-ttl", "1s"]));
+    let d = FuseDaemon::start(&a).unwrap();
+    let f = d.mountpoint.join("f.txt");
+    assert_eq!(std::fs::read(&f).unwrap(), b"version one");
+    rt().block_on(async {
+        s3.put_object()
+            .bucket(&bucket)
+            .key("f.txt")
+            .body(b"version two, longer".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(std::fs::read(&f).unwrap(), b"version two, longer");
+}
+
+#[test]
+fn writes_are_refused_read_only() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("x"), b"x").unwrap();
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &format!("local://{}", src.path().display()),
+    ]))
+    .unwrap();
+    for err in [
+        std::fs::write(d.mountpoint.join("new"), b"y").unwrap_err(),
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.mountpoint.join("x"))
+            .unwrap_err(),
+        std::fs::create_dir(d.mountpoint.join("d")).unwrap_err(),
+        std::fs::remove_file(d.mountpoint.join("x")).unwrap_err(),
+    ] {
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    assert_eq!(std::fs::read(src.path().join("x")).unwrap(), b"x");
+}
+
+#[test]
+fn a_wrong_secret_fails_the_mount_naming_it() {
+    let mut server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    server.secret_key = "wrong-secret-value".into();
+    let err = FuseDaemon::start(&s3_args(&server, "s3://any-bucket"))
+        .err()
+        .expect("mount must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("s3://any-bucket"), "{msg}");
+    assert!(!msg.contains("wrong-secret-value"), "secret leaked: {msg}");
+}
+
+#[test]
+fn a_directory_of_100k_entries_lists_completely() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("huge");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(dir.join(format!("e{i:06}"))).unwrap();
+    }
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &format!("local://{}", src.path().display()),
+    ]))
+    .unwrap();
+    let t = Instant::now();
+    let mut it = std::fs::read_dir(d.mountpoint.join("huge")).unwrap();
+    assert!(it.next().is_some(), "first entry");
+    let count = 1 + it.count();
+    assert_eq!(count, 100_000);
+    eprintln!("listed 100,000 entries in {:?}", t.elapsed());
+}
+
+#[test]
+fn reads_fail_with_eio_while_the_source_is_down_and_recover_after() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = small_tree();
+    let bucket = s3_dataset(&server, &tree, "");
+    let target = server
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = fluid_tests::proxy::CuttableProxy::start(target).unwrap();
+    let mut via_proxy = server.clone();
+    via_proxy.endpoint = format!("http://{}", proxy.addr);
+    let mut a = s3_args(&via_proxy, &format!("s3://{}", bucket.name));
+    a.extend(args(&["--block-size", "1MiB", "--tier", "mem:4MiB"]));
+    let d = FuseDaemon::start(&a).unwrap();
+    let big = d.mountpoint.join("big.bin");
+    let expected = &tree.files["big.bin"];
+
+    // Read the first megabytes, then cut the source mid-file.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(&big).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..], &expected[..MIB as usize]);
+    proxy.cut();
+    let t = Instant::now();
+    let err = f
+        .read_at(&mut buf, 20 * MIB)
+        .expect_err("a read of an uncached block must fail while the source is down");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "the failing read took {:?}",
+        t.elapsed()
+    );
+
+    proxy.restore();
+    let n = f.read_at(&mut buf, 20 * MIB).unwrap();
+    assert_eq!(
+        &buf[..n],
+        &expected[20 * MIB as usize..20 * MIB as usize + n]
+    );
+}
+
+#[test]
+fn warmup_loads_the_cache_and_evict_frees_it_through_the_cli() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = small_tree();
+    tree.write_local(src.path()).unwrap();
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &format!("local://{}", src.path().display()),
+        "--block-size",
+        "1MiB",
+        "--tier",
+        "mem:128MiB",
+        "--metrics",
+        "127.0.0.1:0",
+    ]))
+    .unwrap();
+    let total: u64 = tree.files.values().map(|b| b.len() as u64).sum();
+
+    let out = d.client("warmup", &["/"]).unwrap();
+    assert!(out.contains(&format!("warmed {} of {} files", tree.files.len(), tree.files.len())), "{out}");
+    let warm = stats(&d);
+    assert_eq!(warm.source_bytes_read, total, "warm-up read every byte once: {warm:?}");
+    assert_eq!(warm.tiers[0].used_bytes, total);
+
+    // A cold read through the mount is now served entirely from the cache.
+    read_all(&d.mountpoint, &tree);
+    let after = stats(&d);
+    assert_eq!(after.source_requests, warm.source_requests, "reads after warm-up went to the source");
+
+    let printed = d.client("stats", &[]).unwrap();
+    assert!(printed.contains("MEM") && printed.contains("hit ratio"), "{printed}");
+
+    let evicted = d.client("evict", &["/big.bin"]).unwrap();
+    assert!(evicted.contains("evicted 24 blocks"), "{evicted}");
+    let freed = stats(&d);
+    assert_eq!(freed.tiers[0].used_bytes, total - 24 * MIB);
+
+    let bad = d.client("warmup", &["/no/such/path"]);
+    assert!(bad.unwrap_err().to_string().contains("/no/such/path"));
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_text() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), vec![7u8; 3 * MIB as usize]).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = FuseDaemon::start(&args(&[
+        "--mount",
+        &format!("local://{}", src.path().display()),
+        "--metrics",
+        &format!("127.0.0.1:{port}"),
+    ]))
+    .unwrap();
+    std::fs::read(d.mountpoint.join("f")).unwrap();
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    sock.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("fluid_source_read_bytes_total 3145728"), "{body}");
+    assert!(body.contains("fluid_cache_used_bytes{tier=\"MEM\""), "{body}");
+}
