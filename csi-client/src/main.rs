@@ -15,7 +15,11 @@ use fluid_proto::csi::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
-#[command(name = "fluid-csi", version, about = "Drive a CSI plugin step by step, as kubelet would")]
+#[command(
+    name = "fluid-csi",
+    version,
+    about = "Drive a CSI plugin step by step, as kubelet would"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -130,7 +134,12 @@ fn pairs(list: &[String], flag: &str) -> Result<HashMap<String, String>> {
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("{flag}: expected KEY=VALUE, got {:?}", kv.split('=').next().unwrap_or("")))
+                .with_context(|| {
+                    format!(
+                        "{flag}: expected KEY=VALUE, got {:?}",
+                        kv.split('=').next().unwrap_or("")
+                    )
+                })
         })
         .collect()
 }
@@ -138,13 +147,21 @@ fn pairs(list: &[String], flag: &str) -> Result<HashMap<String, String>> {
 fn capability() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume::default())),
-        access_mode: Some(AccessMode { mode: access_mode::Mode::MultiNodeReaderOnly as i32 }),
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::MultiNodeReaderOnly as i32,
+        }),
     }
 }
 
 fn read_volume(path: &PathBuf) -> Result<VolumeJson> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a volume printed by `fluid-csi create`", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a volume printed by `fluid-csi create`",
+            path.display()
+        )
+    })
 }
 
 async fn controller(ep: &str) -> Result<ControllerClient<tonic::transport::Channel>> {
@@ -165,22 +182,46 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Create(a) => {
             let mut parameters = pairs(&a.params, "--param")?;
-            parameters.entry("csi.storage.k8s.io/pvc/name".into()).or_insert_with(|| a.name.clone());
-            parameters.entry("csi.storage.k8s.io/pvc/namespace".into()).or_insert_with(|| "default".into());
+            parameters
+                .entry("csi.storage.k8s.io/pvc/name".into())
+                .or_insert_with(|| a.name.clone());
+            parameters
+                .entry("csi.storage.k8s.io/pvc/namespace".into())
+                .or_insert_with(|| "default".into());
             let req = CreateVolumeRequest {
                 name: a.name,
-                capacity_range: Some(CapacityRange { required_bytes: a.capacity, limit_bytes: 0 }),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: a.capacity,
+                    limit_bytes: 0,
+                }),
                 volume_capabilities: vec![capability()],
                 parameters,
                 ..Default::default()
             };
-            let vol = controller(&a.controller).await?.create_volume(req).await.map_err(status)?.into_inner().volume;
+            let vol = controller(&a.controller)
+                .await?
+                .create_volume(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .volume;
             let vol = vol.context("CreateVolume returned no volume")?;
-            let out = VolumeJson { volume_id: vol.volume_id, capacity_bytes: vol.capacity_bytes, volume_context: vol.volume_context };
+            let out = VolumeJson {
+                volume_id: vol.volume_id,
+                capacity_bytes: vol.capacity_bytes,
+                volume_context: vol.volume_context,
+            };
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Cmd::Delete(a) => {
-            controller(&a.controller).await?.delete_volume(DeleteVolumeRequest { volume_id: a.volume_id, ..Default::default() }).await.map_err(status)?;
+            controller(&a.controller)
+                .await?
+                .delete_volume(DeleteVolumeRequest {
+                    volume_id: a.volume_id,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?;
         }
         Cmd::Stage(a) => {
             let vol = read_volume(&a.node.volume)?;
@@ -192,7 +233,11 @@ async fn run(cli: Cli) -> Result<()> {
                 volume_context: vol.volume_context,
                 ..Default::default()
             };
-            node(&a.node.node).await?.node_stage_volume(req).await.map_err(status)?;
+            node(&a.node.node)
+                .await?
+                .node_stage_volume(req)
+                .await
+                .map_err(status)?;
         }
         Cmd::Publish(a) => {
             let vol = read_volume(&a.node.volume)?;
@@ -209,19 +254,46 @@ async fn run(cli: Cli) -> Result<()> {
                 volume_context: vol.volume_context,
                 ..Default::default()
             };
-            node(&a.node.node).await?.node_publish_volume(req).await.map_err(status)?;
+            node(&a.node.node)
+                .await?
+                .node_publish_volume(req)
+                .await
+                .map_err(status)?;
         }
         Cmd::Unpublish(a) => {
-            let req = NodeUnpublishVolumeRequest { volume_id: a.volume_id, target_path: a.path.display().to_string() };
-            node(&a.node).await?.node_unpublish_volume(req).await.map_err(status)?;
+            let req = NodeUnpublishVolumeRequest {
+                volume_id: a.volume_id,
+                target_path: a.path.display().to_string(),
+            };
+            node(&a.node)
+                .await?
+                .node_unpublish_volume(req)
+                .await
+                .map_err(status)?;
         }
         Cmd::Unstage(a) => {
-            let req = NodeUnstageVolumeRequest { volume_id: a.volume_id, staging_target_path: a.staging_path.display().to_string() };
-            node(&a.node).await?.node_unstage_volume(req).await.map_err(status)?;
+            let req = NodeUnstageVolumeRequest {
+                volume_id: a.volume_id,
+                staging_target_path: a.staging_path.display().to_string(),
+            };
+            node(&a.node)
+                .await?
+                .node_unstage_volume(req)
+                .await
+                .map_err(status)?;
         }
         Cmd::Stats(a) => {
-            let req = NodeGetVolumeStatsRequest { volume_id: a.volume_id, volume_path: a.path.display().to_string(), staging_target_path: String::new() };
-            let resp = node(&a.node).await?.node_get_volume_stats(req).await.map_err(status)?.into_inner();
+            let req = NodeGetVolumeStatsRequest {
+                volume_id: a.volume_id,
+                volume_path: a.path.display().to_string(),
+                staging_target_path: String::new(),
+            };
+            let resp = node(&a.node)
+                .await?
+                .node_get_volume_stats(req)
+                .await
+                .map_err(status)?
+                .into_inner();
             let usage: Vec<_> = resp
                 .usage
                 .iter()
@@ -235,7 +307,10 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fluid-csi: {e}");

@@ -224,16 +224,28 @@ impl Tree {
                 .map(|part| {
                     s.spawn(move || -> Result<()> {
                         for (p, data) in part {
-                            let meta = std::fs::metadata(mnt.join(p)).with_context(|| format!("stat {p}"))?;
-                            ensure!(meta.len() == data.len() as u64, "{p}: size {} != {}", meta.len(), data.len());
-                            let got = std::fs::read(mnt.join(p)).with_context(|| format!("read {p}"))?;
-                            ensure!(Sha256::digest(&got) == Sha256::digest(data), "{p}: content differs");
+                            let meta = std::fs::metadata(mnt.join(p))
+                                .with_context(|| format!("stat {p}"))?;
+                            ensure!(
+                                meta.len() == data.len() as u64,
+                                "{p}: size {} != {}",
+                                meta.len(),
+                                data.len()
+                            );
+                            let got =
+                                std::fs::read(mnt.join(p)).with_context(|| format!("read {p}"))?;
+                            ensure!(
+                                Sha256::digest(&got) == Sha256::digest(data),
+                                "{p}: content differs"
+                            );
                         }
                         Ok(())
                     })
                 })
                 .collect();
-            workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("reader panicked"))?)
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().map_err(|_| anyhow::anyhow!("reader panicked"))?)
         })?;
         let mut rng = rand::rng();
         let large: Vec<_> = self.files.iter().filter(|(_, d)| d.len() > 1).collect();

@@ -109,6 +109,25 @@ fn seaweedfs_source_serves_the_tree_byte_exact() {
     a.extend(args(&["--block-size", "1MiB", "--tier", "mem:256MiB"]));
     let d = FuseDaemon::start(&a).unwrap();
     check_tree(&d, &tree);
+    let head = rt()
+        .block_on(
+            server
+                .client()
+                .head_object()
+                .bucket(&bucket.name)
+                .key("data/set/big.bin")
+                .send(),
+        )
+        .unwrap();
+    let want = std::time::SystemTime::try_from(*head.last_modified().unwrap()).unwrap();
+    let got = std::fs::metadata(d.mountpoint.join("big.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        got, want,
+        "big.bin: modification time is the object's LastModified"
+    );
 }
 
 #[test]
@@ -427,18 +446,34 @@ fn warmup_loads_the_cache_and_evict_frees_it_through_the_cli() {
     let total: u64 = tree.files.values().map(|b| b.len() as u64).sum();
 
     let out = d.client("warmup", &["/"]).unwrap();
-    assert!(out.contains(&format!("warmed {} of {} files", tree.files.len(), tree.files.len())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "warmed {} of {} files",
+            tree.files.len(),
+            tree.files.len()
+        )),
+        "{out}"
+    );
     let warm = stats(&d);
-    assert_eq!(warm.source_bytes_read, total, "warm-up read every byte once: {warm:?}");
+    assert_eq!(
+        warm.source_bytes_read, total,
+        "warm-up read every byte once: {warm:?}"
+    );
     assert_eq!(warm.tiers[0].used_bytes, total);
 
     // A cold read through the mount is now served entirely from the cache.
     read_all(&d.mountpoint, &tree);
     let after = stats(&d);
-    assert_eq!(after.source_requests, warm.source_requests, "reads after warm-up went to the source");
+    assert_eq!(
+        after.source_requests, warm.source_requests,
+        "reads after warm-up went to the source"
+    );
 
     let printed = d.client("stats", &[]).unwrap();
-    assert!(printed.contains("MEM") && printed.contains("hit ratio"), "{printed}");
+    assert!(
+        printed.contains("MEM") && printed.contains("hit ratio"),
+        "{printed}"
+    );
 
     let evicted = d.client("evict", &["/big.bin"]).unwrap();
     assert!(evicted.contains("evicted 24 blocks"), "{evicted}");
@@ -467,10 +502,17 @@ fn metrics_are_served_in_prometheus_text() {
     std::fs::read(d.mountpoint.join("f")).unwrap();
     use std::io::{Read, Write};
     let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut body = String::new();
     sock.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(body.contains("fluid_source_read_bytes_total 3145728"), "{body}");
-    assert!(body.contains("fluid_cache_used_bytes{tier=\"MEM\""), "{body}");
+    assert!(
+        body.contains("fluid_source_read_bytes_total 3145728"),
+        "{body}"
+    );
+    assert!(
+        body.contains("fluid_cache_used_bytes{tier=\"MEM\""),
+        "{body}"
+    );
 }

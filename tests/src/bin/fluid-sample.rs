@@ -12,7 +12,10 @@ use fluid_tests::services::S3Server;
 use rand::{Rng, RngCore, SeedableRng};
 
 #[derive(Parser)]
-#[command(name = "fluid-sample", about = "Sample dataset maker and parallel reader for the demo")]
+#[command(
+    name = "fluid-sample",
+    about = "Sample dataset maker and parallel reader for the demo"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,7 +43,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Upload { bucket, files, big_mib } => upload(&bucket, files, big_mib),
+        Cmd::Upload {
+            bucket,
+            files,
+            big_mib,
+        } => upload(&bucket, files, big_mib),
         Cmd::Read { dir, threads } => read(&dir, threads),
     }
 }
@@ -50,7 +57,11 @@ fn upload(bucket: &str, files: usize, big_mib: u64) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let s3 = server.client();
-        s3.create_bucket().bucket(bucket).send().await.with_context(|| format!("creating bucket {bucket}"))?;
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {bucket}"))?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         let mut objects = Vec::with_capacity(files + 1);
         for i in 0..files {
@@ -65,11 +76,26 @@ fn upload(bucket: &str, files: usize, big_mib: u64) -> Result<()> {
         use futures::StreamExt;
         let puts = objects.into_iter().map(|(key, data)| {
             let s3 = s3.clone();
-            async move { s3.put_object().bucket(bucket).key(&key).body(data.into()).send().await.with_context(|| format!("put {key}")) }
+            async move {
+                s3.put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .body(data.into())
+                    .send()
+                    .await
+                    .with_context(|| format!("put {key}"))
+            }
         });
-        let results: Vec<_> = futures::stream::iter(puts).buffer_unordered(32).collect().await;
+        let results: Vec<_> = futures::stream::iter(puts)
+            .buffer_unordered(32)
+            .collect()
+            .await;
         results.into_iter().collect::<Result<Vec<_>>>()?;
-        println!("uploaded {} files, {} MiB, to s3://{bucket}", files + 1, total >> 20);
+        println!(
+            "uploaded {} files, {} MiB, to s3://{bucket}",
+            files + 1,
+            total >> 20
+        );
         Ok(())
     })
 }
@@ -77,7 +103,11 @@ fn upload(bucket: &str, files: usize, big_mib: u64) -> Result<()> {
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let e = e?;
-        if e.file_type()?.is_dir() { walk(&e.path(), out)? } else { out.push(e.path()) }
+        if e.file_type()?.is_dir() {
+            walk(&e.path(), out)?
+        } else {
+            out.push(e.path())
+        }
     }
     Ok(())
 }
@@ -91,11 +121,14 @@ fn read(dir: &Path, threads: usize) -> Result<()> {
     let errors = Arc::new(Mutex::new(Vec::new()));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
-            let (queue, bytes, count, errors) = (queue.clone(), bytes.clone(), count.clone(), errors.clone());
+            let (queue, bytes, count, errors) =
+                (queue.clone(), bytes.clone(), count.clone(), errors.clone());
             s.spawn(move || {
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
+                    let Some(path) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                        break;
+                    };
                     let result = std::fs::File::open(&path).and_then(|mut f| {
                         use std::io::Read;
                         loop {
@@ -108,7 +141,10 @@ fn read(dir: &Path, threads: usize) -> Result<()> {
                     });
                     match result {
                         Ok(()) => _ = count.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {e}", path.display())),
+                        Err(e) => errors
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(format!("{}: {e}", path.display())),
                     }
                 }
             });
