@@ -239,6 +239,7 @@ fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
     let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
         .map_err(|e| Error::io(format!("mounting FUSE at {}", args.mountpoint.display()), e))?;
 
+    raise_kernel_readahead(&args.mountpoint);
     if let Some(f) = &args.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id()))
             .map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
@@ -259,6 +260,21 @@ fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
         let _ = std::fs::remove_file(f);
     }
     unmounted.map_err(|e| Error::io(format!("unmounting {}", args.mountpoint.display()), e))
+}
+
+/// The kernel caps a FUSE mount's readahead at its block-device default (128 KiB) whatever the
+/// daemon asks for at init; raising the mount's bdi setting lets sequential readers send 1 MiB
+/// requests. Best effort: without root or sysfs the mount still works, only with smaller reads.
+fn raise_kernel_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        tracing::debug!("could not raise readahead at {knob}: {e}");
+    }
 }
 
 /// The mount point must be a directory. A dead FUSE mount left by a crashed daemon answers
