@@ -10,7 +10,9 @@ demo:
 	@scripts/demo.sh
 
 ## test: start every test server (installing what is missing), then run all tests
+# The integration tests run the built daemons, which `cargo test` alone does not build.
 test: services
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 ## bench: side-by-side benchmarks against s3fs and rclone

@@ -1,0 +1,148 @@
+//! The one error type of the node plugin and its mapping to gRPC status codes (the only place
+//! where a status code is chosen). Messages never carry credentials.
+
+use std::io;
+use std::path::Path;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A required request field is empty.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// A request field has a value we cannot accept; names the field.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The volume, path or sub path does not exist (here).
+    #[error("{0}")]
+    NotFound(String),
+    /// The volume is staged or published here already, in an incompatible way.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The call is valid but the node is not in the state it requires.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The node holds as many volumes as `--max-volumes` allows.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The volume's daemon cannot be reached right now (it is being restarted).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0} is not implemented by this plugin")]
+    Unimplemented(&'static str),
+    /// `fluid-fuse` did not start or mount; carries the end of its log.
+    #[error("{0}")]
+    Daemon(String),
+    /// A mount(2)/umount2(2) call failed.
+    #[error("{op} {path}: {source}")]
+    Mount {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The CSI endpoint cannot be bound or served.
+    #[error(transparent)]
+    Endpoint(#[from] fluid_proto::EndpointError),
+    /// A state record that cannot be read or written.
+    #[error("state record {path}: {message}")]
+    State { path: String, message: String },
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn mount(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Error::Mount {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Errors of the shared volume-context code (validation of the context, the dataset file).
+impl From<fuse_cache::Error> for Error {
+    fn from(e: fuse_cache::Error) -> Self {
+        match e {
+            fuse_cache::Error::Invalid { field, message } => Error::Invalid { field, message },
+            fuse_cache::Error::NotFound(p) => {
+                Error::NotFound(format!("{p}: no such file or directory"))
+            }
+            fuse_cache::Error::Io { context, source } => Error::Io { context, source },
+            other => Error::Daemon(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::Missing(_) | Error::Invalid { .. } => tonic::Status::invalid_argument(msg),
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
+            Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            Error::Unimplemented(_) => tonic::Status::unimplemented(msg),
+            Error::Daemon(_)
+            | Error::Mount { .. }
+            | Error::Io { .. }
+            | Error::State { .. }
+            | Error::Endpoint(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let code = |e: Error| tonic::Status::from(e).code();
+        assert_eq!(
+            code(Error::Missing("volume_id")),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(code(Error::NotFound("x".into())), tonic::Code::NotFound);
+        assert_eq!(
+            code(Error::AlreadyExists("x".into())),
+            tonic::Code::AlreadyExists
+        );
+        assert_eq!(
+            code(Error::FailedPrecondition("x".into())),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(Error::Unimplemented("NodeExpandVolume")),
+            tonic::Code::Unimplemented
+        );
+        assert_eq!(
+            code(fuse_cache::Error::invalid("subPath", "bad").into()),
+            tonic::Code::InvalidArgument
+        );
+        let s = tonic::Status::from(Error::Missing("volume_id"));
+        assert_eq!(s.message(), "volume_id is required");
+    }
+}
