@@ -13,7 +13,7 @@ demo:
 # The integration tests run the built daemons, which `cargo test` alone does not build.
 test: services
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast -- --show-output
 
 ## bench: side-by-side benchmarks against s3fs and rclone
 bench:

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mountpoint::{MountPoint, is_secret_option};
+use crate::mountpoint::{MountPoint, redacted};
 
 /// One entry of `spec.mounts[]`, as Fluid writes it. Its Debug output hides secret options.
 #[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -29,25 +29,11 @@ pub struct MountSpec {
 
 impl std::fmt::Debug for MountSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret_option(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
         f.debug_struct("MountSpec")
             .field("mount_point", &self.mount_point)
             .field("name", &self.name)
             .field("path", &self.path)
-            .field("options", &options)
+            .field("options", &redacted(&self.options))
             .field("read_only", &self.read_only)
             .finish()
     }

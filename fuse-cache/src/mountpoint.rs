@@ -45,25 +45,28 @@ pub fn is_secret_option(name: &str) -> bool {
         || name.to_ascii_lowercase().contains("secret")
 }
 
+/// The options as they may be shown: secret values replaced.
+pub fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str(),
+                if is_secret_option(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                },
+            )
+        })
+        .collect()
+}
+
 impl fmt::Debug for MountPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted: BTreeMap<&str, &str> = self
-            .options
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    if is_secret_option(k) {
-                        "<redacted>"
-                    } else {
-                        v.as_str()
-                    },
-                )
-            })
-            .collect();
         f.debug_struct("MountPoint")
             .field("url", &self.url)
-            .field("options", &redacted)
+            .field("options", &redacted(&self.options))
             .finish()
     }
 }

@@ -516,3 +516,63 @@ fn metrics_are_served_in_prometheus_text() {
         "{body}"
     );
 }
+
+#[test]
+fn a_dataset_unions_its_mounts_with_stable_inodes() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(one.path().join("x.txt"), b"from one").unwrap();
+    std::fs::create_dir(two.path().join("sub")).unwrap();
+    std::fs::write(two.path().join("sub/y.txt"), b"from two").unwrap();
+    let dataset = one.path().join("dataset.yaml");
+    std::fs::write(
+        &dataset,
+        format!(
+            "apiVersion: data.fluid.io/v1alpha1\nkind: Dataset\nmetadata: {{name: union}}\nspec:\n  mounts:\n    \
+             - {{mountPoint: 'local://{}', name: one}}\n    - {{mountPoint: 'local://{}', name: two, path: /deep/two}}\n",
+            one.path().display(),
+            two.path().display()
+        ),
+    )
+    .unwrap();
+    let d = FuseDaemon::start(&args(&[
+        "--dataset",
+        dataset.to_str().unwrap(),
+        "--attr-ttl",
+        "1s",
+        "--entry-ttl",
+        "1s",
+    ]))
+    .unwrap();
+    let names = |p: &Path| -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&d.mountpoint), ["deep", "one"]);
+    assert_eq!(names(&d.mountpoint.join("deep")), ["two"]);
+    assert_eq!(
+        std::fs::read(d.mountpoint.join("one/x.txt")).unwrap(),
+        b"from one"
+    );
+    assert_eq!(
+        std::fs::read(d.mountpoint.join("deep/two/sub/y.txt")).unwrap(),
+        b"from two"
+    );
+    assert!(std::fs::metadata(d.mountpoint.join("deep/missing")).is_err());
+
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(d.mountpoint.join("deep/two/sub/y.txt"))
+        .unwrap()
+        .ino();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::metadata(d.mountpoint.join("deep/two/sub/y.txt"))
+            .unwrap()
+            .ino(),
+        ino,
+        "inode numbers are stable"
+    );
+}
