@@ -6,8 +6,11 @@
 //!   the memory tier (and, found in a lower disk tier, queued for the first disk tier).
 //! - [`BlockCache::get_or_fetch`] fetches a missing block once however many readers want it
 //!   (single flight), stores it in memory and queues it for the first disk tier. The disk
-//!   write happens in the background through a bounded queue; when the queue is full the
-//!   block is simply not written to disk (`write_skips`), so readers never wait on disks.
+//!   write happens in the background through a bounded queue. A fetch takes its place in that
+//!   queue before it reads the source, so when the disk is slower than the source, misses
+//!   slow down to the disk's pace instead of fetching blocks the cache would then lose (and
+//!   fetch again); hits never wait. Only promotions from a lower disk tier are skipped when
+//!   the queue is full (`write_skips`).
 //! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
 //!   block evicted from memory is dropped (it was written through to disk when fetched).
 //! - The disk indexes are written periodically, on [`BlockCache::flush`] and when the cache
@@ -37,7 +40,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use config::{DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, parse_size};
 pub use key::BlockKey;
@@ -49,8 +52,9 @@ use mem::MemTier;
 /// Tunables of a [`BlockCache`] besides its tiers.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
-    /// Blocks waiting to be written to disk; more are not written (counted in `write_skips`).
-    /// Each queued block holds its bytes (shared with the memory tier while it is there).
+    /// Blocks being fetched for, or waiting to be written to, the first disk tier. Each holds
+    /// its bytes (shared with the memory tier while it is there), so this bounds the memory
+    /// the disk writes use.
     pub write_queue: usize,
     /// How often changed disk indexes are written.
     pub index_interval: Duration,
@@ -92,7 +96,7 @@ pub struct CacheStats {
     pub hits: u64,
     /// Fetches made for missing blocks (readers sharing one fetch count once).
     pub misses: u64,
-    /// Blocks not written to disk because the write queue was full.
+    /// Promotions into the first disk tier skipped because the write queue was full.
     pub write_skips: u64,
 }
 
@@ -123,6 +127,8 @@ struct Inner {
     write_skips: AtomicU64,
     /// To the background disk writer; `None` without disk tiers.
     writer: Option<mpsc::Sender<Job>>,
+    /// Places in the disk write queue; `None` without disk tiers.
+    write_slots: Option<Arc<Semaphore>>,
 }
 
 /// One fetch in progress, awaited by every reader of its block.
@@ -134,7 +140,12 @@ struct Flight {
 
 enum Job {
     /// Store a block in the first disk tier.
-    Write { key: BlockKey, data: Bytes },
+    Write {
+        key: BlockKey,
+        data: Bytes,
+        /// Freed once the block is on disk, letting the next fetch start.
+        _slot: OwnedSemaphorePermit,
+    },
     /// Answered once every job queued before it is done.
     Barrier(oneshot::Sender<()>),
 }
@@ -183,7 +194,8 @@ impl BlockCache {
         let (writer, queue) = if disks.is_empty() {
             (None, None)
         } else {
-            let (tx, rx) = mpsc::channel(options.write_queue.max(1));
+            // Room for every write slot plus barriers, so a write with a slot is never refused.
+            let (tx, rx) = mpsc::channel(options.write_queue.max(1) + 16);
             (Some(tx), Some(rx))
         };
         let inner = Arc::new(Inner {
@@ -194,6 +206,9 @@ impl BlockCache {
             next_flight: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             write_skips: AtomicU64::new(0),
+            write_slots: writer
+                .as_ref()
+                .map(|_| Arc::new(Semaphore::new(options.write_queue.max(1)))),
             writer,
         });
         if let Some(rx) = queue {
@@ -270,9 +285,10 @@ impl BlockCache {
             };
             let fut = fetch();
             tokio::spawn(async move {
+                let slot = guard.inner.write_slot(&guard.key).await;
                 let result = fut.await;
                 if let Ok(data) = &result {
-                    guard.inner.store_fetched(&guard.key, data);
+                    guard.inner.store_fetched(&guard.key, data, slot);
                 }
                 // Out of the flight table first: a caller coming after the error starts anew.
                 drop(guard);
@@ -395,7 +411,14 @@ impl Inner {
                     m.insert(key.clone(), data.clone());
                 }
                 if i > 0 {
-                    self.queue_write(key, &data);
+                    let slot = self
+                        .write_slots
+                        .as_ref()
+                        .and_then(|s| s.clone().try_acquire_owned().ok());
+                    match slot {
+                        Some(slot) => self.queue_write(key, &data, slot),
+                        None => _ = self.write_skips.fetch_add(1, Ordering::Relaxed),
+                    }
                 }
                 return Some(data);
             }
@@ -403,16 +426,27 @@ impl Inner {
         None
     }
 
-    fn store_fetched(&self, key: &BlockKey, data: &Bytes) {
+    /// A place in the disk write queue for a block about to be fetched, waited for when the
+    /// queue is full; `None` when there is no disk tier or it already has the block.
+    async fn write_slot(&self, key: &BlockKey) -> Option<OwnedSemaphorePermit> {
+        let slots = self.write_slots.as_ref()?;
+        if self.disks[0].contains(key) {
+            return None;
+        }
+        slots.clone().acquire_owned().await.ok()
+    }
+
+    fn store_fetched(&self, key: &BlockKey, data: &Bytes, slot: Option<OwnedSemaphorePermit>) {
         if let Some(m) = &self.mem {
             m.insert(key.clone(), data.clone());
         }
-        self.queue_write(key, data);
+        if let Some(slot) = slot {
+            self.queue_write(key, data, slot);
+        }
     }
 
-    /// Queues a write to the first disk tier unless it has the block; skips it when the
-    /// queue is full.
-    fn queue_write(&self, key: &BlockKey, data: &Bytes) {
+    /// Queues a write to the first disk tier, holding `slot` until it is done.
+    fn queue_write(&self, key: &BlockKey, data: &Bytes, slot: OwnedSemaphorePermit) {
         let Some(tx) = &self.writer else { return };
         if self.disks[0].contains(key) {
             return;
@@ -420,10 +454,10 @@ impl Inner {
         let job = Job::Write {
             key: key.clone(),
             data: data.clone(),
+            _slot: slot,
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(job) {
-            self.write_skips.fetch_add(1, Ordering::Relaxed);
-        }
+        // The channel has room for every slot, so this fails only when the writer is gone.
+        let _ = tx.try_send(job);
     }
 }
 
@@ -452,7 +486,7 @@ async fn write_behind(cache: Weak<Inner>, mut queue: mpsc::Receiver<Job>, interv
             job = queue.recv() => {
                 let Some(job) = job else { break };
                 match job {
-                    Job::Write { key, data } => {
+                    Job::Write { key, data, _slot } => {
                         let Some(inner) = cache.upgrade() else { break };
                         inner.disks[0].put(key, data, &inner.disks[1..]).await;
                     }
