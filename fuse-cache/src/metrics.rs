@@ -7,8 +7,50 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use crate::control::Control;
 use crate::error::{Error, Result};
+
+/// Upper bounds of the latency buckets, in seconds: from a memory hit to a slow remote read.
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
+
+/// A Prometheus histogram of durations, lock-free.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the histogram in text format (cumulative buckets, then sum and count).
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
 
 /// Renders the metrics in Prometheus text format.
 pub fn render(control: &Control) -> String {
@@ -77,6 +119,17 @@ pub fn render(control: &Control) -> String {
         "counter",
         "Bytes returned to readers.",
         vec![(String::new(), s.bytes_served)],
+    );
+    let c = &control.reader.counters;
+    c.read_latency.render(
+        "fluid_read_duration_seconds",
+        "Time to answer a read through the mount.",
+        &mut out,
+    );
+    c.source_latency.render(
+        "fluid_source_request_duration_seconds",
+        "Time of one range read from a source.",
+        &mut out,
     );
     out
 }

@@ -4,21 +4,25 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey};
 use crate::error::{Error, Result};
+use crate::metrics::Histogram;
 use crate::namespace::{Location, Namespace, Node};
 use crate::source::{Kind, Meta, Source};
 
-/// Counters of what went to the sources.
+/// Counters of what went to the sources and what readers got.
 #[derive(Default)]
 pub struct SourceCounters {
     pub bytes: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_served: AtomicU64,
+    pub source_latency: Histogram,
+    pub read_latency: Histogram,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +164,13 @@ impl Reader {
 
     /// `size` bytes from `offset` (fewer at end of file).
     pub async fn read(&self, file: &Arc<OpenFile>, offset: u64, size: u64) -> Result<Bytes> {
+        let started = Instant::now();
+        let result = self.read_range(file, offset, size).await;
+        self.counters.read_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn read_range(&self, file: &Arc<OpenFile>, offset: u64, size: u64) -> Result<Bytes> {
         let end = (offset + size).min(file.meta.size);
         if offset >= end {
             return Ok(Bytes::new());
@@ -220,7 +231,10 @@ impl Reader {
         self.cache
             .get_or_fetch(&key, move || async move {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
-                let data = source.read(&path, &meta, index * bs, want).await?;
+                let started = Instant::now();
+                let data = source.read(&path, &meta, index * bs, want).await;
+                counters.source_latency.observe(started.elapsed());
+                let data = data?;
                 counters
                     .bytes
                     .fetch_add(data.len() as u64, Ordering::Relaxed);

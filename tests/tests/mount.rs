@@ -515,6 +515,16 @@ fn metrics_are_served_in_prometheus_text() {
         body.contains("fluid_cache_used_bytes{tier=\"MEM\""),
         "{body}"
     );
+    // One 3 MiB file in one 4 MiB block: one source request, several reads through the mount.
+    assert!(
+        body.contains("fluid_source_request_duration_seconds_count 1\n"),
+        "{body}"
+    );
+    let reads = body
+        .lines()
+        .find_map(|l| l.strip_prefix("fluid_read_duration_seconds_count "))
+        .unwrap();
+    assert!(reads.parse::<u64>().unwrap() >= 3, "{body}");
 }
 
 #[test]
