@@ -12,6 +12,9 @@ use crate::source::{self, Entry, Kind, Meta, Source};
 
 pub const ROOT: u64 = 1;
 
+/// Negative entries kept before the expired ones are swept.
+const MAX_NEGATIVE_ENTRIES: usize = 100_000;
+
 /// Where a node's data lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
@@ -296,11 +299,17 @@ impl Namespace {
     }
 
     fn remember_absent(&self, key: (u64, String)) {
-        if !self.ttl.negative.is_zero() {
-            self.table()
-                .negative
-                .insert(key, Instant::now() + self.ttl.negative);
+        if self.ttl.negative.is_zero() {
+            return;
         }
+        let now = Instant::now();
+        let mut t = self.table();
+        // Expired entries are dropped in bulk once there are many, so a scan of missing names
+        // cannot grow the map without bound.
+        if t.negative.len() >= MAX_NEGATIVE_ENTRIES {
+            t.negative.retain(|_, until| *until > now);
+        }
+        t.negative.insert(key, now + self.ttl.negative);
     }
 
     /// Attributes of `ino`, refreshed from the source once their TTL has passed.
@@ -440,5 +449,96 @@ impl Namespace {
             cur = self.lookup(cur.ino, part).await?;
         }
         Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{MountSpec, resolve};
+    use crate::source::local::LocalSource;
+
+    fn namespace(dirs: &[(&std::path::Path, &str)], ttl: Ttl) -> Namespace {
+        let specs = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, (d, path))| MountSpec {
+                mount_point: format!("local://{}", d.display()),
+                name: format!("m{i}"),
+                path: Some(path.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let mounts = resolve(specs, "mounts").unwrap();
+        let with_sources = mounts
+            .into_iter()
+            .map(|m| {
+                let crate::mountpoint::Store::Local { root } = &m.mount_point.store else {
+                    unreachable!()
+                };
+                let src: Arc<dyn Source> =
+                    Arc::new(LocalSource::new(root.clone(), &m.mount_point.url));
+                (m, src)
+            })
+            .collect();
+        Namespace::new(with_sources, ttl)
+    }
+
+    async fn names(ns: &Namespace, ino: u64) -> Vec<String> {
+        let mut s = ns.open_dir(ino).unwrap();
+        let mut i = 0;
+        while ns.fill(&mut s, i).await.unwrap() {
+            i += 1;
+        }
+        let mut v: Vec<_> = s.entries.into_iter().map(|(n, _)| n).collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn virtual_levels_lead_to_mounts() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(b.path().join("f"), b"x").unwrap();
+        let ns = namespace(&[(a.path(), "/a"), (b.path(), "/x/y/b")], Ttl::default());
+        assert_eq!(names(&ns, ROOT).await, ["a", "x"]);
+        let x = ns.lookup(ROOT, "x").await.unwrap();
+        assert_eq!(x.location, Location::Virtual);
+        let f = ns.resolve_path("/x/y/b/f").await.unwrap();
+        assert_eq!(f.meta.size, 1);
+        assert_eq!(ns.path_of(f.ino), "/x/y/b/f");
+        assert!(matches!(
+            ns.lookup(x.ino, "nope").await,
+            Err(Error::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn listings_stream_in_pages_and_missing_names_are_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..2500 {
+            std::fs::File::create(d.path().join(format!("e{i:04}"))).unwrap();
+        }
+        let ns = namespace(&[(d.path(), "/")], Ttl::default());
+        let mut s = ns.open_dir(ROOT).unwrap();
+        assert!(ns.fill(&mut s, 0).await.unwrap());
+        assert!(
+            s.entries.len() < 2500 && !s.is_complete(),
+            "first page only: {}",
+            s.entries.len()
+        );
+        assert_eq!(names(&ns, ROOT).await.len(), 2500);
+
+        assert!(ns.lookup(ROOT, "later").await.is_err());
+        std::fs::File::create(d.path().join("later")).unwrap();
+        // Within the negative TTL the name stays missing.
+        assert!(ns.lookup(ROOT, "later").await.is_err());
+        let short = namespace(
+            &[(d.path(), "/")],
+            Ttl {
+                negative: Duration::ZERO,
+                ..Ttl::default()
+            },
+        );
+        assert!(short.lookup(ROOT, "later").await.is_ok());
     }
 }
