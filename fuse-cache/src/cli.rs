@@ -160,7 +160,7 @@ fn tier_specs(args: &MountArgs) -> Result<Vec<TierSpec>> {
     args.tiers.iter().map(|t| TierSpec::parse(t)).collect()
 }
 
-fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
+fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     let mounts = load_mounts(&args)?;
     let block_size =
         parse_size(&args.block_size).map_err(|e| Error::invalid("--block-size", e.to_string()))?;
@@ -172,6 +172,9 @@ fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
     }
     let specs = tier_specs(&args)?;
     check_mountpoint(&args.mountpoint)?;
+    // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
+    args.mountpoint = std::fs::canonicalize(&args.mountpoint)
+        .map_err(|e| Error::io(format!("--mountpoint {}", args.mountpoint.display()), e))?;
 
     let (reader, control) = rt.block_on(async {
         let mut sources = Vec::with_capacity(mounts.len());
@@ -226,7 +229,7 @@ fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
-        fuser::MountOption::FSName("fluid".into()),
+        fuser::MountOption::FSName(crate::mountinfo::FLUID_SOURCE.into()),
         fuser::MountOption::Subtype("fluid".into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
@@ -247,9 +250,24 @@ fn mount(rt: &tokio::runtime::Runtime, args: MountArgs) -> Result<()> {
     println!("FLUID-FUSE READY {}", args.mountpoint.display());
     tracing::info!("mounted at {}", args.mountpoint.display());
 
-    rt.block_on(fluid_proto::endpoint::shutdown_signal());
+    rt.block_on(async {
+        tokio::select! {
+            _ = fluid_proto::endpoint::shutdown_signal() => {}
+            _ = unmounted_elsewhere(&args.mountpoint) => {
+                tracing::warn!("{} was unmounted by someone else; exiting", args.mountpoint.display());
+            }
+        }
+    });
     stop.notify_waiters();
-    let unmounted = session.umount_and_join();
+    let unmounted = session.umount_and_join().or_else(|e| {
+        // Busy (a reader still has files open) or already gone: detach it lazily, so no dead
+        // "transport endpoint is not connected" mount is left behind when we exit.
+        tracing::warn!(
+            "unmounting {}: {e}; detaching it",
+            args.mountpoint.display()
+        );
+        detach(&args.mountpoint)
+    });
     rt.block_on(async {
         reader.cache.flush().await;
         if let Some(server) = control_server {
@@ -277,6 +295,33 @@ fn raise_kernel_readahead(mountpoint: &Path) {
     }
 }
 
+/// Completes once nothing is mounted at `dir` any more (e.g. `fusermount3 -u` or `umount`
+/// from outside), so the daemon does not outlive its mount.
+async fn unmounted_elsewhere(dir: &Path) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(false) = crate::mountinfo::is_mounted(dir) {
+            return;
+        }
+    }
+}
+
+/// Lazily detaches whatever is mounted at `dir`; fine when nothing is.
+fn detach(dir: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        e => Err(e),
+    }
+}
+
 /// The mount point must be a directory. A dead FUSE mount left by a crashed daemon answers
 /// ENOTCONN: it is detached so the new daemon can mount in its place.
 fn check_mountpoint(dir: &Path) -> Result<()> {
@@ -288,16 +333,7 @@ fn check_mountpoint(dir: &Path) -> Result<()> {
         )),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!("{} is a dead FUSE mount; detaching it", dir.display());
-            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-                .map_err(|_| Error::invalid("--mountpoint", "contains a NUL byte"))?;
-            // SAFETY: c is a valid NUL-terminated path for the duration of the call.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(Error::io(
-                    format!("detaching {}", dir.display()),
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            Ok(())
+            detach(dir).map_err(|e| Error::io(format!("detaching {}", dir.display()), e))
         }
         Err(e) => Err(Error::io(format!("--mountpoint {}", dir.display()), e)),
     }

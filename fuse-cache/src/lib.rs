@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod error;
 pub mod fs;
 pub mod metrics;
+pub mod mountinfo;
 pub mod mountpoint;
 pub mod namespace;
 pub mod reader;

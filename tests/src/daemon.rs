@@ -85,6 +85,13 @@ impl FuseDaemon {
         Ok(daemon)
     }
 
+    /// Whether the daemon process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn control_endpoint(&self) -> String {
         format!("unix://{}", self.control.display())
     }
@@ -170,8 +177,5 @@ pub fn lazy_unmount(dir: &Path) {
 
 /// Whether `dir` is a mount point in this process's mount namespace.
 pub fn is_mounted(dir: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = dir.to_string_lossy();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(dir.as_ref()))
+    fuse_cache::mountinfo::is_mounted(dir).unwrap_or(false)
 }

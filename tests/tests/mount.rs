@@ -586,3 +586,31 @@ fn a_dataset_unions_its_mounts_with_stable_inodes() {
         "inode numbers are stable"
     );
 }
+
+#[test]
+fn sigterm_with_open_files_and_external_unmounts_leave_no_dead_mount() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"held open").unwrap();
+    let url = format!("local://{}", src.path().display());
+
+    // SIGTERM while a reader holds a file open: the busy mount is detached, not left dead.
+    let d = FuseDaemon::start(&args(&["--mount", &url])).unwrap();
+    let held = std::fs::File::open(d.mountpoint.join("f")).unwrap();
+    let mnt = d.mountpoint.clone();
+    let status = d.stop().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!is_mounted(&mnt), "mount left behind at {}", mnt.display());
+    drop(held);
+
+    // Unmounted from outside: the daemon notices and exits by itself.
+    let mut d = FuseDaemon::start(&args(&["--mount", &url])).unwrap();
+    fluid_tests::daemon::lazy_unmount(&d.mountpoint);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.running() {
+        assert!(
+            Instant::now() < deadline,
+            "fluid-fuse still runs after its mount went away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
