@@ -9,13 +9,16 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
 mkdir -p "$FLUID_SERVICES_DIR"
+# What `up`, `down` and `env` act on when no NAME is given. `kube` (a kube-apiserver built
+# from source, ~8 minutes the first time) is started by name until the tests need it.
 ALL_SERVICES=(fuse seaweedfs ceph minidfs csisanity)
 
 # shellcheck source=services/lib.sh
 source "$here/services/lib.sh"
-for s in "${ALL_SERVICES[@]}"; do
+for f in "$here"/services/*.sh; do
+  [ "$(basename "$f")" = lib.sh ] && continue
   # shellcheck disable=SC1090
-  source "$here/services/$s.sh"
+  source "$f"
 done
 
 cmd="${1:-}"
