@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export FLUID_SERVICES_DIR ?= /var/tmp/fluid-services
 
-.PHONY: demo test bench lint services services-down fmt build
+.PHONY: demo test bench lint services services-down fmt build crds
 
 ## demo: the main job on an embedded default dataset
 demo:
@@ -23,6 +23,13 @@ bench:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
+
+## crds: regenerate the CRD YAML in the chart from the Rust types (a test checks it is current)
+crds:
+	$(CARGO) build -p csi-controller
+	cd deploy/charts/fluid/crds && ../../../../target/debug/fluid-csi-controller crds | \
+	  csplit --quiet --elide-empty-files --prefix=crd- - '/^---$$/' '{*}' && \
+	  mv crd-00 data.fluid.io_datasets.yaml && mv crd-01 data.fluid.io_cacheruntimes.yaml
 
 fmt:
 	$(CARGO) fmt --all

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fluid_proto::Endpoint;
 use fluid_proto::identity::check_driver_name;
 
@@ -43,6 +43,19 @@ pub struct Config {
     /// field. Without it only inline `mountPoint` volumes can be created.
     #[arg(long, value_name = "FILE")]
     pub datasets: Option<PathBuf>,
+
+    /// Without a subcommand the controller serves CSI (how the Deployment, the tests and
+    /// csi-sanity start it).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-shot tasks instead of serving.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions of data.fluid.io (Dataset, CacheRuntime) as a YAML
+    /// stream: the files of deploy/charts/fluid/crds/ concatenated.
+    Crds,
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -79,5 +92,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.datasets, Some(PathBuf::from("/d.yaml")));
+        assert_eq!(c.command, None);
+        let c = Config::try_parse_from(["x", "crds"]).unwrap();
+        assert_eq!(c.command, Some(Command::Crds));
     }
 }

@@ -6,6 +6,7 @@
 pub mod catalogue;
 pub mod config;
 pub mod controller;
+pub mod crd;
 pub mod error;
 pub mod store;
 
@@ -14,7 +15,7 @@ use fluid_proto::csi::identity_server::IdentityServer;
 use fluid_proto::endpoint::shutdown_signal;
 use fluid_proto::identity::IdentityService;
 
-pub use config::Config;
+pub use config::{Command, Config};
 pub use error::{Error, Result};
 
 use crate::catalogue::Catalogue;

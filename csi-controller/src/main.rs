@@ -4,10 +4,26 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use csi_controller::{Config, run};
+use csi_controller::{Command, Config, run};
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Crds) = config.command {
+        // Plain stdout, no logging set up: the output is piped into files or kubectl.
+        let mut out = std::io::stdout().lock();
+        return match std::io::Write::write_all(
+            &mut out,
+            csi_controller::crd::crds_yaml().as_bytes(),
+        )
+        .and_then(|()| std::io::Write::flush(&mut out))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fluid-csi-controller: writing the CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLUID_LOG")
