@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -16,98 +15,9 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::spec::{DatasetSpec, MARKER_KEY};
 
-/// Endpoint and keys of the S3 server, from `FLUID_S3_*` in the environment or else from
-/// `scripts/services.sh env seaweedfs`.
-#[derive(Clone, Debug)]
-pub struct S3Env {
-    pub endpoint: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub region: String,
-}
-
-impl S3Env {
-    pub fn discover(repo: &Path) -> Result<S3Env> {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        if std::env::var("FLUID_S3_ENDPOINT").is_err() {
-            let script = repo.join("scripts/services.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .args(["env", "seaweedfs"])
-                .output()
-                .with_context(|| format!("running {} env seaweedfs", script.display()))?;
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some((k, v)) = line
-                    .trim()
-                    .strip_prefix("export ")
-                    .and_then(|kv| kv.split_once('='))
-                {
-                    vars.insert(k.into(), v.trim_matches(['"', '\'']).into());
-                }
-            }
-        }
-        let get = |name: &str| -> Result<String> {
-            std::env::var(name)
-                .ok()
-                .or_else(|| vars.get(name).cloned())
-                .with_context(|| {
-                    format!("SeaweedFS S3: {name} is unset; start it with `scripts/services.sh up seaweedfs`")
-                })
-        };
-        Ok(S3Env {
-            endpoint: get("FLUID_S3_ENDPOINT")?,
-            access_key: get("FLUID_S3_ACCESS_KEY")?,
-            secret_key: get("FLUID_S3_SECRET_KEY")?,
-            region: get("FLUID_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        })
-    }
-
-    /// A path-style client (the local server has no wildcard DNS).
-    pub fn client(&self) -> Client {
-        let creds = aws_sdk_s3::config::Credentials::new(
-            &self.access_key,
-            &self.secret_key,
-            None,
-            None,
-            "fluid-bench",
-        );
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build();
-        Client::from_conf(conf)
-    }
-
-    /// `host:port` of the endpoint, for a reachability check.
-    pub fn host_port(&self) -> &str {
-        self.endpoint
-            .split("://")
-            .nth(1)
-            .unwrap_or(&self.endpoint)
-            .trim_end_matches('/')
-    }
-}
-
-/// Fails with a message naming SeaweedFS unless its S3 port accepts connections.
-pub fn require_reachable(s3: &S3Env) -> Result<()> {
-    use std::net::{TcpStream, ToSocketAddrs};
-    let addr = s3
-        .host_port()
-        .to_socket_addrs()
-        .with_context(|| format!("SeaweedFS S3: bad endpoint {}", s3.endpoint))?
-        .next()
-        .with_context(|| format!("SeaweedFS S3: no address for {}", s3.endpoint))?;
-    TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).with_context(|| {
-        format!(
-            "SeaweedFS S3 is not running at {}; start it with `scripts/services.sh up seaweedfs`",
-            s3.endpoint
-        )
-    })?;
-    Ok(())
-}
+/// The S3 server the benchmark reads: SeaweedFS as the test services run it, found and checked
+/// the same way the tests find it.
+pub type S3Env = fluid_tests::services::S3Server;
 
 const PART_BYTES: u64 = 16 << 20;
 const UPLOADS_IN_FLIGHT: usize = 32;

@@ -141,8 +141,7 @@ fn run(args: Args) -> Result<()> {
 
     let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let machine = machine_info();
-    let s3 = S3Env::discover(&repo)?;
-    data::require_reachable(&s3)?;
+    let s3 = S3Env::seaweedfs()?;
     let bucket = spec.bucket(args.quick);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
