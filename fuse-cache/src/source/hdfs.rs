@@ -295,14 +295,6 @@ impl Source for HdfsSource {
         &self.name
     }
 
-    async fn check(&self) -> Result<()> {
-        match self.stat("").await? {
-            Some(m) if m.kind == Kind::Dir => Ok(()),
-            Some(_) => Err(Error::NotADirectory(self.name.clone())),
-            None => Err(Error::NotFound(self.name.clone())),
-        }
-    }
-
     async fn stat(&self, path: &str) -> Result<Option<Meta>> {
         let full = self.full(path)?;
         match self.call(path, self.client.get_file_info(&full)).await {

@@ -79,7 +79,14 @@ pub trait Source: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     /// Proves the store is reachable and the credentials work, for a clear error at mount time.
-    async fn check(&self) -> Result<()>;
+    /// By default: the mount's root exists and is a directory.
+    async fn check(&self) -> Result<()> {
+        match self.stat("").await? {
+            Some(m) if m.kind == Kind::Dir => Ok(()),
+            Some(_) => Err(Error::NotADirectory(self.name().to_string())),
+            None => Err(Error::NotFound(self.name().to_string())),
+        }
+    }
 
     /// Attributes of `path`, `Ok(None)` when it does not exist.
     async fn stat(&self, path: &str) -> Result<Option<Meta>>;
