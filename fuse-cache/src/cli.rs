@@ -10,7 +10,7 @@ use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 use fluid_proto::fluid::{EvictRequest, GetStatsRequest, WarmupRequest};
 
-use crate::cache::{BlockCache, TierSpec, parse_size};
+use crate::cache::{BlockCache, CacheOptions, TierSpec, parse_size};
 use crate::control::Control;
 use crate::dataset::{self, Mount};
 use crate::error::{Error, Result};
@@ -188,7 +188,11 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
             })?;
             sources.push((m, src));
         }
-        let cache = Arc::new(BlockCache::open(specs).await?);
+        let options = CacheOptions {
+            block_size,
+            ..CacheOptions::default()
+        };
+        let cache = Arc::new(BlockCache::open_with(specs, options).await?);
         let ttl = Ttl {
             attr: args.attr_ttl,
             entry: args.entry_ttl,

@@ -1,5 +1,8 @@
 //! The memory tier: blocks as `Bytes` under a byte quota, least recently used dropped first.
+//! A block waiting for its disk write is pinned: it is evicted only once written, so the
+//! write queue holds no bytes of its own while the block is here.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +23,8 @@ pub(crate) struct MemTier {
 struct State {
     lru: LruCache<BlockKey, Bytes>,
     used: u64,
+    /// Pin counts: a block queued twice (two promotions) is unpinned twice.
+    pinned: HashMap<BlockKey, u32>,
 }
 
 impl MemTier {
@@ -29,6 +34,7 @@ impl MemTier {
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
                 used: 0,
+                pinned: HashMap::new(),
             }),
             hits: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -52,9 +58,11 @@ impl MemTier {
         self.state().lru.contains(key)
     }
 
-    /// Stores the block as the most recently used, dropping least recently used blocks until
-    /// it fits. A block larger than the whole quota is not stored. Returns whether it is stored.
-    pub(crate) fn insert(&self, key: BlockKey, data: Bytes) -> bool {
+    /// Stores the block as the most recently used, dropping least recently used unpinned
+    /// blocks until it fits, pinned ones only when nothing else is left (the write queue then
+    /// keeps their bytes until written). A block larger than the whole quota is not stored.
+    /// Returns whether it is stored; `pin` pins it only then.
+    pub(crate) fn insert(&self, key: BlockKey, data: Bytes, pin: bool) -> bool {
         let len = data.len() as u64;
         let mut evicted = 0;
         let stored = {
@@ -66,19 +74,41 @@ impl MemTier {
                 false
             } else {
                 while st.used + len > self.quota {
-                    let Some((_, old)) = st.lru.pop_lru() else {
+                    let pinned = &st.pinned;
+                    let victim = st
+                        .lru
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| pinned.is_empty() || !pinned.contains_key(*k))
+                        .or_else(|| st.lru.peek_lru())
+                        .map(|(k, _)| k.clone());
+                    let Some(old) = victim.and_then(|k| st.lru.pop(&k)) else {
                         break;
                     };
                     st.used -= old.len() as u64;
                     evicted += 1;
                 }
-                st.lru.put(key, data);
+                st.lru.put(key.clone(), data);
                 st.used += len;
+                if pin {
+                    *st.pinned.entry(key).or_default() += 1;
+                }
                 true
             }
         };
         self.evictions.fetch_add(evicted, Ordering::Relaxed);
         stored
+    }
+
+    /// Undoes one pin of `insert`; the block stays until evicted as usual.
+    pub(crate) fn unpin(&self, key: &BlockKey) {
+        let mut st = self.state();
+        if let Some(n) = st.pinned.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                st.pinned.remove(key);
+            }
+        }
     }
 
     /// Drops every block whose object starts with `prefix`: (blocks, bytes).
@@ -136,18 +166,18 @@ mod tests {
     fn lru_order_and_quota() {
         let mem = MemTier::new(300);
         for i in 0..3 {
-            assert!(mem.insert(key(i), block(100, i as u8)));
+            assert!(mem.insert(key(i), block(100, i as u8), false));
         }
         assert_eq!(mem.usage(), (300, 3));
         // Touch 0: now 1 is the least recently used and goes first.
         assert_eq!(mem.get(&key(0)).unwrap(), block(100, 0));
-        assert!(mem.insert(key(3), block(100, 3)));
+        assert!(mem.insert(key(3), block(100, 3), false));
         assert!(!mem.contains(&key(1)));
         assert!(mem.contains(&key(0)) && mem.contains(&key(2)) && mem.contains(&key(3)));
         assert_eq!(mem.evictions(), 1);
         // Touch 0 again (order 2, 3, 0); a 150-byte block needs 2 and 3 gone.
         assert!(mem.get(&key(0)).is_some());
-        assert!(mem.insert(key(4), block(150, 4)));
+        assert!(mem.insert(key(4), block(150, 4), false));
         assert_eq!(mem.usage(), (250, 2));
         assert!(mem.contains(&key(0)) && mem.contains(&key(4)));
         assert_eq!(mem.hits(), 2);
@@ -158,11 +188,11 @@ mod tests {
     #[test]
     fn too_large_is_not_stored_and_replacing_recounts() {
         let mem = MemTier::new(100);
-        assert!(mem.insert(key(0), block(60, 0)));
-        assert!(!mem.insert(key(1), block(101, 1)));
+        assert!(mem.insert(key(0), block(60, 0), false));
+        assert!(!mem.insert(key(1), block(101, 1), false));
         assert_eq!(mem.usage(), (60, 1));
         // The same key again replaces the block and its bytes.
-        assert!(mem.insert(key(0), block(80, 7)));
+        assert!(mem.insert(key(0), block(80, 7), false));
         assert_eq!(mem.usage(), (80, 1));
         assert_eq!(mem.get(&key(0)).unwrap(), block(80, 7));
         assert_eq!(mem.evictions(), 0);
@@ -177,7 +207,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let len = (rng >> 33) as usize % 2_000;
-            mem.insert(key(i % 700), block(len, 0));
+            mem.insert(key(i % 700), block(len, 0), false);
             let (used, _) = mem.usage();
             assert!(used <= 10_000, "used {used} after {i}");
         }
@@ -190,12 +220,37 @@ mod tests {
     }
 
     #[test]
+    fn pinned_blocks_stay_until_unpinned() {
+        let mem = MemTier::new(300);
+        assert!(mem.insert(key(0), block(100, 0), true));
+        assert!(mem.insert(key(1), block(100, 1), false));
+        assert!(mem.insert(key(2), block(100, 2), false));
+        // 0 is the least recently used but pinned: 1 goes instead.
+        assert!(mem.insert(key(3), block(100, 3), false));
+        assert!(mem.contains(&key(0)) && !mem.contains(&key(1)));
+        // Everything pinned: the quota still holds, the oldest pinned block goes.
+        let mem = MemTier::new(200);
+        assert!(mem.insert(key(0), block(100, 0), true));
+        assert!(mem.insert(key(1), block(100, 1), true));
+        assert!(mem.insert(key(2), block(100, 2), false));
+        assert_eq!(mem.usage(), (200, 2));
+        assert!(!mem.contains(&key(0)) && mem.contains(&key(1)));
+        // Once unpinned, 1 is evicted as usual, before the pinned 2.
+        mem.unpin(&key(0));
+        mem.unpin(&key(1));
+        assert!(mem.insert(key(3), block(100, 3), true));
+        assert!(mem.insert(key(4), block(100, 4), false));
+        assert!(!mem.contains(&key(1)) && mem.contains(&key(3)) && mem.contains(&key(4)));
+        mem.unpin(&key(9));
+    }
+
+    #[test]
     fn remove_by_prefix() {
         let mem = MemTier::new(1000);
-        mem.insert(BlockKey::new("m1/a@1", 0), block(10, 0));
-        mem.insert(BlockKey::new("m1/a@1", 1), block(10, 0));
-        mem.insert(BlockKey::new("m1/b@1", 0), block(20, 0));
-        mem.insert(BlockKey::new("m2/a@1", 0), block(40, 0));
+        mem.insert(BlockKey::new("m1/a@1", 0), block(10, 0), false);
+        mem.insert(BlockKey::new("m1/a@1", 1), block(10, 0), false);
+        mem.insert(BlockKey::new("m1/b@1", 0), block(20, 0), false);
+        mem.insert(BlockKey::new("m2/a@1", 0), block(40, 0), false);
         assert_eq!(mem.remove_prefix("m1/a"), (2, 20));
         assert_eq!(mem.remove_prefix("m1/"), (1, 20));
         assert_eq!(mem.usage(), (40, 1));

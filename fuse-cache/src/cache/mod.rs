@@ -7,10 +7,12 @@
 //! - [`BlockCache::get_or_fetch`] fetches a missing block once however many readers want it
 //!   (single flight), stores it in memory and queues it for the first disk tier. The disk
 //!   write happens in the background through a bounded queue. A fetch takes its place in that
-//!   queue before it reads the source, so when the disk is slower than the source, misses
+//!   queue before it reads the source, so when the disk stays slower than the source, misses
 //!   slow down to the disk's pace instead of fetching blocks the cache would then lose (and
 //!   fetch again); hits never wait. Only promotions from a lower disk tier are skipped when
-//!   the queue is full (`write_skips`).
+//!   the queue is full (`write_skips`). A queued block is pinned in the memory tier until it
+//!   is written, so the queue costs no memory of its own and may be long (half the memory
+//!   tier): a burst of misses runs at the source's pace and the disk catches up after it.
 //! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
 //!   block evicted from memory is dropped (it was written through to disk when fetched).
 //! - The disk indexes are written periodically, on [`BlockCache::flush`] and when the cache
@@ -52,10 +54,13 @@ use mem::MemTier;
 /// Tunables of a [`BlockCache`] besides its tiers.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
-    /// Blocks being fetched for, or waiting to be written to, the first disk tier. Each holds
-    /// its bytes (shared with the memory tier while it is there), so this bounds the memory
-    /// the disk writes use.
+    /// Blocks being fetched for, or waiting to be written to, the first disk tier, at least.
+    /// With a memory tier the queue is half of it in blocks of `block_size` when that is more:
+    /// queued blocks are pinned there and share its bytes. Without one, each queued block
+    /// holds its own bytes, so this bounds the memory the disk writes use.
     pub write_queue: usize,
+    /// The usual block size, to count the memory tier in blocks.
+    pub block_size: u64,
     /// How often changed disk indexes are written.
     pub index_interval: Duration,
 }
@@ -64,6 +69,7 @@ impl Default for CacheOptions {
     fn default() -> Self {
         CacheOptions {
             write_queue: 64,
+            block_size: 4 << 20,
             index_interval: Duration::from_secs(30),
         }
     }
@@ -143,6 +149,8 @@ enum Job {
     Write {
         key: BlockKey,
         data: Bytes,
+        /// Whether the memory tier pinned the block for this write.
+        pinned: bool,
         /// Freed once the block is on disk, letting the next fetch start.
         _slot: OwnedSemaphorePermit,
     },
@@ -191,11 +199,18 @@ impl BlockCache {
                 }
             }
         }
+        let in_mem = mem
+            .as_ref()
+            .map_or(0, |m: &MemTier| m.quota() / 2 / options.block_size.max(1));
+        let write_queue = options
+            .write_queue
+            .max(usize::try_from(in_mem).unwrap_or(usize::MAX))
+            .max(1);
         let (writer, queue) = if disks.is_empty() {
             (None, None)
         } else {
             // Room for every write slot plus barriers, so a write with a slot is never refused.
-            let (tx, rx) = mpsc::channel(options.write_queue.max(1) + 16);
+            let (tx, rx) = mpsc::channel(write_queue + 16);
             (Some(tx), Some(rx))
         };
         let inner = Arc::new(Inner {
@@ -208,7 +223,7 @@ impl BlockCache {
             write_skips: AtomicU64::new(0),
             write_slots: writer
                 .as_ref()
-                .map(|_| Arc::new(Semaphore::new(options.write_queue.max(1)))),
+                .map(|_| Arc::new(Semaphore::new(write_queue))),
             writer,
         });
         if let Some(rx) = queue {
@@ -288,7 +303,7 @@ impl BlockCache {
                 let slot = guard.inner.write_slot(&guard.key).await;
                 let result = fut.await;
                 if let Ok(data) = &result {
-                    guard.inner.store_fetched(&guard.key, data, slot);
+                    guard.inner.keep(&guard.key, data, slot);
                 }
                 // Out of the flight table first: a caller coming after the error starts anew.
                 drop(guard);
@@ -407,19 +422,19 @@ impl Inner {
         }
         for (i, d) in self.disks.iter().enumerate() {
             if let Some(data) = d.get(key).await {
-                if let Some(m) = &self.mem {
-                    m.insert(key.clone(), data.clone());
-                }
-                if i > 0 {
+                let slot = if i > 0 {
                     let slot = self
                         .write_slots
                         .as_ref()
                         .and_then(|s| s.clone().try_acquire_owned().ok());
-                    match slot {
-                        Some(slot) => self.queue_write(key, &data, slot),
-                        None => _ = self.write_skips.fetch_add(1, Ordering::Relaxed),
+                    if slot.is_none() {
+                        self.write_skips.fetch_add(1, Ordering::Relaxed);
                     }
-                }
+                    slot
+                } else {
+                    None
+                };
+                self.keep(key, &data, slot);
                 return Some(data);
             }
         }
@@ -436,28 +451,35 @@ impl Inner {
         slots.clone().acquire_owned().await.ok()
     }
 
-    fn store_fetched(&self, key: &BlockKey, data: &Bytes, slot: Option<OwnedSemaphorePermit>) {
-        if let Some(m) = &self.mem {
-            m.insert(key.clone(), data.clone());
-        }
-        if let Some(slot) = slot {
-            self.queue_write(key, data, slot);
-        }
-    }
-
-    /// Queues a write to the first disk tier, holding `slot` until it is done.
-    fn queue_write(&self, key: &BlockKey, data: &Bytes, slot: OwnedSemaphorePermit) {
-        let Some(tx) = &self.writer else { return };
-        if self.disks[0].contains(key) {
-            return;
-        }
+    /// Puts a block into the memory tier and, with a write slot, queues it for the first disk
+    /// tier (pinned in memory until written) unless that tier has it.
+    fn keep(&self, key: &BlockKey, data: &Bytes, slot: Option<OwnedSemaphorePermit>) {
+        let queue = match (&self.writer, slot) {
+            (Some(tx), Some(slot)) if !self.disks[0].contains(key) => Some((tx, slot)),
+            _ => None,
+        };
+        let pinned = self
+            .mem
+            .as_ref()
+            .is_some_and(|m| m.insert(key.clone(), data.clone(), queue.is_some()))
+            && queue.is_some();
+        let Some((tx, slot)) = queue else { return };
         let job = Job::Write {
             key: key.clone(),
             data: data.clone(),
+            pinned,
             _slot: slot,
         };
         // The channel has room for every slot, so this fails only when the writer is gone.
-        let _ = tx.try_send(job);
+        if tx.try_send(job).is_err() {
+            self.unpin(key, pinned);
+        }
+    }
+
+    fn unpin(&self, key: &BlockKey, pinned: bool) {
+        if let (true, Some(m)) = (pinned, &self.mem) {
+            m.unpin(key);
+        }
     }
 }
 
@@ -486,9 +508,10 @@ async fn write_behind(cache: Weak<Inner>, mut queue: mpsc::Receiver<Job>, interv
             job = queue.recv() => {
                 let Some(job) = job else { break };
                 match job {
-                    Job::Write { key, data, _slot } => {
+                    Job::Write { key, data, pinned, _slot } => {
                         let Some(inner) = cache.upgrade() else { break };
-                        inner.disks[0].put(key, data, &inner.disks[1..]).await;
+                        inner.disks[0].put(key.clone(), data, &inner.disks[1..]).await;
+                        inner.unpin(&key, pinned);
                     }
                     Job::Barrier(done) => {
                         let _ = done.send(());
