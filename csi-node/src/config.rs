@@ -1,5 +1,6 @@
 //! The command line of `fluid-csi-node`: one config struct, built by clap.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,6 +75,30 @@ pub struct Config {
     /// killed and the error carries the end of its log).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+
+    /// Run against the Kubernetes API: label this node's Node object (named by --nodeid, which
+    /// the chart fills from the downward API spec.nodeName) `fluid.io/s-<namespace>-<dataset>=true`
+    /// while a volume of that Dataset is staged here, remove such labels no staged volume
+    /// justifies, and annotate the Node with --cache-advertise. Uses the in-cluster service
+    /// account (or KUBECONFIG); needs get and patch on nodes. Label updates never fail a CSI
+    /// call: they are retried in the background. FLUID_KUBERNETES takes true/false, 1/0,
+    /// yes/no or on/off.
+    #[arg(long, env = "FLUID_KUBERNETES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kubernetes: bool,
+
+    /// Serve the cache service fluid.v1.CacheNode for the controller on tcp://HOST:PORT (plain
+    /// gRPC, no authentication: keep it to the cluster network, e.g. with a NetworkPolicy).
+    /// Every request names a Dataset ("namespace/name"); it goes to the fluid-fuse daemons of
+    /// that Dataset's volumes staged here (GetStats and Evict sum their answers).
+    #[arg(long, value_name = "tcp://HOST:PORT", value_parser = parse_cache_endpoint)]
+    pub cache_endpoint: Option<Endpoint>,
+
+    /// HOST:PORT at which the controller reaches --cache-endpoint, written to the Node
+    /// annotation fluid.io/cache-endpoint (with --kubernetes). Default: the address
+    /// --cache-endpoint is bound to; required when that is 0.0.0.0 or [::] (give the pod IP,
+    /// e.g. from the downward API status.podIP).
+    #[arg(long, env = "FLUID_CACHE_ADVERTISE", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub cache_advertise: Option<String>,
 }
 
 impl Config {
@@ -89,6 +114,66 @@ impl Config {
             .filter(|p| p.is_file())
             .unwrap_or_else(|| PathBuf::from("fluid-fuse"))
     }
+}
+
+impl Config {
+    /// What to write to the Node's cache-endpoint annotation, given the address the cache
+    /// endpoint is bound to: --cache-advertise, else that address unless it is a wildcard one
+    /// (the controller cannot dial 0.0.0.0).
+    pub fn cache_advertise(&self, bound: SocketAddr) -> Result<String, String> {
+        if let Some(a) = &self.cache_advertise {
+            return Ok(a.clone());
+        }
+        if bound.ip().is_unspecified() {
+            return Err(format!(
+                "--cache-advertise (or FLUID_CACHE_ADVERTISE) is required: --cache-endpoint \
+                 listens on {bound}, an address the controller cannot dial; give this node's \
+                 address, e.g. the pod IP from the downward API"
+            ));
+        }
+        Ok(bound.to_string())
+    }
+}
+
+fn parse_cache_endpoint(s: &str) -> Result<Endpoint, String> {
+    match parse_endpoint(s)? {
+        Endpoint::Unix(_) => Err(format!(
+            "{s:?}: the cache endpoint is dialed from other nodes; give tcp://HOST:PORT"
+        )),
+        tcp => Ok(tcp),
+    }
+}
+
+/// `HOST:PORT` with a numeric port; an IPv6 host in brackets (`[fd00::1]:9600`).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} {why}: expected HOST:PORT, e.g. 10.0.0.7:9600"
+        ))
+    };
+    if s.contains("://") || s.contains('/') {
+        return bad("has a scheme or path");
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return bad("has no port");
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return bad("has no valid port");
+    }
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host_ok = match bare {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+        }
+    };
+    if !host_ok {
+        return bad("has no valid host");
+    }
+    Ok(s.to_string())
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -153,6 +238,7 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/fluid/node"));
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
         assert_eq!(c.max_volumes, 0);
+        assert!(!c.kubernetes && c.cache_endpoint.is_none() && c.cache_advertise.is_none());
 
         let c = Config::try_parse_from([
             "fluid-csi-node",
@@ -165,6 +251,24 @@ mod tests {
         .unwrap();
         assert_eq!(c.tiers.len(), 2);
 
+        let c = Config::try_parse_from([
+            "fluid-csi-node",
+            "--nodeid=n1",
+            "--kubernetes",
+            "--cache-endpoint=tcp://127.0.0.1:9600",
+            "--cache-advertise=[fd00::1]:9600",
+        ])
+        .unwrap();
+        assert!(c.kubernetes);
+        assert_eq!(
+            c.cache_endpoint,
+            Some(Endpoint::Tcp("127.0.0.1:9600".parse().unwrap()))
+        );
+        assert_eq!(c.cache_advertise.as_deref(), Some("[fd00::1]:9600"));
+        for ok in ["node-1.example.com:80", "10.0.0.7:9600"] {
+            assert_eq!(parse_host_port(ok).as_deref(), Ok(ok));
+        }
+
         for bad in [
             vec!["--tier=mem:lots"],
             vec!["--block-size=1KiB"],
@@ -172,10 +276,36 @@ mod tests {
             vec!["--drivername=-bad"],
             vec!["--max-volumes=-1"],
             vec!["--endpoint=http://x"],
+            vec!["--cache-endpoint=unix:///run/cache.sock"],
+            vec!["--cache-advertise=http://10.0.0.1:9600"],
+            vec!["--cache-advertise=10.0.0.1"],
+            vec!["--cache-advertise=10.0.0.1:0"],
+            vec!["--cache-advertise=:9600"],
+            vec!["--cache-advertise=fd00::1:9600"],
         ] {
             let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
             args.extend(bad.iter().copied());
             assert!(Config::try_parse_from(&args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn advertised_cache_endpoint() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
+            args.extend(extra);
+            Config::try_parse_from(&args).unwrap()
+        };
+        let c = parse(&[]);
+        let any: SocketAddr = "0.0.0.0:9600".parse().unwrap();
+        let any6: SocketAddr = "[::]:9600".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        assert_eq!(c.cache_advertise(local).unwrap(), "127.0.0.1:41234");
+        for wildcard in [any, any6] {
+            let e = c.cache_advertise(wildcard).unwrap_err();
+            assert!(e.contains("--cache-advertise"), "{e}");
+        }
+        let c = parse(&["--cache-advertise=10.1.2.3:9600"]);
+        assert_eq!(c.cache_advertise(any).unwrap(), "10.1.2.3:9600");
     }
 }

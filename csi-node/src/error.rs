@@ -54,6 +54,23 @@ pub enum Error {
     /// A state record that cannot be read or written.
     #[error("state record {path}: {message}")]
     State { path: String, message: String },
+    /// Flags that cannot work together; found at start-up.
+    #[error("{0}")]
+    Config(String),
+    /// A call to the Kubernetes API failed (its messages carry no credentials).
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A volume's fluid-fuse answered a forwarded cache call with an error; its code is kept.
+    #[error("volume {volume}: {message}")]
+    Remote {
+        volume: String,
+        code: tonic::Code,
+        message: String,
+    },
 }
 
 impl Error {
@@ -68,6 +85,21 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    pub fn kube(context: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn remote(volume: &str, status: &tonic::Status) -> Self {
+        Error::Remote {
+            volume: volume.to_string(),
+            code: status.code(),
+            message: status.message().to_string(),
         }
     }
 
@@ -98,6 +130,7 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
+            Error::Remote { code, .. } => tonic::Status::new(code, msg),
             Error::Missing(_) | Error::Invalid { .. } => tonic::Status::invalid_argument(msg),
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
@@ -109,7 +142,10 @@ impl From<Error> for tonic::Status {
             | Error::Mount { .. }
             | Error::Io { .. }
             | Error::State { .. }
+            | Error::Config(_)
             | Error::Endpoint(_) => tonic::Status::internal(msg),
+            // The API server is down or refuses us; worth retrying.
+            Error::Kube { .. } => tonic::Status::unavailable(msg),
         }
     }
 }
@@ -144,5 +180,14 @@ mod tests {
         );
         let s = tonic::Status::from(Error::Missing("volume_id"));
         assert_eq!(s.message(), "volume_id is required");
+        let s = tonic::Status::from(Error::remote(
+            "pvc-1",
+            &tonic::Status::invalid_argument("/nope: no such file or directory"),
+        ));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "volume pvc-1: /nope: no such file or directory"
+        );
     }
 }

@@ -152,7 +152,7 @@ impl NodeService {
             }
             write_dataset_file(
                 &vol.record.dataset_file,
-                &ctx.mounts_with_secrets(&req.secrets),
+                &ctx.mounts_with_secrets(&req.secrets)?,
             )?;
             let r = self.sup.start_daemon(&slot, vol).await;
             r.map_err(|e| redact_error(e, &req.secrets))?;
@@ -187,7 +187,10 @@ impl NodeService {
                     })?;
                 }
             }
-            write_dataset_file(&record.dataset_file, &ctx.mounts_with_secrets(&req.secrets))?;
+            write_dataset_file(
+                &record.dataset_file,
+                &ctx.mounts_with_secrets(&req.secrets)?,
+            )?;
             let mut vol = Volume {
                 record,
                 generation: 0,
@@ -206,6 +209,7 @@ impl NodeService {
                     "staged at {}",
                     staging.display()
                 );
+                self.sup.mark_staged(&vol.record);
                 *guard = Some(vol);
                 Ok(())
             }
@@ -488,7 +492,7 @@ impl NodeService {
                 .await
                 .map_err(|e| Error::Unavailable(format!("volume {id}: {e}")))?;
             CacheNodeClient::new(channel)
-                .get_stats(GetStatsRequest {})
+                .get_stats(GetStatsRequest::default())
                 .await
                 .map(|r| r.into_inner())
                 .map_err(|s| {

@@ -9,8 +9,12 @@
 //!
 //! Daemons run in their own session (setsid) with their output in a log file, not a pipe, so
 //! they outlive this plugin: a SIGTERM to the plugin stops serving CSI but never the mounts.
+//!
+//! Besides the slots, the supervisor keeps a plain list of the staged volumes (their Dataset and
+//! control socket), readable without waiting for any volume's lock, and tells subscribers when
+//! it changes: the node labels and the cache endpoint work from it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -55,6 +59,15 @@ pub struct Volume {
 
 pub type Slot = Arc<Mutex<Option<Volume>>>;
 
+/// A staged volume as the node's other jobs see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// `namespace/name` of its Dataset, when the volume context names one.
+    pub dataset: Option<String>,
+    /// Its daemon's control socket (fluid.v1.CacheNode).
+    pub control_socket: PathBuf,
+}
+
 /// Which volume owns each staging and target path, to refuse a second volume on the same
 /// path. Updated under the owning volume's lock.
 #[derive(Default)]
@@ -71,6 +84,9 @@ pub struct Supervisor {
     index: std::sync::Mutex<Index>,
     generation: AtomicU64,
     boot_id: Option<String>,
+    /// Staged volumes by id (see the module doc), and a signal sent on each change.
+    staged: std::sync::Mutex<BTreeMap<String, Staged>>,
+    staged_changed: watch::Sender<()>,
 }
 
 /// A lock that a panicking holder poisoned is still usable: the maps stay consistent.
@@ -90,7 +106,50 @@ impl Supervisor {
             index: Default::default(),
             generation: AtomicU64::new(1),
             boot_id: read_boot_id(),
+            staged: Default::default(),
+            staged_changed: watch::Sender::new(()),
         }))
+    }
+
+    /// Records a volume as staged (after a successful stage, or found at start-up).
+    pub fn mark_staged(&self, rec: &VolumeRecord) {
+        let entry = Staged {
+            dataset: rec.dataset.clone(),
+            control_socket: rec.control_socket.clone(),
+        };
+        let old = lock(&self.staged).insert(rec.volume_id.clone(), entry.clone());
+        if old.as_ref() != Some(&entry) {
+            self.staged_changed.send_replace(());
+        }
+    }
+
+    /// Forgets a volume once it is unstaged.
+    pub fn mark_unstaged(&self, volume_id: &str) {
+        if lock(&self.staged).remove(volume_id).is_some() {
+            self.staged_changed.send_replace(());
+        }
+    }
+
+    /// The Datasets (`namespace/name`) with at least one volume staged here.
+    pub fn staged_datasets(&self) -> BTreeSet<String> {
+        lock(&self.staged)
+            .values()
+            .filter_map(|s| s.dataset.clone())
+            .collect()
+    }
+
+    /// The staged volumes of one Dataset: (volume id, control socket), ordered by id.
+    pub fn volumes_of(&self, dataset: &str) -> Vec<(String, PathBuf)> {
+        lock(&self.staged)
+            .iter()
+            .filter(|(_, s)| s.dataset.as_deref() == Some(dataset))
+            .map(|(id, s)| (id.clone(), s.control_socket.clone()))
+            .collect()
+    }
+
+    /// A receiver that sees a change each time a volume is staged or unstaged.
+    pub fn watch_staged(&self) -> watch::Receiver<()> {
+        self.staged_changed.subscribe()
     }
 
     pub fn config(&self) -> &Config {
@@ -466,6 +525,9 @@ impl Supervisor {
             }
         }
         for rec in records {
+            // Staged as far as the node's labels and cache endpoint go, unless recovery finds
+            // the volume gone and tears it down.
+            self.mark_staged(&rec);
             let slot = self.slot(&rec.volume_id);
             let guard = slot.clone().lock_owned().await;
             {
@@ -586,6 +648,7 @@ impl Supervisor {
         .await?;
         self.state.remove(&id)?;
         self.release_staging(&id, &vol.record.staging_path);
+        self.mark_unstaged(&id);
         Ok(())
     }
 }
@@ -781,7 +844,8 @@ pub fn log_tail(path: &Path) -> String {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// Wait before retry `attempt` (1, 2, 4 ... seconds, at most 30).
+pub fn backoff(attempt: u32) -> Duration {
     let secs = 1u64 << attempt.saturating_sub(1).min(5);
     Duration::from_secs(secs).min(MAX_BACKOFF)
 }

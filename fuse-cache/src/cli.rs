@@ -364,6 +364,7 @@ async fn warmup(args: WarmupArgs) -> Result<()> {
     let req = WarmupRequest {
         paths: args.paths.clone(),
         parallelism: args.parallelism,
+        ..Default::default()
     };
     let mut stream = c.warmup(req).await.map_err(status_error)?.into_inner();
     let bar = indicatif::ProgressBar::new(0);
@@ -409,7 +410,7 @@ async fn warmup(args: WarmupArgs) -> Result<()> {
 async fn stats(args: ControlArgs) -> Result<()> {
     let s = client(&args)
         .await?
-        .get_stats(GetStatsRequest {})
+        .get_stats(GetStatsRequest::default())
         .await
         .map_err(status_error)?
         .into_inner();
@@ -443,7 +444,10 @@ async fn stats(args: ControlArgs) -> Result<()> {
 async fn evict(args: EvictArgs) -> Result<()> {
     let r = client(&args.control)
         .await?
-        .evict(EvictRequest { paths: args.paths })
+        .evict(EvictRequest {
+            paths: args.paths,
+            ..Default::default()
+        })
         .await
         .map_err(status_error)?
         .into_inner();

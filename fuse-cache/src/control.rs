@@ -1,4 +1,6 @@
-//! The `CacheNode` gRPC service of one daemon: cache figures, warm-up and eviction.
+//! The `CacheNode` gRPC service of one daemon: cache figures, warm-up and eviction. A daemon
+//! serves one volume, so the requests' `dataset` field (which the node plugin routes by) is
+//! ignored here.
 
 use std::collections::VecDeque;
 use std::pin::Pin;

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sha2::{Digest, Sha256};
+
 use crate::cache::{TierSpec, parse_size};
 use crate::dataset::{self, Mount, MountSpec};
 use crate::error::{Error, Result};
@@ -18,6 +20,72 @@ pub const TIERS: &str = "fluid.io/tiers";
 pub const BLOCK_SIZE: &str = "fluid.io/blockSize";
 /// A path inside the dataset that NodePublish mounts instead of the root.
 pub const SUB_PATH: &str = "subPath";
+/// The node-stage secret key the controller's Dataset reconciler writes: a JSON list with, per
+/// mount in order, a map of option name to value (Secret keys cannot hold `NAME/OPTION`).
+pub const MOUNT_SECRETS: &str = "fluid.io.mountSecrets";
+
+/// Node annotation the node plugin writes: `HOST:PORT` of its `fluid.v1.CacheNode` endpoint
+/// (plain gRPC), where the controller asks for a Dataset's cache figures, warm-up and eviction.
+pub const CACHE_ENDPOINT_ANNOTATION: &str = "fluid.io/cache-endpoint";
+/// Every node label key made by [`dataset_label_key`] starts with this.
+pub const DATASET_LABEL_PREFIX: &str = "fluid.io/s-";
+/// The value of a dataset label while the node holds cache for the Dataset.
+pub const DATASET_LABEL_VALUE: &str = "true";
+/// Longest name part of a label key (the part after `prefix/`).
+const MAX_LABEL_NAME: usize = 63;
+/// Hex digits of sha256 in a shortened label key.
+const LABEL_HASH_HEX: usize = 8;
+
+/// `(namespace, name)` of a Dataset written `namespace/name` (as in the volume context's
+/// [`DATASET`]); `None` unless both parts are non-empty and there is exactly one `/`.
+pub fn parse_dataset(s: &str) -> Option<(&str, &str)> {
+    let (namespace, name) = s.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
+}
+
+/// The node label key that says a node holds cache for a Dataset: `fluid.io/s-<namespace>-<name>`,
+/// Fluid's own convention (the scheduler and the admission webhook prefer nodes with it).
+///
+/// A label name (after `fluid.io/`) has at most 63 characters. A longer one keeps its first 54
+/// characters (less trailing `-`, `.`, `_`) and ends with `-` and the first 8 hex digits of
+/// sha256(`<namespace>/<name>`), so it stays within the limit, ends alphanumeric and still tells
+/// Datasets apart. The short form is ambiguous when names hold `-` (`a-b/c` and `a/b-c`), as
+/// it is upstream; keep it for compatibility. Namespace and name are Kubernetes object names,
+/// so every character is valid in a label name.
+pub fn dataset_label_key(namespace: &str, name: &str) -> String {
+    let label = format!("s-{namespace}-{name}");
+    if label.len() <= MAX_LABEL_NAME {
+        return format!("fluid.io/{label}");
+    }
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hash: String = digest
+        .iter()
+        .take(LABEL_HASH_HEX / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let keep = MAX_LABEL_NAME - 1 - LABEL_HASH_HEX;
+    // Object names are ASCII; the boundary search only keeps odd input from panicking.
+    let cut = (0..=keep)
+        .rev()
+        .find(|&i| label.is_char_boundary(i))
+        .unwrap_or(0);
+    let head = label[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("fluid.io/{head}-{hash}")
+}
+
+/// Whether `s` is a valid label name (the part of a key after `prefix/`): at most 63
+/// characters of `[-A-Za-z0-9_.]`, alphanumeric at both ends.
+pub fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    let (Some(first), Some(last)) = (b.first(), b.last()) else {
+        return false;
+    };
+    b.len() <= MAX_LABEL_NAME
+        && first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VolumeContext {
@@ -99,10 +167,24 @@ impl VolumeContext {
     }
 
     /// The mounts with credentials from CSI secrets added: a key `OPTION` applies to every
-    /// mount, `MOUNTNAME/OPTION` to one.
-    pub fn mounts_with_secrets(&self, secrets: &HashMap<String, String>) -> Vec<MountSpec> {
+    /// mount, `MOUNTNAME/OPTION` to one, and [`MOUNT_SECRETS`] lists options per mount.
+    pub fn mounts_with_secrets(&self, secrets: &HashMap<String, String>) -> Result<Vec<MountSpec>> {
         let mut mounts = self.mounts.clone();
         for (key, value) in secrets {
+            if key == MOUNT_SECRETS {
+                // The error names the key only: the value is a secret.
+                let per_mount: Vec<BTreeMap<String, String>> = serde_json::from_str(value)
+                    .map_err(|_| {
+                        Error::invalid(
+                            format!("secrets.{MOUNT_SECRETS}"),
+                            "expected a JSON list of option maps, one per mount",
+                        )
+                    })?;
+                for (m, options) in mounts.iter_mut().zip(per_mount) {
+                    m.options.extend(options);
+                }
+                continue;
+            }
             match key.split_once('/') {
                 Some((name, opt)) => {
                     for m in mounts.iter_mut().filter(|m| m.name == name) {
@@ -116,7 +198,7 @@ impl VolumeContext {
                 }
             }
         }
-        mounts
+        Ok(mounts)
     }
 
     /// Whether every mount is read-only (the file system is read-only today either way).
@@ -182,6 +264,80 @@ mod tests {
         }
     }
 
+    fn label_name(key: &str) -> &str {
+        key.strip_prefix("fluid.io/").unwrap()
+    }
+
+    #[test]
+    fn dataset_label_keys() {
+        assert_eq!(
+            dataset_label_key("default", "imagenet"),
+            "fluid.io/s-default-imagenet"
+        );
+        assert!(dataset_label_key("default", "imagenet").starts_with(DATASET_LABEL_PREFIX));
+
+        // Exactly 63 characters after the prefix: kept as is. One more: shortened to 63.
+        let name63 = "n".repeat(63 - "s-ns-".len());
+        let key = dataset_label_key("ns", &name63);
+        assert_eq!(key, format!("fluid.io/s-ns-{name63}"));
+        assert_eq!(label_name(&key).len(), 63);
+        let name64 = format!("{name63}x");
+        let key = dataset_label_key("ns", &name64);
+        assert_eq!(label_name(&key).len(), 63, "{key}");
+        assert_ne!(key, format!("fluid.io/s-ns-{name64}"));
+
+        // Long names: the first 8 hex digits of sha256("ns/name") at the end.
+        let (ns, name) = ("a".repeat(63), "b".repeat(253));
+        let key = dataset_label_key(&ns, &name);
+        let hash = Sha256::digest(format!("{ns}/{name}").as_bytes());
+        let hex = format!(
+            "{:02x}{:02x}{:02x}{:02x}",
+            hash[0], hash[1], hash[2], hash[3]
+        );
+        assert_eq!(key, format!("fluid.io/s-{}-{hex}", &ns[..52]));
+        assert!(key.starts_with(DATASET_LABEL_PREFIX));
+
+        // Deterministic, and distinct for names that share the kept prefix.
+        assert_eq!(dataset_label_key(&ns, &name), key);
+        assert_ne!(dataset_label_key(&ns, &format!("{name}c")), key);
+        assert_ne!(dataset_label_key("x", &name), dataset_label_key("y", &name));
+
+        // Valid whatever the cut lands on (a '-' or '.' just before the hash is dropped).
+        for (ns, name) in [
+            ("default".to_string(), "imagenet".to_string()),
+            ("ns".to_string(), name63.clone()),
+            ("ns".to_string(), name64.clone()),
+            (ns.clone(), name.clone()),
+            (
+                "kube-system".into(),
+                format!("{}-.-{}", "d".repeat(40), "e".repeat(40)),
+            ),
+            ("x".into(), format!("{}.{}", "a".repeat(49), "z".repeat(30))),
+            ("x".into(), format!("{}-{}", "a".repeat(50), "z".repeat(30))),
+        ] {
+            let key = dataset_label_key(&ns, &name);
+            assert!(is_label_name(label_name(&key)), "{ns}/{name} -> {key}");
+        }
+        assert!(
+            !dataset_label_key("x", &format!("{}-{}", "a".repeat(50), "z".repeat(30)))
+                .contains("--")
+        );
+    }
+
+    #[test]
+    fn label_names_and_dataset_names() {
+        for good in ["a", "s-default-x", "A_b.c-9", &"z".repeat(63)] {
+            assert!(is_label_name(good), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a/b", "a b", &"z".repeat(64), "ä"] {
+            assert!(!is_label_name(bad), "{bad}");
+        }
+        assert_eq!(parse_dataset("ml/imagenet"), Some(("ml", "imagenet")));
+        for bad in ["", "imagenet", "/x", "x/", "a/b/c"] {
+            assert_eq!(parse_dataset(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn round_trips_through_the_context_map() {
         let map: HashMap<String, String> = ctx().to_map().into_iter().collect();
@@ -214,7 +370,7 @@ mod tests {
             ("access-key".to_string(), "AK".to_string()),
             ("other/secret-key".to_string(), "SK".to_string()),
         ]);
-        let m = c.mounts_with_secrets(&secrets);
+        let m = c.mounts_with_secrets(&secrets).unwrap();
         assert_eq!(
             m[0].options.get("access-key").map(String::as_str),
             Some("AK")
@@ -227,6 +383,23 @@ mod tests {
         assert!(
             !format!("{m:?}").contains("SK\""),
             "Debug must not show secret values"
+        );
+        let per_mount = r#"[{"access-key":"A0"},{"access-key":"A1","secret-key":"S1"}]"#;
+        let secrets = HashMap::from([(MOUNT_SECRETS.to_string(), per_mount.to_string())]);
+        let m = c.mounts_with_secrets(&secrets).unwrap();
+        assert_eq!(
+            m[0].options.get("access-key").map(String::as_str),
+            Some("A0")
+        );
+        assert_eq!(
+            m[1].options.get("secret-key").map(String::as_str),
+            Some("S1")
+        );
+        let bad = HashMap::from([(MOUNT_SECRETS.to_string(), "S3CRET".to_string())]);
+        let err = c.mounts_with_secrets(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains(MOUNT_SECRETS) && !err.contains("S3CRET"),
+            "{err}"
         );
     }
 }

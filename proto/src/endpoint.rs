@@ -344,7 +344,7 @@ mod tests {
         }));
         let mut client = CacheNodeClient::new(ep.connect().await.unwrap());
         let stats = client
-            .get_stats(GetStatsRequest {})
+            .get_stats(GetStatsRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -381,7 +381,7 @@ mod tests {
         let mut client = CacheNodeClient::new(ep.connect().await.unwrap());
         assert_eq!(
             client
-                .get_stats(GetStatsRequest {})
+                .get_stats(GetStatsRequest::default())
                 .await
                 .unwrap()
                 .into_inner()

@@ -4,6 +4,8 @@
 //! message naming it, never passes silently.
 
 pub mod daemon;
+pub mod kube;
+pub mod node_plugin;
 pub mod proxy;
 pub mod services;
 pub mod tree;

@@ -32,7 +32,7 @@ fn stats(d: &FuseDaemon) -> GetStatsResponse {
     rt().block_on(async {
         let ep: Endpoint = d.control_endpoint().parse().unwrap();
         let mut c = CacheNodeClient::new(ep.connect().await.unwrap());
-        c.get_stats(fluid_proto::fluid::GetStatsRequest {})
+        c.get_stats(fluid_proto::fluid::GetStatsRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -1,0 +1,443 @@
+//! fluid-csi-node in a cluster: the real plugin with `--kubernetes` against the test
+//! kube-apiserver labels its Node `fluid.io/s-<ns>-<name>=true` while it holds volumes of a
+//! Dataset, advertises its cache endpoint in a Node annotation, serves the Datasets' cache
+//! figures there (real fluid-fuse daemons over SeaweedFS), and removes stale labels at start.
+//!
+//! Needs root, /dev/fuse, SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs
+//! kube`), and the binaries built: `cargo build -p csi-node -p fuse-cache --bins`.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use fluid_proto::Endpoint;
+use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse, WarmupRequest};
+use fluid_tests::kube::{self as k, Kube, annotation, label, unique_name, wait_for_object};
+use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
+use fluid_tests::services::{S3Server, TempBucket};
+use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use rand::RngCore;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const MIB: usize = 1 << 20;
+
+/// A bucket with `data.bin` (3 MiB + 1 byte: four 1 MiB blocks) and `small.txt`.
+async fn bucket_with_data(server: &S3Server) -> Result<(TempBucket, Vec<u8>)> {
+    let bucket = server.temp_bucket("kubenode")?;
+    let mut data = vec![0u8; 3 * MIB + 1];
+    rand::rng().fill_bytes(&mut data);
+    let client = server.client();
+    for (key, body) in [
+        ("data.bin", data.clone()),
+        ("small.txt", b"small\n".to_vec()),
+    ] {
+        client
+            .put_object()
+            .bucket(&bucket.name)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .with_context(|| format!("uploading {key}"))?;
+    }
+    Ok((bucket, data))
+}
+
+/// A TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Reads a file through the mount; first drops the file's pages from the kernel page cache,
+/// so that the read reaches fluid-fuse (and its block cache) again.
+async fn read_uncached(path: PathBuf) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // SAFETY: posix_fadvise(2) on an open descriptor; no memory is passed.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0, "posix_fadvise DONTNEED: errno {r}");
+        drop(f);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+    .await
+    .expect("reader thread")
+}
+
+async fn cache_client(port: u16) -> CacheNodeClient<Channel> {
+    let ep = Endpoint::Tcp(([127, 0, 0, 1], port).into());
+    CacheNodeClient::new(ep.connect().await.unwrap_or_else(|e| panic!("{e}")))
+}
+
+async fn stats(
+    c: &CacheNodeClient<Channel>,
+    dataset: &str,
+) -> Result<GetStatsResponse, tonic::Status> {
+    c.clone()
+        .get_stats(GetStatsRequest {
+            dataset: dataset.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn wait_label(api: &Api<Node>, node: &str, key: &str, present: bool) -> Node {
+    let what = if present {
+        format!("label {key}=true")
+    } else {
+        format!("no label {key}")
+    };
+    wait_for_object(api, node, &what, |n| {
+        (label(n, key) == Some("true")) == present
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[track_caller]
+fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, mentions: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(
+                s.message().contains(mentions),
+                "{:?} should mention {mentions:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+fn stage_paths(dir: &PluginDir, n: usize) -> Vec<PathBuf> {
+    (0..n).map(|i| dir.path(&format!("staging{i}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let kubeconfig = k::kubeconfig_path().unwrap();
+    let (bucket, data) = bucket_with_data(&server).await.unwrap();
+    let node = kube
+        .create_node(&unique_name("fluid-test"))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let nodes = kube.nodes();
+    let dir = PluginDir::new().unwrap();
+    let port = free_port();
+    let mut plugin = NodePlugin::start(
+        &dir,
+        &node.name,
+        &[
+            "--kubernetes".into(),
+            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // The Dataset's namespace need not exist: the node only reads the volume context.
+    let ns = unique_name("kn");
+    let dataset = format!("{ns}/imagenet");
+    let key = dataset_label_key(&ns, "imagenet");
+    assert_eq!(key, format!("fluid.io/s-{ns}-imagenet"));
+    let ctx = s3_volume_context(&server, &bucket.name, &dataset);
+    let sec = s3_secrets(&server);
+    let staging = stage_paths(&dir, 3);
+    plugin
+        .stage("vol-a", &staging[0], &ctx, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+
+    // The label and the annotation appear.
+    let n = wait_label(&nodes, &node.name, &key, true).await;
+    let n = if annotation(&n, CACHE_ENDPOINT_ANNOTATION).is_some() {
+        n
+    } else {
+        wait_for_object(&nodes, &node.name, "the cache endpoint annotation", |n| {
+            annotation(n, CACHE_ENDPOINT_ANNOTATION).is_some()
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        annotation(&n, CACHE_ENDPOINT_ANNOTATION),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+
+    // Cache figures of the Dataset, through the node's cache endpoint.
+    let cache = cache_client(port).await;
+    let before = stats(&cache, &dataset).await.unwrap();
+    assert_eq!(before.source_bytes_read, 0, "{before:?}");
+    assert_eq!(before.mount_points, vec![format!("s3://{}", bucket.name)]);
+    let file = staging[0].join("data.bin");
+    assert!(
+        read_uncached(file.clone()).await == data,
+        "bytes read through the mount"
+    );
+    let cold = stats(&cache, &dataset).await.unwrap();
+    assert!(cold.source_bytes_read >= data.len() as u64, "{cold:?}");
+    assert!(
+        cold.misses >= 4 && cold.bytes_served >= data.len() as u64,
+        "{cold:?}"
+    );
+    assert!(read_uncached(file.clone()).await == data);
+    let warm = stats(&cache, &dataset).await.unwrap();
+    assert!(
+        warm.hits >= cold.hits + 4,
+        "second read from the cache: {cold:?} -> {warm:?}"
+    );
+    assert_eq!(warm.source_bytes_read, cold.source_bytes_read, "{warm:?}");
+    assert!(warm.tiers[0].used_bytes >= data.len() as u64, "{warm:?}");
+    eprintln!(
+        "dataset {dataset} on node {}: cold read: {} misses, {} source bytes; warm read: {} hits",
+        node.name,
+        cold.misses,
+        cold.source_bytes_read,
+        warm.hits - cold.hits
+    );
+
+    // Bad and unknown Datasets.
+    expect_code(stats(&cache, "").await, Code::InvalidArgument, "dataset");
+    expect_code(
+        stats(&cache, &format!("{ns}/no-such-dataset")).await,
+        Code::NotFound,
+        &format!(
+            "no volume of dataset {ns}/no-such-dataset is staged on node {}",
+            node.name
+        ),
+    );
+
+    // A second volume of the same Dataset: one answer, summed over both daemons.
+    plugin
+        .stage("vol-b", &staging[1], &ctx, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    let two = stats(&cache, &dataset).await.unwrap();
+    assert_eq!(two.tiers.len(), 1, "one MEM tier entry: {two:?}");
+    assert_eq!(two.tiers[0].capacity_bytes, 2 * 64 * MIB as u64, "{two:?}");
+    assert_eq!(two.source_bytes_read, warm.source_bytes_read, "{two:?}");
+
+    // Evict and warm up the Dataset on this node: both volumes.
+    let evicted = cache
+        .clone()
+        .evict(EvictRequest {
+            paths: vec!["/".into()],
+            dataset: dataset.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(evicted.bytes_freed >= data.len() as u64, "{evicted:?}");
+    assert_eq!(
+        stats(&cache, &dataset).await.unwrap().tiers[0].used_bytes,
+        0
+    );
+    let mut progress = cache
+        .clone()
+        .warmup(WarmupRequest {
+            paths: vec!["/".into()],
+            dataset: dataset.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = progress.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.expect("warm-up progress");
+    assert!(last.done && last.errors.is_empty(), "{last:?}");
+    assert_eq!(
+        last.files_total, 4,
+        "two files in each of two volumes: {last:?}"
+    );
+    let total = 2 * (data.len() as u64 + 6);
+    assert_eq!(
+        (last.bytes_total, last.bytes_done),
+        (total, total),
+        "{last:?}"
+    );
+    let warmed = stats(&cache, &dataset).await.unwrap();
+    assert!(
+        warmed.tiers[0].used_bytes >= 2 * data.len() as u64,
+        "{warmed:?}"
+    );
+    expect_code(
+        cache
+            .clone()
+            .evict(EvictRequest {
+                paths: vec!["/no/such/path".into()],
+                dataset: dataset.clone(),
+            })
+            .await,
+        Code::NotFound,
+        "volume vol-",
+    );
+
+    // A Dataset whose key would be too long gets the shortened, hashed key.
+    let long_name = format!("a-rather-long-dataset-name-{}", "x".repeat(60));
+    let long_dataset = format!("{ns}/{long_name}");
+    let long_key = dataset_label_key(&ns, &long_name);
+    let long_label = long_key.strip_prefix("fluid.io/").unwrap();
+    assert_eq!(long_label.len(), 63, "{long_key}");
+    assert!(!long_key.contains(&long_name), "{long_key}");
+    plugin
+        .stage(
+            "vol-c",
+            &staging[2],
+            &s3_volume_context(&server, &bucket.name, &long_dataset),
+            &sec,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    let n = wait_label(&nodes, &node.name, &long_key, true).await;
+    eprintln!("labels of node {}: {:?}", node.name, n.metadata.labels);
+    assert_eq!(label(&n, &key), Some("true"));
+    assert!(stats(&cache, &long_dataset).await.is_ok());
+
+    // Unstaging: a label goes with the last volume of its Dataset.
+    plugin.unstage("vol-c", &staging[2]).await.unwrap();
+    let n = wait_label(&nodes, &node.name, &long_key, false).await;
+    assert_eq!(label(&n, &key), Some("true"));
+    plugin.unstage("vol-a", &staging[0]).await.unwrap();
+    assert!(
+        stats(&cache, &dataset).await.is_ok(),
+        "vol-b still holds the Dataset"
+    );
+    plugin.unstage("vol-b", &staging[1]).await.unwrap();
+    let n = wait_label(&nodes, &node.name, &key, false).await;
+    assert_eq!(
+        annotation(&n, CACHE_ENDPOINT_ANNOTATION),
+        Some(format!("127.0.0.1:{port}").as_str()),
+        "the endpoint stays advertised"
+    );
+    expect_code(
+        stats(&cache, &dataset).await,
+        Code::NotFound,
+        "no volume of dataset",
+    );
+
+    let status = plugin.stop().unwrap();
+    assert!(status.success(), "{status:?}\n{}", plugin.log());
+    assert!(
+        !plugin.log().contains(&server.secret_key),
+        "secret in the plugin log"
+    );
+    assert!(dir.mounts().is_empty(), "mounts left: {:?}", dir.mounts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_waits_for_its_node_and_removes_stale_labels_at_start() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let kubeconfig = k::kubeconfig_path().unwrap();
+    let (bucket, _) = bucket_with_data(&server).await.unwrap();
+    let nodes = kube.nodes();
+    let node_name = unique_name("fluid-test");
+    let dir = PluginDir::new().unwrap();
+    let args = ["--kubernetes".to_string()];
+    let env: [(&str, &Path); 1] = [("KUBECONFIG", &kubeconfig)];
+
+    // The Node does not exist yet: staging works anyway, the plugin says why it cannot label.
+    let mut plugin = NodePlugin::start(&dir, &node_name, &args, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ns = unique_name("kn");
+    let dataset = format!("{ns}/coco");
+    let key = dataset_label_key(&ns, "coco");
+    let staging = dir.path("staging");
+    plugin
+        .stage(
+            "vol-a",
+            &staging,
+            &s3_volume_context(&server, &bucket.name, &dataset),
+            &s3_secrets(&server),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    k::wait_for("the plugin's warning about the missing Node", || async {
+        let log = plugin.log();
+        if log.contains(&format!("Node {node_name} does not exist")) {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await
+    .unwrap();
+
+    // The Node appears with labels of all kinds: only the stale dataset label (ours: prefix
+    // fluid.io/s- and value true) and the stale annotation (no --cache-endpoint now) go.
+    let stale = "fluid.io/s-x-y";
+    let keep = [
+        ("fluid.io/s-h-alluxio-m-x-y", "2GiB"),
+        ("example.com/s-x-y", "true"),
+        ("kubernetes.io/hostname", node_name.as_str()),
+    ];
+    let mut labels = vec![(stale, "true")];
+    labels.extend(keep);
+    let node = kube
+        .create_node_with_labels(
+            &node_name,
+            &labels,
+            &[(CACHE_ENDPOINT_ANNOTATION, "10.9.9.9:1")],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let n = wait_for_object(
+        &nodes,
+        &node.name,
+        "labelled, stale label and annotation gone",
+        |n| {
+            label(n, &key) == Some("true")
+                && label(n, stale).is_none()
+                && annotation(n, CACHE_ENDPOINT_ANNOTATION).is_none()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", plugin.log()));
+    for (k, v) in keep {
+        assert_eq!(label(&n, k), Some(v), "{k} is not ours");
+    }
+
+    // The plugin stops (labels stay: the cache is still here); meanwhile a stale label appears
+    // and ours is lost. The next start adopts the daemon and repairs both.
+    let status = plugin.stop().unwrap();
+    assert!(status.success(), "{status:?}\n{}", plugin.log());
+    assert_eq!(
+        label(&nodes.get(&node.name).await.unwrap(), &key),
+        Some("true")
+    );
+    let patch = serde_json::json!({"metadata": {"labels": {stale: "true", key.as_str(): null}}});
+    nodes
+        .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let plugin = NodePlugin::start(&dir, &node_name, &args, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_for_object(&nodes, &node.name, "labels repaired after a restart", |n| {
+        label(n, &key) == Some("true") && label(n, stale).is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", plugin.log()));
+    assert!(plugin.log().contains("adopted"), "{}", plugin.log());
+
+    plugin.unstage("vol-a", &staging).await.unwrap();
+    let n = wait_label(&nodes, &node.name, &key, false).await;
+    for (k, v) in keep {
+        assert_eq!(label(&n, k), Some(v), "{k} is not ours");
+    }
+    drop(plugin);
+    assert!(dir.mounts().is_empty(), "mounts left: {:?}", dir.mounts());
+}
