@@ -28,11 +28,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use fuse_cache::cache::{TierSpec, parse_size};
-use fuse_cache::dataset::{self, MountSpec};
+use fuse_cache::dataset::MountSpec;
 use fuse_cache::mountpoint::is_secret_option;
 use fuse_cache::volume::VolumeContext;
 use serde_yaml::Value;
 
+use crate::crd;
 use crate::error::{Error, Result};
 
 pub const API_VERSION: &str = "data.fluid.io/v1alpha1";
@@ -54,6 +55,83 @@ impl Dataset {
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The volume context of this Dataset (no sub path).
+    pub fn volume_context(&self) -> VolumeContext {
+        VolumeContext {
+            dataset: Some(self.key()),
+            mounts: self.mounts.clone(),
+            tiers: self.tiers.clone(),
+            block_size: self.block_size.clone(),
+            sub_path: None,
+        }
+    }
+
+    /// A Dataset object of the API server with the tiers and block size of its CacheRuntime,
+    /// checked as a catalogue entry is. Encrypt options are left out: they are Secret
+    /// references, which the reconciler turns into node-stage secrets.
+    pub fn from_resource(
+        ds: &crd::Dataset,
+        runtime: Option<&crd::CacheRuntimeSpec>,
+    ) -> Result<Dataset> {
+        let namespace = ds
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE);
+        let name = ds.metadata.name.as_deref().unwrap_or_default();
+        let key = format!("{namespace}/{name}");
+        let err =
+            |field: &str, message: String| Error::dataset(&key, format!("{field}: {message}"));
+        if let Some(k) = ds.spec.shared_options.keys().find(|k| is_secret_option(k)) {
+            return Err(err(&format!("spec.sharedOptions.{k}"), secret_message()));
+        }
+        let mut mounts = Vec::with_capacity(ds.spec.mounts.len());
+        for (i, m) in ds.spec.mounts.iter().enumerate() {
+            let mut m = MountSpec::from(m.clone());
+            m.encrypt_options = None;
+            if let Some(k) = m.options.keys().find(|k| is_secret_option(k)) {
+                return Err(err(
+                    &format!("spec.mounts[{i}].options.{k}"),
+                    secret_message(),
+                ));
+            }
+            for (k, v) in &ds.spec.shared_options {
+                m.options.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            mounts.push(m);
+        }
+        fuse_cache::dataset::resolve(mounts.clone(), "spec.mounts")
+            .map_err(|e| Error::dataset(&key, e.to_string()))?;
+        let tiers = runtime
+            .map(|r| r.tier_specs())
+            .transpose()
+            .map_err(|(field, message)| err(&format!("CacheRuntime {field}"), message))?
+            .unwrap_or_default();
+        let block_size = runtime.and_then(|r| r.block_size.clone());
+        if let Some(bs) = &block_size {
+            let n =
+                parse_size(bs).map_err(|e| err("CacheRuntime spec.blockSize", e.to_string()))?;
+            if n == 0 {
+                return Err(err(
+                    "CacheRuntime spec.blockSize",
+                    "must be more than 0".into(),
+                ));
+            }
+        }
+        let dataset = Dataset {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            mounts,
+            tiers,
+            block_size,
+        };
+        dataset
+            .volume_context()
+            .validate()
+            .map_err(|e| err("spec", e.to_string()))?;
+        Ok(dataset)
     }
 }
 
@@ -134,6 +212,12 @@ impl Catalogue {
     }
 
     /// The Dataset `name` in `namespace`, and only there.
+    /// Adds (or replaces) one Dataset.
+    pub fn insert(&mut self, ds: Dataset) {
+        self.datasets
+            .insert((ds.namespace.clone(), ds.name.clone()), ds);
+    }
+
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Dataset> {
         self.datasets
             .get(&(namespace.to_string(), name.to_string()))
@@ -260,7 +344,10 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         }
         mounts.push(m);
     }
-    dataset::resolve(mounts.clone(), "spec.mounts").map_err(|e| err("", e.to_string()))?;
+
+    // Checked here first for errors that name spec.mounts (the volume context calls them mounts).
+    fuse_cache::dataset::resolve(mounts.clone(), "spec.mounts")
+        .map_err(|e| err("", e.to_string()))?;
 
     let tiers = match spec.get("tiers") {
         None | Some(Value::Null) => Vec::new(),
@@ -307,15 +394,10 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         block_size,
     };
     // The node reads the volume context with the same checks; run them once here too.
-    VolumeContext {
-        dataset: Some(key.clone()),
-        mounts: dataset.mounts.clone(),
-        tiers: dataset.tiers.clone(),
-        block_size: dataset.block_size.clone(),
-        sub_path: None,
-    }
-    .validate()
-    .map_err(|e| err("spec", e.to_string()))?;
+    dataset
+        .volume_context()
+        .validate()
+        .map_err(|e| err("spec", e.to_string()))?;
     Ok(dataset)
 }
 

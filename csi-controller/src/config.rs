@@ -44,6 +44,18 @@ pub struct Config {
     #[arg(long, value_name = "FILE")]
     pub datasets: Option<PathBuf>,
 
+    /// Also run the Kubernetes side: the Dataset reconciler (Dataset + CacheRuntime -> PV, PVC,
+    /// credentials Secret, status), the cache-state refresh, and CreateVolume resolving the
+    /// `dataset` parameter from Dataset objects of the PVC's namespace. Connects with the
+    /// in-cluster service account, or KUBECONFIG outside a cluster.
+    #[arg(long, env = "FLUID_KUBERNETES")]
+    pub kubernetes: bool,
+
+    /// How often each bound Dataset's status.cacheStates is refreshed from the nodes' cache
+    /// daemons (with --kubernetes).
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    pub stats_interval: std::time::Duration,
+
     /// Without a subcommand the controller serves CSI (how the Deployment, the tests and
     /// csi-sanity start it).
     #[command(subcommand)]
@@ -61,6 +73,14 @@ pub enum Command {
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     s.parse()
         .map_err(|e: fluid_proto::EndpointError| e.to_string())
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short: at least 1s"));
+    }
+    Ok(d)
 }
 
 fn parse_driver_name(s: &str) -> Result<String, String> {
@@ -81,6 +101,9 @@ mod tests {
         assert_eq!(c.drivername, DEFAULT_DRIVER_NAME);
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/fluid/controller"));
         assert!(c.datasets.is_none());
+        assert!(!c.kubernetes);
+        assert_eq!(c.stats_interval, std::time::Duration::from_secs(30));
+        assert!(Config::try_parse_from(["x", "--stats-interval", "10ms"]).is_err());
         assert!(Config::try_parse_from(["x", "--drivername", "-bad-"]).is_err());
         assert!(Config::try_parse_from(["x", "--endpoint", "relative.sock"]).is_err());
         let c = Config::try_parse_from([

@@ -37,7 +37,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use crate::catalogue::{Catalogue, DEFAULT_NAMESPACE, check_name, check_namespace};
+use crate::catalogue::{self, Catalogue, DEFAULT_NAMESPACE, check_name, check_namespace};
+use crate::crd;
 use crate::error::{Error, Result};
 use crate::store::{Store, VolumeRecord, decode_token, encode_token};
 
@@ -405,9 +406,41 @@ fn rpc_capability(t: rpc::Type) -> ControllerServiceCapability {
     }
 }
 
+/// With `--kubernetes`: a catalogue holding the Dataset `name` of the PVC's namespace (and
+/// its CacheRuntime's tiers) as the API server has it, or an empty one when there is none
+/// (then `plan` gives the usual NOT_FOUND). A malformed name is left for `plan` to refuse.
+async fn dataset_from_api(
+    client: &kube::Client,
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Catalogue> {
+    let namespace = params
+        .get(PVC_NAMESPACE)
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE);
+    let mut catalogue = Catalogue::default();
+    if check_namespace(namespace).is_err() || check_name(name).is_err() {
+        return Ok(catalogue);
+    }
+    let datasets: kube::Api<crd::Dataset> = kube::Api::namespaced(client.clone(), namespace);
+    let Some(ds) = datasets.get_opt(name).await? else {
+        return Ok(catalogue);
+    };
+    let runtimes: kube::Api<crd::CacheRuntime> = kube::Api::namespaced(client.clone(), namespace);
+    let runtime = runtimes.get_opt(name).await?;
+    catalogue.insert(catalogue::Dataset::from_resource(
+        &ds,
+        runtime.as_ref().map(|r| &r.spec),
+    )?);
+    Ok(catalogue)
+}
+
 #[derive(Clone)]
 pub struct ControllerService {
     catalogue: Arc<Catalogue>,
+    /// With `--kubernetes`, Datasets are read from the API server instead of `catalogue`.
+    kube: Option<kube::Client>,
     /// One lock around the store: CreateVolume and DeleteVolume calls are serialised, so two
     /// concurrent creates of one name make one volume.
     store: Arc<Mutex<Store>>,
@@ -417,8 +450,15 @@ impl ControllerService {
     pub fn new(catalogue: Catalogue, store: Store) -> Self {
         ControllerService {
             catalogue: Arc::new(catalogue),
+            kube: None,
             store: Arc::new(Mutex::new(store)),
         }
+    }
+
+    /// Resolves the `dataset` parameter from the API server.
+    pub fn with_kubernetes(mut self, client: kube::Client) -> Self {
+        self.kube = Some(client);
+        self
     }
 
     async fn create(&self, req: CreateVolumeRequest) -> Result<Volume> {
@@ -439,7 +479,13 @@ impl ControllerService {
                 "not supported (this plugin does not offer MODIFY_VOLUME)",
             ));
         }
-        let plan = plan(&req.parameters, &self.catalogue)?;
+        let plan = match (&self.kube, req.parameters.get(PARAM_DATASET)) {
+            (Some(client), Some(name)) => {
+                let catalogue = dataset_from_api(client, &req.parameters, name).await?;
+                plan(&req.parameters, &catalogue)?
+            }
+            _ => plan(&req.parameters, &self.catalogue)?,
+        };
         let id = volume_id(&req.name);
 
         let mut store = self.store.lock().await;

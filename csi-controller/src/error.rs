@@ -42,12 +42,29 @@ pub enum Error {
     },
     #[error(transparent)]
     Endpoint(#[from] fluid_proto::EndpointError),
+    /// A call to the Kubernetes API server failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A Dataset cannot be served as written (a bad field, a missing Secret or key); the
+    /// message names the field or Secret, never a value.
+    #[error("Dataset {dataset}: {message}")]
+    Dataset { dataset: String, message: String },
+    /// A Dataset being deleted is still mounted by these pods.
+    #[error("Dataset {dataset} is in use by pod(s) {}", .pods.join(", "))]
+    InUse { dataset: String, pods: Vec<String> },
 }
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn dataset(dataset: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Dataset {
+            dataset: dataset.into(),
             message: message.into(),
         }
     }
@@ -82,6 +99,8 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::BadToken(_) => tonic::Status::aborted(msg),
             Error::Unimplemented(_) => tonic::Status::unimplemented(msg),
+            Error::Dataset { .. } => tonic::Status::failed_precondition(msg),
+            Error::Kube(_) | Error::InUse { .. } => tonic::Status::unavailable(msg),
             Error::Catalogue { .. }
             | Error::Record { .. }
             | Error::Io { .. }

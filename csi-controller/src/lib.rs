@@ -8,7 +8,10 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod reconcile;
 pub mod store;
+
+use std::sync::Arc;
 
 use fluid_proto::csi::controller_server::ControllerServer;
 use fluid_proto::csi::identity_server::IdentityServer;
@@ -41,13 +44,29 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(state_dir = %config.state_dir.display(), volumes = store.len(), "volume records loaded");
 
     let identity = IdentityService::new(config.drivername.clone(), true);
-    let controller = ControllerService::new(catalogue, store);
+    let mut controller = ControllerService::new(catalogue, store);
+    let mut reconciler = None;
+    if config.kubernetes {
+        let client = kube::Client::try_default().await?;
+        controller = controller.with_kubernetes(client.clone());
+        let ctx = Arc::new(reconcile::Context {
+            client,
+            driver: config.drivername.clone(),
+            scans: reconcile::ufs::Scans::default(),
+            stats_interval: config.stats_interval,
+        });
+        tracing::info!("running the Dataset reconciler");
+        reconciler = Some(tokio::spawn(reconcile::run(ctx, shutdown_signal())));
+    }
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(ControllerServer::new(controller));
     let bound = config.endpoint.bind().await?;
     tracing::info!(endpoint = %bound.endpoint(), driver = %config.drivername, version = env!("CARGO_PKG_VERSION"), "serving CSI Identity and Controller");
     bound.serve(router, shutdown_signal()).await?;
+    if let Some(r) = reconciler {
+        let _ = r.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -153,3 +153,154 @@ pub struct RuntimeCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
 }
+
+impl CacheRuntimeSpec {
+    /// The tiers as `fluid-fuse --tier` specs, fastest first: `mem:QUOTA` or
+    /// `ssd:PATH:QUOTA[,high=H][,low=L]`. Errors name the level and field.
+    pub fn tier_specs(&self) -> Result<Vec<String>, (String, String)> {
+        let mut specs = Vec::with_capacity(self.tieredstore.levels.len());
+        for (i, level) in self.tieredstore.levels.iter().enumerate() {
+            let field = |f: &str| format!("spec.tieredstore.levels[{i}].{f}");
+            let quota = quantity_bytes(&level.quota).map_err(|m| (field("quota"), m))?;
+            let mut spec = match level.mediumtype {
+                MediumType::MEM => format!("mem:{quota}"),
+                MediumType::SSD | MediumType::HDD => {
+                    let medium = if level.mediumtype == MediumType::SSD {
+                        "ssd"
+                    } else {
+                        "hdd"
+                    };
+                    let path = level
+                        .path
+                        .as_deref()
+                        .filter(|p| !p.trim().is_empty())
+                        .ok_or_else(|| {
+                            (field("path"), "required for SSD and HDD levels".to_string())
+                        })?;
+                    if path.contains([':', ',', ';']) {
+                        return Err((
+                            field("path"),
+                            format!("{path:?}: ':', ',' and ';' are not allowed in a cache path"),
+                        ));
+                    }
+                    format!("{medium}:{path}:{quota}")
+                }
+            };
+            for (name, value) in [("high", &level.high), ("low", &level.low)] {
+                if let Some(v) = value {
+                    let x: f64 = v
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| (0.0..=1.0).contains(x))
+                        .ok_or_else(|| {
+                            (
+                                field(name),
+                                format!("{v:?}: expected a fraction such as \"0.9\""),
+                            )
+                        })?;
+                    if level.mediumtype != MediumType::MEM {
+                        spec.push_str(&format!(",{name}={x}"));
+                    }
+                }
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+}
+
+/// A Kubernetes quantity of bytes (`2Gi`, `500Mi`, `1G`, `1073741824`) as a whole number.
+pub fn quantity_bytes(q: &str) -> Result<u64, String> {
+    let t = q.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{q:?}: expected a whole number of bytes with an optional suffix Ki, Mi, Gi, Ti, Pi, k, M, G, T or P"
+            ));
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{q:?}: expected a positive whole number of bytes"))
+}
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+
+    fn level(m: MediumType, path: Option<&str>, quota: &str) -> Level {
+        Level {
+            mediumtype: m,
+            path: path.map(str::to_string),
+            quota: quota.into(),
+            high: None,
+            low: None,
+        }
+    }
+
+    #[test]
+    fn levels_become_tier_specs() {
+        let mut ssd = level(MediumType::SSD, Some("/var/cache/fluid"), "100Gi");
+        ssd.high = Some("0.95".into());
+        ssd.low = Some("0.7".into());
+        let spec = CacheRuntimeSpec {
+            tieredstore: TieredStore {
+                levels: vec![level(MediumType::MEM, None, "2Gi"), ssd],
+            },
+            block_size: None,
+            fuse: FuseSpec::default(),
+        };
+        assert_eq!(
+            spec.tier_specs().unwrap(),
+            vec![
+                format!("mem:{}", 2u64 << 30),
+                format!("ssd:/var/cache/fluid:{},high=0.95,low=0.7", 100u64 << 30)
+            ]
+        );
+        for s in spec.tier_specs().unwrap() {
+            fuse_cache::cache::TierSpec::parse(&s).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_levels_name_the_field() {
+        let spec = |l: Level| CacheRuntimeSpec {
+            tieredstore: TieredStore { levels: vec![l] },
+            block_size: None,
+            fuse: FuseSpec::default(),
+        };
+        let err = spec(level(MediumType::SSD, None, "1Gi"))
+            .tier_specs()
+            .unwrap_err();
+        assert_eq!(err.0, "spec.tieredstore.levels[0].path");
+        let err = spec(level(MediumType::MEM, None, "2GB"))
+            .tier_specs()
+            .unwrap_err();
+        assert_eq!(err.0, "spec.tieredstore.levels[0].quota");
+        let mut l = level(MediumType::HDD, Some("/d"), "1Gi");
+        l.low = Some("lots".into());
+        assert_eq!(
+            spec(l).tier_specs().unwrap_err().0,
+            "spec.tieredstore.levels[0].low"
+        );
+        assert_eq!(quantity_bytes("1500M").unwrap(), 1_500_000_000);
+        assert!(quantity_bytes("0").is_err());
+        assert!(quantity_bytes("1.5Gi").is_err());
+    }
+}

@@ -252,9 +252,35 @@ pub fn format_size(n: u64) -> String {
     n.to_string()
 }
 
+/// A size for people, as Fluid shows it in `kubectl get dataset`: two decimals in the largest
+/// binary unit that keeps the number at least 1 (`14.65KiB`, `2.00GiB`, `512B`).
+pub fn human_size(n: u64) -> String {
+    for (unit, shift) in [
+        ("PiB", 50),
+        ("TiB", 40),
+        ("GiB", 30),
+        ("MiB", 20),
+        ("KiB", 10),
+    ] {
+        if n >= 1 << shift {
+            return format!("{:.2}{unit}", n as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{n}B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(1023), "1023B");
+        assert_eq!(human_size(15000), "14.65KiB");
+        assert_eq!(human_size(2 << 30), "2.00GiB");
+        assert_eq!(human_size(3 << 50), "3.00PiB");
+    }
 
     #[test]
     fn sizes() {

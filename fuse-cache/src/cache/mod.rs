@@ -44,7 +44,9 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-pub use config::{DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, parse_size};
+pub use config::{
+    DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, human_size, parse_size,
+};
 pub use key::BlockKey;
 
 use crate::error::{Error, Result};

@@ -14,6 +14,7 @@ pub mod hdfs;
 pub mod local;
 pub mod retry;
 pub mod s3;
+pub mod walk;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

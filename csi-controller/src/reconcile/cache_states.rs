@@ -1,0 +1,177 @@
+//! `status.cacheStates` of every bound Dataset, refreshed periodically from the cache daemons of
+//! the nodes labelled as holding it: each node plugin serves `CacheNode.GetStats` per dataset
+//! at the address in its Node's `fluid.io/cache-endpoint` annotation.
+//!
+//! - cached: per node the largest tier's bytes (a block read lands in MEM and on SSD both, so
+//!   the tiers overlap), summed over nodes;
+//! - cacheCapacity: every tier's quota, summed over nodes;
+//! - cachedPercentage: cached over the Dataset's `ufsTotal` bytes once the walk knows them;
+//! - cacheHitRatio: hits / (hits + misses) made since the previous refresh (a daemon whose
+//!   counters went down restarted, so its counts are all new).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluid_proto::Endpoint;
+use fluid_proto::fluid::GetStatsRequest;
+use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fuse_cache::cache::human_size;
+use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::Context;
+use crate::crd::{CacheStates, Dataset, DatasetPhase};
+use crate::error::Result;
+
+/// How long one node may take to answer.
+const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hit and miss counters last seen, by (dataset, node).
+type Seen = HashMap<(String, String), (u64, u64)>;
+
+/// Refreshes forever, every `ctx.stats_interval`.
+pub async fn run(ctx: Arc<Context>) {
+    let mut seen = Seen::new();
+    let mut tick = tokio::time::interval(ctx.stats_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = refresh(&ctx, &mut seen).await {
+            tracing::warn!("refreshing cache states failed: {e}");
+        }
+    }
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Sum {
+    cached: u64,
+    capacity: u64,
+    hits: u64,
+    misses: u64,
+    nodes: usize,
+}
+
+async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
+    let datasets = Api::<Dataset>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?;
+    for ds in datasets {
+        let bound = ds.status.as_ref().and_then(|s| s.phase) == Some(DatasetPhase::Bound);
+        if !bound || ds.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let ns = ds.namespace().unwrap_or_default();
+        let name = ds.name_any();
+        let key = format!("{ns}/{name}");
+        let label = dataset_label_key(&ns, &name);
+        let mut sum = Sum::default();
+        for node in &nodes {
+            if node.labels().get(&label).map(String::as_str) != Some("true") {
+                continue;
+            }
+            let Some(addr) = node.annotations().get(CACHE_ENDPOINT_ANNOTATION) else {
+                continue;
+            };
+            match node_stats(addr, &key).await {
+                Ok(s) => {
+                    sum.nodes += 1;
+                    sum.cached += s.tiers.iter().map(|t| t.used_bytes).max().unwrap_or(0);
+                    sum.capacity += s.tiers.iter().map(|t| t.capacity_bytes).sum::<u64>();
+                    let before = seen
+                        .insert((key.clone(), node.name_any()), (s.hits, s.misses))
+                        .unwrap_or((0, 0));
+                    let (h, m) = if s.hits < before.0 || s.misses < before.1 {
+                        (s.hits, s.misses)
+                    } else {
+                        (s.hits - before.0, s.misses - before.1)
+                    };
+                    sum.hits += h;
+                    sum.misses += m;
+                }
+                Err(e) => {
+                    tracing::debug!(dataset = %key, node = %node.name_any(), "no cache stats: {e}")
+                }
+            }
+        }
+        let total = ctx.scans.bytes(&ds.uid().unwrap_or_default());
+        let states = cache_states(&sum, total);
+        if ds.status.as_ref().and_then(|s| s.cache_states.as_ref()) == Some(&states) {
+            continue;
+        }
+        let patch = json!({ "status": { "cacheStates": states } });
+        Api::<Dataset>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+fn cache_states(sum: &Sum, ufs_total: Option<u64>) -> CacheStates {
+    let lookups = sum.hits + sum.misses;
+    CacheStates {
+        cache_capacity: Some(human_size(sum.capacity)),
+        cached: Some(human_size(sum.cached)),
+        cached_percentage: ufs_total.map(|t| {
+            let pct = if t == 0 {
+                0.0
+            } else {
+                (sum.cached as f64 / t as f64 * 100.0).min(100.0)
+            };
+            format!("{pct:.1}%")
+        }),
+        cache_hit_ratio: (lookups > 0)
+            .then(|| format!("{:.1}%", sum.hits as f64 / lookups as f64 * 100.0)),
+    }
+}
+
+async fn node_stats(
+    addr: &str,
+    dataset: &str,
+) -> std::result::Result<fluid_proto::fluid::GetStatsResponse, String> {
+    let endpoint: Endpoint = format!("tcp://{addr}")
+        .parse()
+        .map_err(|e: fluid_proto::EndpointError| e.to_string())?;
+    let call = async {
+        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+        CacheNodeClient::new(channel)
+            .get_stats(GetStatsRequest {
+                dataset: dataset.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    };
+    tokio::time::timeout(NODE_TIMEOUT, call)
+        .await
+        .map_err(|_| format!("no answer from {addr} within {NODE_TIMEOUT:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_and_ratio() {
+        let sum = Sum {
+            cached: 512 << 20,
+            capacity: 4 << 30,
+            hits: 3,
+            misses: 1,
+            nodes: 1,
+        };
+        let s = cache_states(&sum, Some(1 << 30));
+        assert_eq!(s.cached_percentage.as_deref(), Some("50.0%"));
+        assert_eq!(s.cache_hit_ratio.as_deref(), Some("75.0%"));
+        assert_eq!(s.cache_capacity, Some(human_size(4 << 30)));
+        let idle = cache_states(&Sum::default(), None);
+        assert_eq!(idle.cached_percentage, None);
+        assert_eq!(idle.cache_hit_ratio, None);
+    }
+}

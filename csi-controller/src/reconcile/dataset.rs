@@ -1,0 +1,498 @@
+//! The Dataset reconciler: a Dataset with its CacheRuntime becomes a pre-bound PV and PVC (and
+//! a credentials Secret) and phase Bound; its deletion waits until no pod uses the PVC, then
+//! removes them (finalizer).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::Context;
+use super::objects::{self, VolumeParts};
+use super::ufs::Progress;
+use crate::catalogue;
+use crate::crd::{
+    CacheRuntime, ConditionStatus, Dataset, DatasetCondition, DatasetPhase, EncryptOption,
+};
+use crate::error::{Error, Result};
+
+/// Keeps a Dataset until its PV, PVC and Secret are gone.
+pub const FINALIZER: &str = "data.fluid.io/dataset-controller";
+/// The field manager of every object the controller writes.
+pub const MANAGER: &str = "fluid-csi-controller";
+
+/// How soon a Dataset is looked at again in each situation.
+const WHILE_SCANNING: Duration = Duration::from_secs(5);
+const WAITING_FOR_RUNTIME: Duration = Duration::from_secs(60);
+const AFTER_FAILURE: Duration = Duration::from_secs(120);
+const RESYNC: Duration = Duration::from_secs(600);
+
+pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action> {
+    let key = key(&ds);
+    let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &namespace(&ds));
+    finalizer(&api, FINALIZER, ds, |event| async {
+        match event {
+            finalizer::Event::Apply(ds) => apply(&ds, &ctx).await,
+            finalizer::Event::Cleanup(ds) => cleanup(&ds, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::dataset(key, other.to_string()),
+    })
+}
+
+pub fn error_policy(ds: Arc<Dataset>, err: &Error, _: Arc<Context>) -> Action {
+    match err {
+        Error::InUse { .. } => {
+            tracing::info!(dataset = %key(&ds), "{err}; deletion waits");
+            Action::requeue(Duration::from_secs(5))
+        }
+        _ => {
+            tracing::warn!(dataset = %key(&ds), "reconcile failed: {err}");
+            Action::requeue(Duration::from_secs(15))
+        }
+    }
+}
+
+fn namespace(ds: &Dataset) -> String {
+    ds.namespace()
+        .unwrap_or_else(|| catalogue::DEFAULT_NAMESPACE.into())
+}
+
+fn key(ds: &Dataset) -> String {
+    format!("{}/{}", namespace(ds), ds.name_any())
+}
+
+async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
+    let (ns, name) = (namespace(ds), ds.name_any());
+    let runtimes: Api<CacheRuntime> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(runtime) = runtimes.get_opt(&name).await? else {
+        let message = format!("waiting for a CacheRuntime named {name:?} in namespace {ns:?}");
+        write_status(
+            ds,
+            ctx,
+            DatasetPhase::Pending,
+            "Ready",
+            false,
+            "NoRuntime",
+            &message,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(WAITING_FOR_RUNTIME));
+    };
+    let (plan, secrets) = match prepare(ds, &runtime, ctx).await {
+        Ok(p) => p,
+        Err(Error::Dataset { message, .. }) => {
+            write_status(
+                ds,
+                ctx,
+                DatasetPhase::Failed,
+                "Ready",
+                false,
+                "Invalid",
+                &message,
+                None,
+            )
+            .await?;
+            return Ok(Action::requeue(AFTER_FAILURE));
+        }
+        Err(e) => return Err(e),
+    };
+
+    let context = plan.volume_context();
+    let parts = VolumeParts {
+        namespace: &ns,
+        name: &name,
+        driver: &ctx.driver,
+        attributes: context.to_map(),
+        node_selector: &runtime.spec.fuse.node_selector,
+        with_secret: secrets.iter().any(|m| !m.is_empty()),
+    };
+    let ssa = PatchParams::apply(MANAGER).force();
+    let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if parts.with_secret {
+        let secret = objects::credentials(ds, &parts, &secrets);
+        secret_api
+            .patch(&objects::secret_name(&name), &ssa, &Patch::Apply(&secret))
+            .await?;
+    } else {
+        delete_quietly(&secret_api, &objects::secret_name(&name)).await?;
+    }
+    let pv_api: Api<PersistentVolume> = Api::all(ctx.client.clone());
+    let pv = objects::persistent_volume(ds, &parts);
+    let pv_name = objects::pv_name(&ns, &name);
+    if let Err(e) = pv_api.patch(&pv_name, &ssa, &Patch::Apply(&pv)).await {
+        // A PV's source is immutable: a changed Dataset needs a new PV, made once unused.
+        if !is_invalid(&e) {
+            return Err(e.into());
+        }
+        let users = users(ctx, &ns, &name).await?;
+        if users.is_empty() {
+            tracing::info!(dataset = %key(ds), "the Dataset changed: re-creating its PV and PVC");
+            delete_quietly(
+                &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
+                &name,
+            )
+            .await?;
+            delete_quietly(&pv_api, &pv_name).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        let message = format!(
+            "the spec changed while pod(s) {} use the volume; its PV is re-created once they are gone",
+            users.join(", ")
+        );
+        write_status(
+            ds,
+            ctx,
+            DatasetPhase::Bound,
+            "Ready",
+            false,
+            "VolumeOutdated",
+            &message,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    pvc_api
+        .patch(&name, &ssa, &Patch::Apply(&objects::claim(ds, &parts)))
+        .await?;
+
+    let uid = ds.uid().unwrap_or_default();
+    let mounts = context
+        .mounts_with_secrets(&secrets_map(&secrets))
+        .map_err(|e| Error::dataset(key(ds), e.to_string()))?;
+    let progress = ctx.scans.ensure(&uid, mounts);
+    let (scanned, ufs) = match &progress {
+        Progress::Running { files, bytes } => (
+            (
+                false,
+                "Scanning",
+                format!(
+                    "counting the files of the sources: {files} files, {} so far ({} s)",
+                    fuse_cache::cache::human_size(*bytes),
+                    ctx.scans.elapsed(&uid).unwrap_or_default()
+                ),
+            ),
+            None,
+        ),
+        Progress::Done { files, bytes } => (
+            (
+                true,
+                "Scanned",
+                format!("{files} files, {}", fuse_cache::cache::human_size(*bytes)),
+            ),
+            Some((*files, *bytes)),
+        ),
+        Progress::Failed(m) => ((false, "ScanFailed", m.clone()), None),
+    };
+    let ready_message = format!("PVC {name} is bound to PV {pv_name}");
+    write_status(
+        ds,
+        ctx,
+        DatasetPhase::Bound,
+        "Ready",
+        true,
+        "Bound",
+        &ready_message,
+        Some((scanned, ufs)),
+    )
+    .await?;
+    Ok(Action::requeue(match progress {
+        Progress::Running { .. } => WHILE_SCANNING,
+        Progress::Failed(_) => super::ufs::RETRY_AFTER,
+        Progress::Done { .. } => RESYNC,
+    }))
+}
+
+/// The Dataset as the node will serve it, and each mount's encrypt options read from Secrets
+/// of the Dataset's own namespace (shared ones first, a mount's own win).
+async fn prepare(
+    ds: &Dataset,
+    runtime: &CacheRuntime,
+    ctx: &Context,
+) -> Result<(catalogue::Dataset, Vec<BTreeMap<String, String>>)> {
+    let plan = catalogue::Dataset::from_resource(ds, Some(&runtime.spec))?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace(ds));
+    let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
+    let mut per_mount = Vec::with_capacity(ds.spec.mounts.len());
+    for (i, m) in ds.spec.mounts.iter().enumerate() {
+        let mut values = BTreeMap::new();
+        let options = ds
+            .spec
+            .shared_encrypt_options
+            .iter()
+            .map(|o| (o, "spec.sharedEncryptOptions".to_string()))
+            .chain(
+                m.encrypt_options
+                    .iter()
+                    .map(|o| (o, format!("spec.mounts[{i}].encryptOptions"))),
+            );
+        for (opt, field) in options {
+            let value = secret_value(ds, &api, &mut fetched, opt, &field).await?;
+            values.insert(opt.name.clone(), value);
+        }
+        per_mount.push(values);
+    }
+    Ok((plan, per_mount))
+}
+
+async fn secret_value(
+    ds: &Dataset,
+    api: &Api<Secret>,
+    fetched: &mut HashMap<String, Option<Secret>>,
+    opt: &EncryptOption,
+    field: &str,
+) -> Result<String> {
+    let sel = &opt.value_from.secret_key_ref;
+    if !fetched.contains_key(&sel.name) {
+        let s = api.get_opt(&sel.name).await?;
+        fetched.insert(sel.name.clone(), s);
+    }
+    let ns = namespace(ds);
+    let fail = |why: String| Error::dataset(key(ds), format!("{field} {:?}: {why}", opt.name));
+    let Some(Some(secret)) = fetched.get(&sel.name) else {
+        return Err(fail(format!(
+            "Secret {:?} not found in namespace {ns:?} (encrypt options read Secrets of the Dataset's own namespace only)",
+            sel.name
+        )));
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&sel.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(&sel.key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .ok_or_else(|| fail(format!("Secret {:?} has no key {:?}", sel.name, sel.key)))?;
+    String::from_utf8(bytes).map_err(|_| {
+        fail(format!(
+            "key {:?} of Secret {:?} is not UTF-8 text",
+            sel.key, sel.name
+        ))
+    })
+}
+
+/// The node-stage secrets the node will get, as the CSI call carries them.
+fn secrets_map(per_mount: &[BTreeMap<String, String>]) -> HashMap<String, String> {
+    if per_mount.iter().all(BTreeMap::is_empty) {
+        return HashMap::new();
+    }
+    HashMap::from([(
+        fuse_cache::volume::MOUNT_SECRETS.to_string(),
+        serde_json::to_string(per_mount).unwrap_or_default(),
+    )])
+}
+
+async fn cleanup(ds: &Dataset, ctx: &Context) -> Result<Action> {
+    let (ns, name) = (namespace(ds), ds.name_any());
+    let users = users(ctx, &ns, &name).await?;
+    if !users.is_empty() {
+        let message = format!(
+            "deletion waits for pod(s) {} to stop using PVC {name}",
+            users.join(", ")
+        );
+        write_status(
+            ds,
+            ctx,
+            ds.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(DatasetPhase::Bound),
+            "Ready",
+            false,
+            "Terminating",
+            &message,
+            None,
+        )
+        .await?;
+        return Err(Error::InUse {
+            dataset: key(ds),
+            pods: users,
+        });
+    }
+    ctx.scans.stop(&ds.uid().unwrap_or_default());
+    delete_quietly(
+        &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
+        &name,
+    )
+    .await?;
+    delete_quietly(
+        &Api::<PersistentVolume>::all(ctx.client.clone()),
+        &objects::pv_name(&ns, &name),
+    )
+    .await?;
+    delete_quietly(
+        &Api::<Secret>::namespaced(ctx.client.clone(), &ns),
+        &objects::secret_name(&name),
+    )
+    .await?;
+    tracing::info!(dataset = %key(ds), "deleted its PV, PVC and Secret");
+    Ok(Action::await_change())
+}
+
+/// Pods of the namespace that mount the PVC and have not finished.
+async fn users(ctx: &Context, ns: &str, claim: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut users: Vec<String> = pods
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|p| {
+            let finished = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+            let mounts = p.spec.as_ref().is_some_and(|s| {
+                s.volumes.iter().flatten().any(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .is_some_and(|c| c.claim_name == claim)
+                })
+            });
+            mounts && !finished
+        })
+        .map(|p| p.name_any())
+        .collect();
+    users.sort();
+    Ok(users)
+}
+
+async fn delete_quietly<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_invalid(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(ae) if ae.code == 422)
+}
+
+/// (ok, reason, message) of the `UfsScanned` condition, and the totals once known.
+type Scan = ((bool, &'static str, String), Option<(u64, u64)>);
+
+/// Writes phase and one condition (plus the scan's when given), keeping other conditions and
+/// each condition's transition time when its status did not change. Nothing is written when
+/// nothing but times would change, so a status write does not wake the reconciler forever.
+#[allow(clippy::too_many_arguments)]
+async fn write_status(
+    ds: &Dataset,
+    ctx: &Context,
+    phase: DatasetPhase,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    scan: Option<Scan>,
+) -> Result<()> {
+    let current = ds.status.clone().unwrap_or_default();
+    let mut conditions = current.conditions.clone();
+    set_condition(&mut conditions, type_, ok, reason, message);
+    let mut status = current.clone();
+    if let Some(((scan_ok, scan_reason, scan_message), totals)) = scan {
+        set_condition(
+            &mut conditions,
+            "UfsScanned",
+            scan_ok,
+            scan_reason,
+            &scan_message,
+        );
+        if let Some((files, bytes)) = totals {
+            status.ufs_total = Some(fuse_cache::cache::human_size(bytes));
+            status.file_num = Some(files.to_string());
+        }
+    }
+    status.phase = Some(phase);
+    status.conditions = conditions;
+    if phase == DatasetPhase::Bound {
+        status.mounts = ds.spec.mounts.clone();
+    }
+    if same_but_times(&status, &current) {
+        return Ok(());
+    }
+    let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &namespace(ds));
+    let patch = json!({ "status": {
+        "phase": status.phase,
+        "conditions": status.conditions,
+        "ufsTotal": status.ufs_total,
+        "fileNum": status.file_num,
+        "mounts": status.mounts,
+    }});
+    api.patch_status(
+        &ds.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn set_condition(
+    conditions: &mut Vec<DatasetCondition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Some(now.clone());
+            }
+            c.status = status;
+            c.reason = Some(reason.to_string());
+            c.message = Some(message.to_string());
+            c.last_update_time = Some(now);
+        }
+        None => conditions.push(DatasetCondition {
+            type_: type_.to_string(),
+            status,
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            last_update_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        }),
+    }
+}
+
+fn same_but_times(a: &crate::crd::DatasetStatus, b: &crate::crd::DatasetStatus) -> bool {
+    let strip = |s: &crate::crd::DatasetStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_update_time = None;
+            c.last_transition_time = None;
+        }
+        s.cache_states = None;
+        s
+    };
+    strip(a) == strip(b)
+}

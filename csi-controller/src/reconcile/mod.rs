@@ -1,0 +1,59 @@
+//! The Kubernetes side of the controller (`--kubernetes`): the Dataset reconciler and the
+//! periodic cache-state refresh.
+
+pub mod cache_states;
+pub mod dataset;
+pub mod objects;
+pub mod ufs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+
+use crate::crd::{CacheRuntime, Dataset};
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    /// The CSI driver name the PVs name.
+    pub driver: String,
+    pub scans: ufs::Scans,
+    pub stats_interval: Duration,
+}
+
+/// Runs the reconciler and the cache-state refresh until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let stats = tokio::spawn(cache_states::run(ctx.clone()));
+    // A list then a watch: the streaming-list mode needs etcd features some clusters lack.
+    let config = watcher::Config::default();
+    Controller::new(Api::<Dataset>::all(client.clone()), config.clone())
+        .owns(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(objects::LABEL_NAME),
+        )
+        // A CacheRuntime binds to the Dataset of its name and namespace.
+        .watches(Api::<CacheRuntime>::all(client), config, |rt| {
+            let ns = rt.metadata.namespace.clone()?;
+            let name = rt.metadata.name.clone()?;
+            Some(ObjectRef::<Dataset>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(dataset::reconcile, dataset::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+    stats.abort();
+}

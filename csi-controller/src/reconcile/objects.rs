@@ -1,0 +1,278 @@
+//! The Kubernetes objects a bound Dataset owns, built from it without I/O: the PV
+//! `<namespace>-<name>`, the pre-bound PVC `<name>` of StorageClass `fluid`, and the Secret
+//! that carries the mounts' encrypt options to the node as CSI node-stage secrets.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    CSIPersistentVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeSpec, Secret, SecretReference, VolumeNodeAffinity, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::crd::Dataset;
+
+/// The StorageClass of every Fluid volume.
+pub const STORAGE_CLASS: &str = "fluid";
+/// Labels on the PV, PVC and Secret naming their Dataset (values fit the 63-character limit).
+pub const LABEL_NAME: &str = "fluid.io/dataset";
+pub const LABEL_NAMESPACE: &str = "fluid.io/dataset-namespace";
+/// The size a Dataset volume reports: it has no size of its own (Fluid uses the same).
+pub const CAPACITY: &str = "100Pi";
+/// Access mode when the Dataset names none: many pods on many nodes, reading.
+pub const DEFAULT_ACCESS_MODE: &str = "ReadOnlyMany";
+
+/// The PV of a Dataset: `<namespace>-<name>` (both DNS labels, so it is a valid name).
+pub fn pv_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}-{name}")
+}
+
+/// The Secret holding a Dataset's resolved encrypt options.
+pub fn secret_name(name: &str) -> String {
+    format!("{name}-fluid-credentials")
+}
+
+fn labels(namespace: &str, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), name.to_string()),
+        (LABEL_NAMESPACE.to_string(), namespace.to_string()),
+    ])
+}
+
+fn owner(ds: &Dataset) -> Option<OwnerReference> {
+    ds.controller_owner_ref(&())
+}
+
+fn access_modes(ds: &Dataset) -> Vec<String> {
+    if ds.spec.access_modes.is_empty() {
+        vec![DEFAULT_ACCESS_MODE.to_string()]
+    } else {
+        ds.spec.access_modes.clone()
+    }
+}
+
+/// What the objects are made of, beside the Dataset itself.
+pub struct VolumeParts<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub driver: &'a str,
+    pub attributes: BTreeMap<String, String>,
+    /// Labels a node must have to run the Dataset's FUSE daemon (the runtime's
+    /// `fuse.nodeSelector`).
+    pub node_selector: &'a BTreeMap<String, String>,
+    /// Whether the credentials Secret exists (some mount has encrypt options).
+    pub with_secret: bool,
+}
+
+pub fn persistent_volume(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolume {
+    let node_affinity = (!parts.node_selector.is_empty()).then(|| VolumeNodeAffinity {
+        required: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(
+                    parts
+                        .node_selector
+                        .iter()
+                        .map(|(k, v)| NodeSelectorRequirement {
+                            key: k.clone(),
+                            operator: "In".into(),
+                            values: Some(vec![v.clone()]),
+                        })
+                        .collect(),
+                ),
+                match_fields: None,
+            }],
+        }),
+    });
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name(parts.namespace, parts.name)),
+            labels: Some(labels(parts.namespace, parts.name)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            access_modes: Some(access_modes(ds)),
+            capacity: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(CAPACITY.into()),
+            )])),
+            storage_class_name: Some(STORAGE_CLASS.into()),
+            // The Dataset's finalizer removes the PV; nothing else should.
+            persistent_volume_reclaim_policy: Some("Retain".into()),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(parts.namespace.to_string()),
+                name: Some(parts.name.to_string()),
+                ..Default::default()
+            }),
+            csi: Some(CSIPersistentVolumeSource {
+                driver: parts.driver.to_string(),
+                volume_handle: pv_name(parts.namespace, parts.name),
+                read_only: None,
+                volume_attributes: Some(parts.attributes.clone()),
+                node_stage_secret_ref: parts.with_secret.then(|| SecretReference {
+                    name: Some(secret_name(parts.name)),
+                    namespace: Some(parts.namespace.to_string()),
+                }),
+                ..Default::default()
+            }),
+            node_affinity,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn claim(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(parts.name.to_string()),
+            namespace: Some(parts.namespace.to_string()),
+            labels: Some(labels(parts.namespace, parts.name)),
+            owner_references: owner(ds).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(access_modes(ds)),
+            storage_class_name: Some(STORAGE_CLASS.into()),
+            volume_name: Some(pv_name(parts.namespace, parts.name)),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(CAPACITY.into()),
+                )])),
+                limits: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The node-stage Secret: one key (`fuse_cache::volume::MOUNT_SECRETS`) whose value is a JSON
+/// list, per mount in order, of option name to value.
+pub fn credentials(
+    ds: &Dataset,
+    parts: &VolumeParts<'_>,
+    per_mount: &[BTreeMap<String, String>],
+) -> Secret {
+    // Serializing a list of string maps cannot fail.
+    let json = serde_json::to_vec(per_mount).unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(parts.name)),
+            namespace: Some(parts.namespace.to_string()),
+            labels: Some(labels(parts.namespace, parts.name)),
+            owner_references: owner(ds).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            fuse_cache::volume::MOUNT_SECRETS.to_string(),
+            ByteString(json),
+        )])),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{DatasetMount, DatasetSpec};
+
+    fn dataset() -> Dataset {
+        let mut ds = Dataset::new(
+            "imagenet",
+            DatasetSpec {
+                mounts: vec![DatasetMount {
+                    mount_point: "s3://imagenet".into(),
+                    name: "train".into(),
+                    path: None,
+                    options: BTreeMap::new(),
+                    read_only: false,
+                    encrypt_options: Vec::new(),
+                }],
+                shared_options: BTreeMap::new(),
+                shared_encrypt_options: Vec::new(),
+                access_modes: Vec::new(),
+                node_affinity: None,
+                placement: Default::default(),
+            },
+        );
+        ds.metadata.namespace = Some("ml".into());
+        ds.metadata.uid = Some("u-1".into());
+        ds
+    }
+
+    #[test]
+    fn pv_and_pvc_are_pre_bound_to_each_other() {
+        let ds = dataset();
+        let selector = BTreeMap::from([("gpu".to_string(), "a100".to_string())]);
+        let parts = VolumeParts {
+            namespace: "ml",
+            name: "imagenet",
+            driver: "fuse.csi.fluid.io",
+            attributes: BTreeMap::from([("fluid.io/dataset".into(), "ml/imagenet".into())]),
+            node_selector: &selector,
+            with_secret: true,
+        };
+        let pv = persistent_volume(&ds, &parts);
+        let pvc = claim(&ds, &parts);
+        let pv_spec = pv.spec.unwrap();
+        let pvc_spec = pvc.spec.unwrap();
+        assert_eq!(pv.metadata.name.as_deref(), Some("ml-imagenet"));
+        assert_eq!(pvc_spec.volume_name.as_deref(), Some("ml-imagenet"));
+        let claim_ref = pv_spec.claim_ref.unwrap();
+        assert_eq!(claim_ref.name.as_deref(), Some("imagenet"));
+        assert_eq!(claim_ref.namespace.as_deref(), Some("ml"));
+        assert_eq!(pv_spec.storage_class_name.as_deref(), Some(STORAGE_CLASS));
+        assert_eq!(pvc_spec.storage_class_name.as_deref(), Some(STORAGE_CLASS));
+        assert_eq!(pv_spec.access_modes, Some(vec!["ReadOnlyMany".to_string()]));
+        let csi = pv_spec.csi.unwrap();
+        assert_eq!(csi.driver, "fuse.csi.fluid.io");
+        let secret_ref = csi.node_stage_secret_ref.unwrap();
+        assert_eq!(
+            secret_ref.name.as_deref(),
+            Some("imagenet-fluid-credentials")
+        );
+        assert_eq!(secret_ref.namespace.as_deref(), Some("ml"));
+        let terms = pv_spec
+            .node_affinity
+            .unwrap()
+            .required
+            .unwrap()
+            .node_selector_terms;
+        let expr = &terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("gpu", "In"));
+        // The PVC (same namespace) is owned by the Dataset; the cluster-scoped PV cannot be.
+        assert_eq!(pvc.metadata.owner_references.unwrap()[0].uid, "u-1");
+        assert!(pv.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn credentials_are_one_json_key() {
+        let ds = dataset();
+        let none = BTreeMap::new();
+        let parts = VolumeParts {
+            namespace: "ml",
+            name: "imagenet",
+            driver: "d",
+            attributes: BTreeMap::new(),
+            node_selector: &none,
+            with_secret: true,
+        };
+        let per_mount = vec![BTreeMap::from([(
+            "access-key".to_string(),
+            "AK".to_string(),
+        )])];
+        let s = credentials(&ds, &parts, &per_mount);
+        let data = s.data.unwrap();
+        let value = &data[fuse_cache::volume::MOUNT_SECRETS].0;
+        let back: Vec<BTreeMap<String, String>> = serde_json::from_slice(value).unwrap();
+        assert_eq!(back, per_mount);
+    }
+}

@@ -1,0 +1,418 @@
+//! fluid-csi-controller with `--kubernetes` against the test kube-apiserver: a Dataset and its
+//! CacheRuntime become a pre-bound PV and PVC with the credentials in a node-stage Secret, the
+//! status shows phase, `ufsTotal` and `fileNum` of a real SeaweedFS bucket; Secrets and
+//! Datasets never cross namespaces; CreateVolume resolves Datasets from the API server; the
+//! schema refuses bad Datasets; deletion waits for the pods that use the PVC.
+//!
+//! Needs SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs kube`) and the
+//! binaries built (`cargo build --workspace --bins`). The apiserver has no controller-manager,
+//! so PV and PVC stay `Pending` (nothing binds them): the test checks that they name each other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use csi_controller::crd::{self, CacheRuntime, Dataset, DatasetPhase};
+use fluid_proto::Endpoint;
+use fluid_proto::csi::controller_client::ControllerClient;
+use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
+use fluid_proto::csi::{CreateVolumeRequest, VolumeCapability};
+use fluid_tests::daemon::binary;
+use fluid_tests::kube::{Kube, kubeconfig_path, wait_for, wait_for_object};
+use fluid_tests::services::{S3Server, TempBucket};
+use fuse_cache::cache::human_size;
+use fuse_cache::volume::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::serde_json::{self, json};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use tonic::Code;
+
+/// The bucket's files: 3 files, 6000 bytes, two levels of directories.
+const FILES: [(&str, usize); 3] = [("a/one", 1000), ("a/two", 2000), ("b/c/three", 3000)];
+
+/// The controller as a child process, killed when dropped.
+struct Controller {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Controller {
+    fn start() -> Result<Controller> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("csi.sock");
+        let log = dir.path().join("controller.log");
+        let child = Command::new(binary("fluid-csi-controller"))
+            .arg("--kubernetes")
+            .arg("--endpoint")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--stats-interval")
+            .arg("1s")
+            .env("KUBECONFIG", kubeconfig_path()?)
+            .env("FLUID_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting fluid-csi-controller")?;
+        Ok(Controller {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn csi(&self) -> Result<ControllerClient<tonic::transport::Channel>> {
+        let ep = Endpoint::Unix(self.socket.clone());
+        let channel = wait_for("the controller's CSI socket", || async {
+            ep.connect().await.map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(ControllerClient::new(channel))
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Applies the chart's CRDs (server-side apply, so re-running is fine) and waits until the API
+/// serves them.
+async fn apply_crds(kube: &Kube) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(kube.client.clone());
+    for c in crd::crds() {
+        let name = c.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("fluid-tests").force(),
+            &Patch::Apply(&c),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        wait_for_object(&api, &name, "Established", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn bucket(server: &S3Server) -> Result<TempBucket> {
+    let bucket = server.temp_bucket("kubectl")?;
+    let client = server.client();
+    for (key, len) in FILES {
+        client
+            .put_object()
+            .bucket(&bucket.name)
+            .key(key)
+            .body(vec![7u8; len].into())
+            .send()
+            .await
+            .with_context(|| format!("uploading {key}"))?;
+    }
+    Ok(bucket)
+}
+
+fn dataset(name: &str, server: &S3Server, bucket: &str, secret: &str) -> Result<Dataset> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "data.fluid.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": name},
+        "spec": {
+            "mounts": [{
+                "mountPoint": format!("s3://{bucket}"),
+                "name": "data",
+                "options": {"endpoint": server.endpoint, "region": server.region},
+                "encryptOptions": [
+                    {"name": "access-key", "valueFrom": {"secretKeyRef": {"name": secret, "key": "ak"}}},
+                    {"name": "secret-key", "valueFrom": {"secretKeyRef": {"name": secret, "key": "sk"}}}
+                ]
+            }]
+        }
+    }))?)
+}
+
+fn runtime(name: &str) -> Result<CacheRuntime> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "data.fluid.io/v1alpha1",
+        "kind": "CacheRuntime",
+        "metadata": {"name": name},
+        "spec": {
+            "tieredstore": {"levels": [{"mediumtype": "MEM", "quota": "64Mi"}]},
+            "fuse": {"nodeSelector": {"fluid-test": "yes"}}
+        }
+    }))?)
+}
+
+fn credentials(server: &S3Server) -> Result<Secret> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "s3cred"},
+        "stringData": {"ak": server.access_key, "sk": server.secret_key}
+    }))?)
+}
+
+fn pod_using(claim: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "trainer"},
+        "spec": {
+            "containers": [{"name": "main", "image": "busybox", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+        }
+    }))?)
+}
+
+fn phase(ds: &Dataset) -> Option<DatasetPhase> {
+    ds.status.as_ref().and_then(|s| s.phase)
+}
+
+fn condition<'a>(ds: &'a Dataset, type_: &str) -> Option<&'a crd::DatasetCondition> {
+    ds.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+fn create_request(dataset: &str, namespace: &str) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: format!("pvc-{namespace}-{dataset}"),
+        volume_capabilities: vec![VolumeCapability {
+            access_mode: Some(AccessMode {
+                mode: access_mode::Mode::MultiNodeReaderOnly as i32,
+            }),
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+        }],
+        parameters: HashMap::from([
+            ("dataset".to_string(), dataset.to_string()),
+            (
+                "csi.storage.k8s.io/pvc/namespace".to_string(),
+                namespace.to_string(),
+            ),
+            (
+                "csi.storage.k8s.io/pvc/name".to_string(),
+                "claim".to_string(),
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns_a = kube.create_namespace("fluid-ctl-a").await?;
+    let ns_b = kube.create_namespace("fluid-ctl-b").await?;
+    let (a, b) = (ns_a.name.as_str(), ns_b.name.as_str());
+    let _secret = kube.create_namespaced(a, &credentials(&server)?).await?;
+    let controller = Controller::start()?;
+    let datasets_a: Api<Dataset> = Api::namespaced(kube.client.clone(), a);
+    let datasets_b: Api<Dataset> = Api::namespaced(kube.client.clone(), b);
+
+    // Without its CacheRuntime a Dataset waits, saying for what.
+    let _ds = kube
+        .create_namespaced(a, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let ds = wait_for_object(&datasets_a, "data", "phase Pending (no runtime)", |d| {
+        phase(d) == Some(DatasetPhase::Pending)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let ready = condition(&ds, "Ready").context("a Ready condition")?;
+    assert_eq!(ready.reason.as_deref(), Some("NoRuntime"), "{ready:?}");
+
+    // With it: Bound, and the sources' totals.
+    let _rt = kube.create_namespaced(a, &runtime("data")?).await?;
+    let total: usize = FILES.iter().map(|(_, n)| n).sum();
+    let ds = wait_for_object(
+        &datasets_a,
+        "data",
+        "Bound with ufsTotal and fileNum",
+        |d| {
+            let s = d.status.clone().unwrap_or_default();
+            phase(d) == Some(DatasetPhase::Bound) && s.file_num.is_some()
+        },
+    )
+    .await
+    .with_context(|| controller.log())?;
+    let status = ds.status.clone().unwrap_or_default();
+    assert_eq!(status.file_num.as_deref(), Some("3"));
+    assert_eq!(status.ufs_total, Some(human_size(total as u64)));
+    assert_eq!(
+        status.mounts, ds.spec.mounts,
+        "status.mounts copies the spec"
+    );
+    let scanned = condition(&ds, "UfsScanned").context("a UfsScanned condition")?;
+    assert_eq!(scanned.status, crd::ConditionStatus::True, "{scanned:?}");
+
+    // The PV and PVC name each other; credentials only in the node-stage Secret.
+    let pv_name = format!("{a}-data");
+    let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
+    let pv = wait_for_object(&pvs, &pv_name, "exists", |_| true).await?;
+    let spec = pv.spec.clone().context("PV spec")?;
+    let claim = spec.claim_ref.clone().context("claimRef")?;
+    assert_eq!(
+        (claim.namespace.as_deref(), claim.name.as_deref()),
+        (Some(a), Some("data"))
+    );
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fluid"));
+    let csi = spec.csi.clone().context("PV csi source")?;
+    assert_eq!(csi.driver, "fuse.csi.fluid.io");
+    assert_eq!(csi.volume_handle, pv_name);
+    let attrs = csi.volume_attributes.clone().unwrap_or_default();
+    assert_eq!(
+        attrs.get(DATASET).map(String::as_str),
+        Some(format!("{a}/data").as_str())
+    );
+    assert!(attrs[MOUNTS].contains(&bucket.name), "{attrs:?}");
+    assert_eq!(
+        attrs.get(TIERS).map(String::as_str),
+        Some(format!("mem:{}", 64 << 20).as_str())
+    );
+    let attrs_text = format!("{attrs:?}");
+    assert!(
+        !attrs_text.contains(&server.secret_key),
+        "secret in the volume attributes"
+    );
+    let stage = csi
+        .node_stage_secret_ref
+        .clone()
+        .context("nodeStageSecretRef")?;
+    assert_eq!(stage.namespace.as_deref(), Some(a));
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), a);
+    let stage_secret = secrets
+        .get(stage.name.as_deref().unwrap_or_default())
+        .await?;
+    let per_mount: Vec<BTreeMap<String, String>> =
+        serde_json::from_slice(&stage_secret.data.clone().unwrap_or_default()[MOUNT_SECRETS].0)?;
+    assert_eq!(per_mount[0]["access-key"], server.access_key);
+    assert_eq!(per_mount[0]["secret-key"], server.secret_key);
+    let affinity = format!("{:?}", spec.node_affinity);
+    assert!(affinity.contains("fluid-test"), "{affinity}");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), a);
+    let pvc = pvcs.get("data").await?;
+    let pvc_spec = pvc.spec.context("PVC spec")?;
+    assert_eq!(pvc_spec.volume_name.as_deref(), Some(pv_name.as_str()));
+    assert_eq!(pvc_spec.storage_class_name.as_deref(), Some("fluid"));
+
+    // Namespace B cannot use A's Secret: the same Dataset there fails, naming the Secret only.
+    let _ds_b = kube
+        .create_namespaced(b, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let _rt_b = kube.create_namespaced(b, &runtime("data")?).await?;
+    let ds_b = wait_for_object(&datasets_b, "data", "phase Failed", |d| {
+        phase(d) == Some(DatasetPhase::Failed)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let msg = condition(&ds_b, "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("s3cred") && msg.contains(b), "{msg}");
+    assert!(!msg.contains(&server.secret_key));
+    assert!(
+        pvs.get_opt(&format!("{b}-data")).await?.is_none(),
+        "no PV for a failed Dataset"
+    );
+
+    // Dynamic provisioning: CreateVolume finds Datasets in the PVC's namespace only.
+    let mut csi_client = controller.csi().await?;
+    let vol = csi_client
+        .create_volume(create_request("data", a))
+        .await?
+        .into_inner()
+        .volume
+        .context("a volume")?;
+    assert_eq!(
+        vol.volume_context.get(DATASET).map(String::as_str),
+        Some(format!("{a}/data").as_str())
+    );
+    assert!(vol.volume_context[MOUNTS].contains(&bucket.name));
+    let only_in_a = dataset("only-in-a", &server, &bucket.name, "s3cred")?;
+    let _only = kube.create_namespaced(a, &only_in_a).await?;
+    let err = csi_client
+        .create_volume(create_request("only-in-a", b))
+        .await
+        .expect_err("a Dataset of another namespace");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(b), "{}", err.message());
+
+    // The schema refuses a mount point we cannot read.
+    let mut bad = dataset("bad", &server, &bucket.name, "s3cred")?;
+    bad.spec.mounts[0].mount_point = "ftp://example.com/data".into();
+    match datasets_a.create(&PostParams::default(), &bad).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422, "{e:?}");
+            assert!(e.message.contains("mountPoint"), "{}", e.message);
+        }
+        other => bail!("an ftp:// Dataset was not refused: {other:?}"),
+    }
+
+    // Deletion waits while a pod uses the PVC, then removes PV, PVC and Secret.
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), a);
+    pods.create(&PostParams::default(), &pod_using("data")?)
+        .await?;
+    datasets_a.delete("data", &DeleteParams::default()).await?;
+    let waiting = wait_for_object(&datasets_a, "data", "deletion waiting for the pod", |d| {
+        condition(d, "Ready").is_some_and(|c| c.reason.as_deref() == Some("Terminating"))
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let msg = condition(&waiting, "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("trainer"), "{msg}");
+    assert!(
+        pvs.get_opt(&pv_name).await?.is_some(),
+        "the PV stays while the pod runs"
+    );
+    pods.delete("trainer", &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_for("the Dataset, its PV, PVC and Secret gone", || async {
+        let left = [
+            datasets_a.get_opt("data").await.map(|o| o.is_some()),
+            pvs.get_opt(&pv_name).await.map(|o| o.is_some()),
+            pvcs.get_opt("data").await.map(|o| o.is_some()),
+            secrets
+                .get_opt("data-fluid-credentials")
+                .await
+                .map(|o| o.is_some()),
+        ];
+        match left.iter().position(|r| !matches!(r, Ok(false))) {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "object {i} of [Dataset, PV, PVC, Secret] still there: {:?}",
+                left[i]
+            )),
+        }
+    })
+    .await
+    .with_context(|| controller.log())?;
+    assert!(
+        !controller.log().contains(&server.secret_key),
+        "the controller logged a secret"
+    );
+    Ok(())
+}
