@@ -11,7 +11,7 @@ export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
 mkdir -p "$FLUID_SERVICES_DIR"
 # What `up`, `down` and `env` act on when no NAME is given. `kube` builds kube-apiserver from
 # source the first time (~8 minutes), then starts in seconds.
-ALL_SERVICES=(fuse seaweedfs ceph minidfs csisanity kube)
+ALL_SERVICES=(fuse seaweedfs ceph minidfs csisanity kube helm)
 
 # shellcheck source=services/lib.sh
 source "$here/services/lib.sh"
