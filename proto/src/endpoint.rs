@@ -167,6 +167,9 @@ impl Endpoint {
     }
 }
 
+/// How long a server waits for calls in flight after its shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Bound {
     /// The endpoint actually bound (a `tcp://…:0` endpoint gets its real port here).
     pub fn endpoint(&self) -> Endpoint {
@@ -176,6 +179,9 @@ impl Bound {
         }
     }
 
+    /// Serves until `shutdown` resolves, then lets calls in flight finish for at most
+    /// [`SHUTDOWN_GRACE`]: a client that keeps an idle connection open (kubelet, a sidecar)
+    /// must not keep the process from exiting.
     pub async fn serve(
         self,
         router: Router,
@@ -186,19 +192,37 @@ impl Bound {
             endpoint: endpoint.to_string(),
             source,
         };
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        };
+        let grace_over = async move {
+            match on_signal.await {
+                Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
         match self {
             Bound::Unix { listener, path } => {
-                let result = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-                    .await;
+                let serving = router
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+                let result = tokio::select! {
+                    r = serving => r.map_err(serve_err),
+                    () = grace_over => Ok(()),
+                };
                 // Leave no socket behind for the next start to trip over.
                 let _ = std::fs::remove_file(&path);
-                result.map_err(serve_err)
+                result
             }
-            Bound::Tcp { listener, .. } => router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await
-                .map_err(serve_err),
+            Bound::Tcp { listener, .. } => {
+                let serving =
+                    router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+                tokio::select! {
+                    r = serving => r.map_err(serve_err),
+                    () = grace_over => Ok(()),
+                }
+            }
         }
     }
 }

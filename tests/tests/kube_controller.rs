@@ -19,10 +19,11 @@ use fluid_proto::csi::controller_client::ControllerClient;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
 use fluid_proto::csi::{CreateVolumeRequest, VolumeCapability};
 use fluid_tests::daemon::binary;
-use fluid_tests::kube::{Kube, kubeconfig_path, wait_for, wait_for_object};
+use fluid_tests::kube::{Kube, kubeconfig_path, unique_name, wait_for, wait_for_object};
+use fluid_tests::node_plugin::{NodePlugin, PluginDir};
 use fluid_tests::services::{S3Server, TempBucket};
 use fuse_cache::cache::human_size;
-use fuse_cache::volume::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS};
+use fuse_cache::volume::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS, dataset_label_key};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::serde_json::{self, json};
@@ -415,4 +416,151 @@ async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
         "the controller logged a secret"
     );
     Ok(())
+}
+
+/// Kubelet's part, done by hand: NodeStageVolume of a Dataset's PV with the volume attributes
+/// and the node-stage Secret the reconciler made.
+async fn stage_pv(
+    kube: &Kube,
+    plugin: &NodePlugin,
+    pv_name: &str,
+    staging: &std::path::Path,
+) -> Result<()> {
+    let pv = Api::<PersistentVolume>::all(kube.client.clone())
+        .get(pv_name)
+        .await?;
+    let csi = pv.spec.and_then(|s| s.csi).context("PV csi source")?;
+    let mut secrets = HashMap::new();
+    if let Some(r) = csi.node_stage_secret_ref {
+        let api: Api<Secret> = Api::namespaced(
+            kube.client.clone(),
+            r.namespace.as_deref().unwrap_or_default(),
+        );
+        let s = api.get(r.name.as_deref().unwrap_or_default()).await?;
+        for (k, v) in s.data.unwrap_or_default() {
+            secrets.insert(k, String::from_utf8(v.0)?);
+        }
+    }
+    let context: HashMap<String, String> = csi
+        .volume_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    std::fs::create_dir_all(staging)?;
+    plugin
+        .stage(&csi.volume_handle, staging, &context, &secrets)
+        .await
+        .map_err(|s| anyhow::anyhow!("NodeStageVolume: {s:?}\n{}", plugin.log()))
+}
+
+/// Reads every file under `dir` after dropping its pages from the page cache, so the reads
+/// reach fluid-fuse.
+fn read_all_uncached(dir: &std::path::Path) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut bytes = 0;
+    for (key, len) in FILES {
+        let path = dir.join(key);
+        let f = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
+        // SAFETY: posix_fadvise(2) on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let data = std::fs::read(&path)?;
+        assert_eq!(data.len(), len, "{}", path.display());
+        bytes += data.len() as u64;
+    }
+    Ok(bytes)
+}
+
+#[tokio::test]
+async fn cache_states_follow_reads_through_a_node() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns = kube.create_namespace("fluid-cache").await?;
+    let ns = ns.name.as_str();
+    let _secret = kube.create_namespaced(ns, &credentials(&server)?).await?;
+    let node = kube.create_node(&unique_name("fluid-cache-node")).await?;
+    let dir = PluginDir::new()?;
+    let port = free_port()?;
+    let plugin = NodePlugin::start(
+        &dir,
+        &node.name,
+        &[
+            "--kubernetes".into(),
+            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+        ],
+        &[("KUBECONFIG", &kubeconfig_path()?)],
+    )
+    .await?;
+    let controller = Controller::start()?;
+    let _ds = kube
+        .create_namespaced(ns, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let mut rt = runtime("data")?;
+    rt.spec.fuse.node_selector.clear();
+    let _rt = kube.create_namespaced(ns, &rt).await?;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
+    wait_for_object(&datasets, "data", "Bound and scanned", |d| {
+        phase(d) == Some(DatasetPhase::Bound)
+            && d.status.as_ref().is_some_and(|s| s.ufs_total.is_some())
+    })
+    .await
+    .with_context(|| controller.log())?;
+
+    let pv_name = format!("{ns}-data");
+    let staging = dir.path("staging/data");
+    stage_pv(&kube, &plugin, &pv_name, &staging).await?;
+    let label = dataset_label_key(ns, "data");
+    wait_for_object(&kube.nodes(), &node.name, "the dataset label", |n| {
+        n.labels().get(&label).map(String::as_str) == Some("true")
+    })
+    .await?;
+
+    // A cold read (misses), then a read from the cache (hits): half of the lookups hit.
+    // The mount is named "data", so it sits at /data of the volume (Fluid's default path).
+    let staging_dir = staging.join("data");
+    let total = tokio::task::spawn_blocking(move || {
+        read_all_uncached(&staging_dir)?;
+        read_all_uncached(&staging_dir)
+    })
+    .await??;
+    let ds = wait_for_object(&datasets, "data", "cacheStates with the reads", |d| {
+        let states = d.status.as_ref().and_then(|s| s.cache_states.clone());
+        states.is_some_and(|c| c.cached.as_deref() == Some(human_size(total).as_str()))
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let states = ds
+        .status
+        .and_then(|s| s.cache_states)
+        .context("cacheStates")?;
+    assert_eq!(
+        states.cached_percentage.as_deref(),
+        Some("100.0%"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.cache_capacity,
+        Some(human_size(64 << 20)),
+        "{states:?}"
+    );
+    let ratio = states.cache_hit_ratio.clone().context("a hit ratio")?;
+    assert!(ratio.ends_with('%'), "{states:?}");
+
+    plugin
+        .unstage(&pv_name, &staging)
+        .await
+        .map_err(|s| anyhow::anyhow!("{s:?}"))?;
+    wait_for_object(&kube.nodes(), &node.name, "no dataset label", |n| {
+        !n.labels().contains_key(&label)
+    })
+    .await?;
+    Ok(())
+}
+
+/// A TCP port nothing listens on right now.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
