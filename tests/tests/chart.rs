@@ -606,7 +606,13 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     assert_eq!(sc["provisioner"], json!(DRIVER));
     assert_eq!(
         sc["parameters"],
-        json!({"dataset": "imagenet", "subPath": "train"})
+        json!({
+            "dataset": "imagenet",
+            "subPath": "train",
+            // The Secret the controller makes from the Dataset's encryptOptions.
+            "csi.storage.k8s.io/node-stage-secret-name": "imagenet-fluid-credentials",
+            "csi.storage.k8s.io/node-stage-secret-namespace": "${pvc.namespace}"
+        })
     );
     assert_eq!(
         sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],

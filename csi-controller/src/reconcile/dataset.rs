@@ -117,18 +117,13 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         driver: &ctx.driver,
         attributes: context.to_map(),
         node_selector: &runtime.spec.fuse.node_selector,
-        with_secret: secrets.iter().any(|m| !m.is_empty()),
     };
     let ssa = PatchParams::apply(MANAGER).force();
     let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if parts.with_secret {
-        let secret = objects::credentials(ds, &parts, &secrets);
-        secret_api
-            .patch(&objects::secret_name(&name), &ssa, &Patch::Apply(&secret))
-            .await?;
-    } else {
-        delete_quietly(&secret_api, &objects::secret_name(&name)).await?;
-    }
+    let secret = objects::credentials(ds, &parts, &secrets);
+    secret_api
+        .patch(&objects::secret_name(&name), &ssa, &Patch::Apply(&secret))
+        .await?;
     let pv_api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let pv = objects::persistent_volume(ds, &parts);
     let pv_name = objects::pv_name(&ns, &name);

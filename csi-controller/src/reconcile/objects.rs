@@ -64,8 +64,6 @@ pub struct VolumeParts<'a> {
     /// Labels a node must have to run the Dataset's FUSE daemon (the runtime's
     /// `fuse.nodeSelector`).
     pub node_selector: &'a BTreeMap<String, String>,
-    /// Whether the credentials Secret exists (some mount has encrypt options).
-    pub with_secret: bool,
 }
 
 pub fn persistent_volume(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolume {
@@ -114,7 +112,7 @@ pub fn persistent_volume(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVol
                 volume_handle: pv_name(parts.namespace, parts.name),
                 read_only: None,
                 volume_attributes: Some(parts.attributes.clone()),
-                node_stage_secret_ref: parts.with_secret.then(|| SecretReference {
+                node_stage_secret_ref: Some(SecretReference {
                     name: Some(secret_name(parts.name)),
                     namespace: Some(parts.namespace.to_string()),
                 }),
@@ -154,7 +152,8 @@ pub fn claim(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolumeClaim {
 }
 
 /// The node-stage Secret: one key (`fuse_cache::volume::MOUNT_SECRETS`) whose value is a JSON
-/// list, per mount in order, of option name to value.
+/// list, per mount in order, of option name to value. It exists for every bound Dataset, empty
+/// maps when no mount has encrypt options, so that a StorageClass can always name it.
 pub fn credentials(
     ds: &Dataset,
     parts: &VolumeParts<'_>,
@@ -218,7 +217,6 @@ mod tests {
             driver: "fuse.csi.fluid.io",
             attributes: BTreeMap::from([("fluid.io/dataset".into(), "ml/imagenet".into())]),
             node_selector: &selector,
-            with_secret: true,
         };
         let pv = persistent_volume(&ds, &parts);
         let pvc = claim(&ds, &parts);
@@ -263,7 +261,6 @@ mod tests {
             driver: "d",
             attributes: BTreeMap::new(),
             node_selector: &none,
-            with_secret: true,
         };
         let per_mount = vec![BTreeMap::from([(
             "access-key".to_string(),
