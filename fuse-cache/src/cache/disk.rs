@@ -41,6 +41,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use lru::LruCache;
 
+use super::background;
 use super::config::Medium;
 use super::key::BlockKey;
 use crate::error::{Error, Result};
@@ -392,19 +393,19 @@ impl DiskTier {
             }
             let inner = self.inner.clone();
             let k = key.clone();
-            let written = tokio::task::spawn_blocking(move || inner.write_block(&k, &data)).await;
+            let written = background::run(move || inner.write_block(&k, &data)).await;
             match written {
-                Ok(Ok(())) => {
+                Some(Ok(())) => {
                     self.inner.state().add(key, len);
                     self.inner.changed.store(true, Ordering::Relaxed);
                     Put::Stored
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     tracing::warn!(block = %key, dir = %self.inner.dir.display(), "writing a cached block failed: {e}");
                     Put::Failed
                 }
-                Err(e) => {
-                    tracing::warn!(block = %key, "writing a cached block failed: {e}");
+                None => {
+                    tracing::warn!(block = %key, "writing a cached block failed: the writer panicked");
                     Put::Failed
                 }
             }
@@ -418,21 +419,19 @@ impl DiskTier {
                 .iter()
                 .map(|(k, _)| self.inner.block_path(k))
                 .collect();
-            let _ =
-                tokio::task::spawn_blocking(move || paths.iter().for_each(|p| remove_quietly(p)))
-                    .await;
+            background::run(move || paths.iter().for_each(|p| remove_quietly(p))).await;
             return;
         };
         for (key, len) in victims {
             let path = self.inner.block_path(&key);
             let k = key.clone();
-            let read = tokio::task::spawn_blocking(move || {
+            let read = background::run(move || {
                 let data = read_block(&path, &k, len);
                 remove_quietly(&path);
                 data
             })
             .await;
-            if let Ok(Ok(data)) = read
+            if let Some(Ok(data)) = read
                 && !next.contains(&key)
             {
                 next.put(key, data, rest).await;

@@ -26,6 +26,7 @@
 //! file creation and deletion is serialized per disk tier by an async lock, and all file I/O
 //! runs in `spawn_blocking`.
 
+mod background;
 mod config;
 mod disk;
 mod key;
