@@ -29,7 +29,8 @@ crds:
 	$(CARGO) build -p csi-controller
 	cd deploy/charts/fluid/crds && ../../../../target/debug/fluid-csi-controller crds | \
 	  csplit --quiet --elide-empty-files --prefix=crd- - '/^---$$/' '{*}' && \
-	  mv crd-00 data.fluid.io_datasets.yaml && mv crd-01 data.fluid.io_cacheruntimes.yaml
+	  mv crd-00 data.fluid.io_datasets.yaml && mv crd-01 data.fluid.io_cacheruntimes.yaml && \
+	  mv crd-02 data.fluid.io_dataloads.yaml
 
 fmt:
 	$(CARGO) fmt --all

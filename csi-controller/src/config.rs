@@ -56,6 +56,30 @@ pub struct Config {
     #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub stats_interval: std::time::Duration,
 
+    /// Serve the cache-aware scheduling webhook (a mutating admission webhook for pods, HTTPS)
+    /// on this address, e.g. `0.0.0.0:9443`: pods that mount a Dataset's PVC get node affinity
+    /// for the nodes holding its cache. Paths: POST /mutate-pods, GET /healthz. Needs
+    /// --kubernetes (PVCs and Datasets are looked up in the API server). Off when not given.
+    #[arg(long, value_name = "ADDR:PORT", requires = "kubernetes")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+
+    /// The webhook's serving certificate: a PEM chain, leaf first, valid for the name the API
+    /// server dials (the chart's Service DNS name). Read once at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/fluid/webhook/tls.crt"
+    )]
+    pub webhook_cert: PathBuf,
+
+    /// The private key of --webhook-cert (PEM: PKCS#8, PKCS#1 or SEC1). Read once at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/fluid/webhook/tls.key"
+    )]
+    pub webhook_key: PathBuf,
+
     /// Without a subcommand the controller serves CSI (how the Deployment, the tests and
     /// csi-sanity start it).
     #[command(subcommand)]
@@ -118,5 +142,30 @@ mod tests {
         assert_eq!(c.command, None);
         let c = Config::try_parse_from(["x", "crds"]).unwrap();
         assert_eq!(c.command, Some(Command::Crds));
+    }
+
+    #[test]
+    fn webhook_flags() {
+        let c = Config::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.webhook_listen, None);
+        assert_eq!(c.webhook_cert, PathBuf::from("/etc/fluid/webhook/tls.crt"));
+        assert_eq!(c.webhook_key, PathBuf::from("/etc/fluid/webhook/tls.key"));
+        let c = Config::try_parse_from([
+            "x",
+            "--kubernetes",
+            "--webhook-listen",
+            "0.0.0.0:9443",
+            "--webhook-cert",
+            "/c.pem",
+            "--webhook-key",
+            "/k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.webhook_listen, Some("0.0.0.0:9443".parse().unwrap()));
+        assert_eq!(c.webhook_cert, PathBuf::from("/c.pem"));
+        assert_eq!(c.webhook_key, PathBuf::from("/k.pem"));
+        // The webhook looks Datasets up in the API server.
+        assert!(Config::try_parse_from(["x", "--webhook-listen", "0.0.0.0:9443"]).is_err());
+        assert!(Config::try_parse_from(["x", "--kubernetes", "--webhook-listen", "9443"]).is_err());
     }
 }

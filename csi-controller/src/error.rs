@@ -49,6 +49,13 @@ pub enum Error {
     /// message names the field or Secret, never a value.
     #[error("Dataset {dataset}: {message}")]
     Dataset { dataset: String, message: String },
+    /// The admission webhook cannot start or answer: the message names the flag and file at
+    /// fault (never a key's contents).
+    #[error("webhook: {0}")]
+    Webhook(String),
+    /// A node's cache endpoint could not be reached or refused a call.
+    #[error("node {node}: {message}")]
+    Node { node: String, message: String },
     /// A Dataset being deleted is still mounted by these pods.
     #[error("Dataset {dataset} is in use by pod(s) {}", .pods.join(", "))]
     InUse { dataset: String, pods: Vec<String> },
@@ -100,11 +107,14 @@ impl From<Error> for tonic::Status {
             Error::BadToken(_) => tonic::Status::aborted(msg),
             Error::Unimplemented(_) => tonic::Status::unimplemented(msg),
             Error::Dataset { .. } => tonic::Status::failed_precondition(msg),
-            Error::Kube(_) | Error::InUse { .. } => tonic::Status::unavailable(msg),
+            Error::Kube(_) | Error::InUse { .. } | Error::Node { .. } => {
+                tonic::Status::unavailable(msg)
+            }
             Error::Catalogue { .. }
             | Error::Record { .. }
             | Error::Io { .. }
-            | Error::Endpoint(_) => tonic::Status::internal(msg),
+            | Error::Endpoint(_)
+            | Error::Webhook(_) => tonic::Status::internal(msg),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod error;
 pub mod reconcile;
 pub mod store;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -46,13 +47,16 @@ pub async fn run(config: Config) -> Result<()> {
     let identity = IdentityService::new(config.drivername.clone(), true);
     let mut controller = ControllerService::new(catalogue, store);
     let mut reconciler = None;
+    let mut webhook_task = None;
     if config.kubernetes {
         let client = kube::Client::try_default().await?;
+        webhook_task = webhook::start(&config, &client, shutdown_signal()).await?;
         controller = controller.with_kubernetes(client.clone());
         let ctx = Arc::new(reconcile::Context {
             client,
             driver: config.drivername.clone(),
             scans: reconcile::ufs::Scans::default(),
+            loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
         });
         tracing::info!("running the Dataset reconciler");
@@ -66,6 +70,9 @@ pub async fn run(config: Config) -> Result<()> {
     bound.serve(router, shutdown_signal()).await?;
     if let Some(r) = reconciler {
         let _ = r.await;
+    }
+    if let Some(w) = webhook_task {
+        let _ = w.await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Resource, ResourceExt};
 use rand::Rng;
@@ -316,6 +317,32 @@ where
         },
     )
     .await
+}
+
+/// Applies the chart's CRDs (`data.fluid.io`: Dataset, CacheRuntime; server-side apply, so
+/// re-running, or another test doing the same, is fine) and waits until the API serves them.
+pub async fn apply_crds(kube: &Kube) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(kube.client.clone());
+    for c in csi_controller::crd::crds() {
+        let name = c.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("fluid-tests").force(),
+            &Patch::Apply(&c),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
+        wait_for_object(&api, &name, "Established", |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// The value of label `key` of an object, if set.

@@ -138,6 +138,13 @@ pub fn csi_sanity() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A name unique to this test process, for buckets and directories.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -335,6 +335,9 @@ fn default_values_render_the_documented_objects() {
         "ClusterRole/fluid-node",
         "ClusterRoleBinding/fluid-node",
         "DaemonSet/fluid-node",
+        "Secret/fluid-webhook-tls",
+        "Service/fluid-webhook",
+        "MutatingWebhookConfiguration/fluid-webhook",
     ]
     .into_iter()
     .map(String::from)
@@ -346,6 +349,7 @@ fn default_values_render_the_documented_objects() {
             "StorageClass",
             "ClusterRole",
             "ClusterRoleBinding",
+            "MutatingWebhookConfiguration",
         ]
         .contains(&d["kind"].as_str().unwrap());
         let want_ns = if cluster_scoped {
@@ -399,6 +403,7 @@ fn default_values_render_the_documented_objects() {
             "--state-dir=/var/lib/fluid/controller",
             "--kubernetes",
             "--stats-interval=30s",
+            "--webhook-listen=0.0.0.0:9443",
         ]
     );
     let prov = container(pod, "csi-provisioner");
@@ -536,8 +541,17 @@ fn default_values_render_the_documented_objects() {
         ),
         (
             "data.fluid.io",
-            &["datasets/status", "cacheruntimes/status"],
+            &[
+                "datasets/status",
+                "cacheruntimes/status",
+                "dataloads/status",
+            ],
             &["get", "update", "patch"],
+        ),
+        (
+            "data.fluid.io",
+            &["dataloads"],
+            &["get", "list", "watch", "patch", "delete"],
         ),
         (
             "",
@@ -776,7 +790,7 @@ fn rendered_manifests_pass_lint_and_schema_validation() {
         t.lint(v).unwrap();
         let yaml = t.template("fluid-system", v, true, &[]).unwrap();
         let docs = documents(&yaml);
-        assert_eq!(kind(&docs, "CustomResourceDefinition").len(), 2);
+        assert_eq!(kind(&docs, "CustomResourceDefinition").len(), 3);
         t.validate(&yaml, docs.len()).unwrap();
     }
     // The check is strict: an unknown field fails it.
@@ -911,4 +925,86 @@ fn every_value_is_documented() {
             "README.md has no row for `{d}`"
         );
     }
+}
+
+/// The scheduling webhook: the configuration trusts the CA that signed the Secret's certificate,
+/// calls the controller's Service, never blocks pods, skips kube-system; the controller mounts
+/// the Secret where its --webhook-cert/--webhook-key defaults point. Disabled: none of it.
+#[test]
+fn webhook_objects_fit_together() {
+    let t = tools();
+    let ns = "fluid-system";
+    let docs = documents(&t.template(ns, None, false, &[]).unwrap());
+    let secret = one(&docs, "Secret", "fluid-webhook-tls");
+    assert_eq!(secret["type"], json!("kubernetes.io/tls"));
+    for k in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(
+            secret["data"][k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k}"
+        );
+    }
+    let mwc = one(&docs, "MutatingWebhookConfiguration", "fluid-webhook");
+    let hook = &mwc["webhooks"][0];
+    assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+    assert_eq!(
+        hook["clientConfig"]["service"],
+        json!({"name": "fluid-webhook", "namespace": ns, "path": "/mutate-pods", "port": 443})
+    );
+    assert_eq!(hook["failurePolicy"], json!("Ignore"));
+    assert_eq!(hook["sideEffects"], json!("None"));
+    assert_eq!(hook["timeoutSeconds"], json!(5));
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        hook["rules"],
+        json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}])
+    );
+    let skipped = &hook["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(skipped["key"], json!("kubernetes.io/metadata.name"));
+    assert_eq!(skipped["operator"], json!("NotIn"));
+    assert!(strs(&skipped["values"]).contains(&"kube-system".to_string()));
+
+    let svc = one(&docs, "Service", "fluid-webhook");
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}])
+    );
+    let dep = one(&docs, "Deployment", "fluid-controller");
+    let pod = &dep["spec"]["template"]["spec"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&dep["spec"]["template"]["metadata"]["labels"][k], v, "{k}");
+    }
+    let ctl = container(pod, "controller");
+    assert!(
+        ctl["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "webhook", "containerPort": 9443, "protocol": "TCP"}))
+    );
+    let mount = ctl["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/fluid/webhook")
+        .expect("the webhook certificate is mounted");
+    assert_eq!(mount["readOnly"], json!(true));
+    assert_eq!(
+        volume(pod, mount["name"].as_str().unwrap())["secret"]["secretName"],
+        json!("fluid-webhook-tls")
+    );
+    assert_eq!(ctl["readinessProbe"]["httpGet"]["scheme"], json!("HTTPS"));
+
+    let docs = documents(
+        &t.template(ns, None, false, &["--set", "webhook.enabled=false"])
+            .unwrap(),
+    );
+    let text = serde_json::to_string(&docs).unwrap();
+    assert!(
+        !text.contains("webhook"),
+        "webhook parts left when disabled"
+    );
+
+    let err = t
+        .template(ns, None, false, &["--set", "webhook.timeoutSeconds=0"])
+        .expect_err("timeout 0");
+    assert!(err.contains("use 1 to 30"), "{err}");
 }

@@ -7,10 +7,7 @@ use std::process::Command;
 use fluid_tests::daemon::binary;
 
 /// In the order `fluid-csi-controller crds` prints them.
-const FILES: [&str; 2] = [
-    "data.fluid.io_datasets.yaml",
-    "data.fluid.io_cacheruntimes.yaml",
-];
+use csi_controller::crd::CRD_FILES as FILES;
 
 const REGENERATE: &str = "regenerate with: make crds";
 
@@ -46,7 +43,11 @@ fn committed_crds_match_the_generated_ones() {
         generated == committed,
         "deploy/charts/fluid/crds/ differs from `fluid-csi-controller crds`; {REGENERATE}"
     );
-    for (kind, plural) in [("Dataset", "datasets"), ("CacheRuntime", "cacheruntimes")] {
+    for (kind, plural) in [
+        ("Dataset", "datasets"),
+        ("CacheRuntime", "cacheruntimes"),
+        ("DataLoad", "dataloads"),
+    ] {
         assert!(
             generated.contains(&format!("name: {plural}.data.fluid.io\n")),
             "{plural}"

@@ -2,119 +2,39 @@
 //! CacheRuntime become a pre-bound PV and PVC with the credentials in a node-stage Secret, the
 //! status shows phase, `ufsTotal` and `fileNum` of a real SeaweedFS bucket; Secrets and
 //! Datasets never cross namespaces; CreateVolume resolves Datasets from the API server; the
-//! schema refuses bad Datasets; deletion waits for the pods that use the PVC.
+//! schema refuses bad Datasets; deletion waits for the pods that use the PVC; cacheStates follow
+//! reads through a node plugin's mount; DataLoads warm the nodes that serve a Dataset (once, on
+//! a cron schedule, never across namespaces) and expire.
 //!
 //! Needs SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs kube`) and the
 //! binaries built (`cargo build --workspace --bins`). The apiserver has no controller-manager,
 //! so PV and PVC stay `Pending` (nothing binds them): the test checks that they name each other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use csi_controller::crd::{self, CacheRuntime, Dataset, DatasetPhase};
+use csi_controller::crd::{self, CacheRuntime, DataLoad, DataLoadPhase, Dataset, DatasetPhase};
 use fluid_proto::Endpoint;
-use fluid_proto::csi::controller_client::ControllerClient;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
 use fluid_proto::csi::{CreateVolumeRequest, VolumeCapability};
-use fluid_tests::daemon::binary;
-use fluid_tests::kube::{Kube, kubeconfig_path, unique_name, wait_for, wait_for_object};
+use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse};
+use fluid_tests::controller::ControllerProcess;
+use fluid_tests::kube::{
+    Kube, apply_crds, kubeconfig_path, unique_name, wait_for, wait_for_object,
+};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir};
-use fluid_tests::services::{S3Server, TempBucket};
+use fluid_tests::services::{S3Server, TempBucket, free_port};
 use fuse_cache::cache::human_size;
 use fuse_cache::volume::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS, dataset_label_key};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::serde_json::{self, json};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use tonic::Code;
 
 /// The bucket's files: 3 files, 6000 bytes, two levels of directories.
 const FILES: [(&str, usize); 3] = [("a/one", 1000), ("a/two", 2000), ("b/c/three", 3000)];
-
-/// The controller as a child process, killed when dropped.
-struct Controller {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Controller {
-    fn start() -> Result<Controller> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("csi.sock");
-        let log = dir.path().join("controller.log");
-        let child = Command::new(binary("fluid-csi-controller"))
-            .arg("--kubernetes")
-            .arg("--endpoint")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--stats-interval")
-            .arg("1s")
-            .env("KUBECONFIG", kubeconfig_path()?)
-            .env("FLUID_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting fluid-csi-controller")?;
-        Ok(Controller {
-            child,
-            socket,
-            log,
-            _dir: dir,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn csi(&self) -> Result<ControllerClient<tonic::transport::Channel>> {
-        let ep = Endpoint::Unix(self.socket.clone());
-        let channel = wait_for("the controller's CSI socket", || async {
-            ep.connect().await.map_err(|e| e.to_string())
-        })
-        .await?;
-        Ok(ControllerClient::new(channel))
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Applies the chart's CRDs (server-side apply, so re-running is fine) and waits until the API
-/// serves them.
-async fn apply_crds(kube: &Kube) -> Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(kube.client.clone());
-    for c in crd::crds() {
-        let name = c.name_any();
-        api.patch(
-            &name,
-            &PatchParams::apply("fluid-tests").force(),
-            &Patch::Apply(&c),
-        )
-        .await
-        .with_context(|| format!("applying CRD {name}"))?;
-        wait_for_object(&api, &name, "Established", |c| {
-            c.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-        })
-        .await?;
-    }
-    Ok(())
-}
 
 async fn bucket(server: &S3Server) -> Result<TempBucket> {
     let bucket = server.temp_bucket("kubectl")?;
@@ -228,7 +148,7 @@ async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
     let ns_b = kube.create_namespace("fluid-ctl-b").await?;
     let (a, b) = (ns_a.name.as_str(), ns_b.name.as_str());
     let _secret = kube.create_namespaced(a, &credentials(&server)?).await?;
-    let controller = Controller::start()?;
+    let controller = ControllerProcess::start(&[])?;
     let datasets_a: Api<Dataset> = Api::namespaced(kube.client.clone(), a);
     let datasets_b: Api<Dataset> = Api::namespaced(kube.client.clone(), b);
 
@@ -492,7 +412,7 @@ async fn cache_states_follow_reads_through_a_node() -> Result<()> {
         &[("KUBECONFIG", &kubeconfig_path()?)],
     )
     .await?;
-    let controller = Controller::start()?;
+    let controller = ControllerProcess::start(&[])?;
     let _ds = kube
         .create_namespaced(ns, &dataset("data", &server, &bucket.name, "s3cred")?)
         .await?;
@@ -558,9 +478,215 @@ async fn cache_states_follow_reads_through_a_node() -> Result<()> {
     Ok(())
 }
 
-/// A TCP port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+fn dataload(name: &str, dataset: &str, extra: serde_json::Value) -> Result<DataLoad> {
+    let mut spec = json!({"dataset": {"name": dataset}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "data.fluid.io/v1alpha1",
+        "kind": "DataLoad",
+        "metadata": {"name": name},
+        "spec": spec
+    }))?)
+}
+
+fn load_phase(dl: &DataLoad) -> Option<DataLoadPhase> {
+    dl.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
+    let channel = Endpoint::Tcp(([127, 0, 0, 1], port).into())
+        .connect()
+        .await?;
+    Ok(CacheNodeClient::new(channel)
+        .get_stats(GetStatsRequest {
+            dataset: dataset.to_string(),
+        })
+        .await?
+        .into_inner())
+}
+
+#[tokio::test]
+async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns = kube.create_namespace("fluid-load").await?;
+    let ns = ns.name.as_str();
+    let other_ns = kube.create_namespace("fluid-load-other").await?;
+    let _secret = kube.create_namespaced(ns, &credentials(&server)?).await?;
+    let node = kube.create_node(&unique_name("fluid-load-node")).await?;
+    let dir = PluginDir::new()?;
+    let port = free_port()?;
+    let plugin = NodePlugin::start(
+        &dir,
+        &node.name,
+        &[
+            "--kubernetes".into(),
+            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+        ],
+        &[("KUBECONFIG", &kubeconfig_path()?)],
+    )
+    .await?;
+    let controller = ControllerProcess::start(&[])?;
+    let _ds = kube
+        .create_namespaced(ns, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let mut rt = runtime("data")?;
+    rt.spec.fuse.node_selector.clear();
+    let _rt = kube.create_namespaced(ns, &rt).await?;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
+    let loads: Api<DataLoad> = Api::namespaced(kube.client.clone(), ns);
+
+    // Before any node serves the Dataset, a load waits and says why.
+    let _once = kube
+        .create_namespaced(
+            ns,
+            &dataload(
+                "once",
+                "data",
+                json!({"target": [{"path": "/", "replicas": 1}]}),
+            )?,
+        )
+        .await?;
+    let pending = wait_for_object(&loads, "once", "Pending: no node yet", |d| {
+        d.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason.as_deref() == Some("NoNodes"))
+        })
+    })
+    .await
+    .with_context(|| controller.log())?;
+    assert_eq!(load_phase(&pending), Some(DataLoadPhase::Pending));
+
+    wait_for_object(&datasets, "data", "Bound", |d| {
+        phase(d) == Some(DatasetPhase::Bound)
+    })
+    .await?;
+    let pv_name = format!("{ns}-data");
+    let staging = dir.path("staging/data");
+    stage_pv(&kube, &plugin, &pv_name, &staging).await?;
+
+    // Once: every byte of the Dataset lands in the node's cache.
+    let key = format!("{ns}/data");
+    let before = cache_stats(port, &key).await?;
+    let done = wait_for_object(&loads, "once", "Complete", |d| {
+        load_phase(d) == Some(DataLoadPhase::Complete)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let status = done.status.clone().unwrap_or_default();
+    let total: u64 = FILES.iter().map(|(_, n)| *n as u64).sum();
+    assert_eq!(
+        (status.files_loaded, status.bytes_loaded),
+        (3, total),
+        "{status:?}"
+    );
+    assert_eq!(status.nodes, vec![node.name.clone()]);
+    assert!(status.duration.is_some() && status.last_successful_time.is_some());
+    let warmed = cache_stats(port, &key).await?;
+    assert!(warmed.tiers[0].used_bytes >= total, "{warmed:?}");
+    assert!(
+        warmed.source_requests > before.source_requests,
+        "{warmed:?}"
+    );
+
+    // A cold read through the mount is served from the cache alone.
+    let staging_dir = staging.join("data");
+    tokio::task::spawn_blocking(move || read_all_uncached(&staging_dir)).await??;
+    let after_read = cache_stats(port, &key).await?;
+    assert_eq!(
+        after_read.source_requests, warmed.source_requests,
+        "reads after the load went to the source: {after_read:?}"
+    );
+    assert!(after_read.hits > warmed.hits, "{after_read:?}");
+
+    // Evict frees those bytes.
+    let channel = Endpoint::Tcp(([127, 0, 0, 1], port).into())
+        .connect()
+        .await?;
+    let evicted = CacheNodeClient::new(channel)
+        .evict(EvictRequest {
+            paths: vec!["/".into()],
+            dataset: key.clone(),
+        })
+        .await?
+        .into_inner();
+    assert!(evicted.bytes_freed >= total, "{evicted:?}");
+    assert_eq!(cache_stats(port, &key).await?.tiers[0].used_bytes, 0);
+
+    // Cron: runs again and again (a six-field schedule: every 2 seconds).
+    let _cron = kube
+        .create_namespaced(
+            ns,
+            &dataload(
+                "cron",
+                "data",
+                json!({"policy": "Cron", "schedule": "*/2 * * * * *"}),
+            )?,
+        )
+        .await?;
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    wait_for("two runs of the cron DataLoad", || {
+        let (loads, runs) = (loads.clone(), runs.clone());
+        async move {
+            let dl = loads.get("cron").await.map_err(|e| e.to_string())?;
+            let mut runs = runs.lock().map_err(|e| e.to_string())?;
+            if let Some(t) = dl.status.and_then(|s| s.last_successful_time) {
+                runs.insert(t.0.as_second());
+            }
+            if runs.len() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{} run(s)", runs.len()))
+            }
+        }
+    })
+    .await
+    .with_context(|| controller.log())?;
+
+    // A DataLoad of another namespace's Dataset is refused.
+    let _cross = kube
+        .create_namespaced(
+            &other_ns.name,
+            &dataload(
+                "steal",
+                "data",
+                json!({"dataset": {"name": "data", "namespace": ns}}),
+            )?,
+        )
+        .await?;
+    let other_loads: Api<DataLoad> = Api::namespaced(kube.client.clone(), &other_ns.name);
+    let refused = wait_for_object(&other_loads, "steal", "Failed", |d| {
+        load_phase(d) == Some(DataLoadPhase::Failed)
+    })
+    .await?;
+    let reason = refused.status.unwrap_or_default().conditions[0]
+        .reason
+        .clone();
+    assert_eq!(reason.as_deref(), Some("CrossNamespace"));
+
+    // A finished load with a time to live goes away.
+    let _ttl = kube
+        .create_namespaced(
+            ns,
+            &dataload("short-lived", "data", json!({"ttlSecondsAfterFinished": 1}))?,
+        )
+        .await?;
+    wait_for(
+        "the short-lived DataLoad deleted after it finished",
+        || async {
+            match loads.get_opt("short-lived").await {
+                Ok(None) => Ok(()),
+                Ok(Some(d)) => Err(format!("still there: {:?}", d.status.map(|s| s.phase))),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await
+    .with_context(|| controller.log())?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse, WarmupRequest};
 use fluid_tests::kube::{self as k, Kube, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
-use fluid_tests::services::{S3Server, TempBucket};
+use fluid_tests::services::{S3Server, TempBucket, free_port};
 use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -45,14 +45,6 @@ async fn bucket_with_data(server: &S3Server) -> Result<(TempBucket, Vec<u8>)> {
             .with_context(|| format!("uploading {key}"))?;
     }
     Ok((bucket, data))
-}
-
-/// A TCP port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// Reads a file through the mount; first drops the file's pages from the kernel page cache,
@@ -131,7 +123,7 @@ async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     let nodes = kube.nodes();
     let dir = PluginDir::new().unwrap();
-    let port = free_port();
+    let port = free_port().unwrap();
     let mut plugin = NodePlugin::start(
         &dir,
         &node.name,

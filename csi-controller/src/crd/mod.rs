@@ -5,6 +5,7 @@
 //! The CustomResourceDefinitions are generated from these types (`fluid-csi-controller crds`)
 //! and committed under `deploy/charts/fluid/crds/`; a test keeps the two equal.
 
+pub mod dataload;
 pub mod dataset;
 pub mod runtime;
 
@@ -12,6 +13,9 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use dataload::{
+    DataLoad, DataLoadPhase, DataLoadSpec, DataLoadStatus, Policy, TargetDataset, TargetPath,
+};
 pub use dataset::{
     CacheStates, CacheableNodeAffinity, Dataset, DatasetCondition, DatasetMount, DatasetPhase,
     DatasetSpec, DatasetStatus, EncryptOption, EncryptOptionSource, Placement, SecretKeySelector,
@@ -33,18 +37,19 @@ pub enum ConditionStatus {
     Unknown,
 }
 
-/// The CRDs in the order of the committed files: Dataset, then CacheRuntime.
+/// The CRDs in the order of the committed files: Dataset, CacheRuntime, DataLoad.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![Dataset::crd(), CacheRuntime::crd()]
+    vec![Dataset::crd(), CacheRuntime::crd(), DataLoad::crd()]
 }
 
 /// The file name of each CRD under `deploy/charts/fluid/crds/`, in the order of [`crds`]
 /// (the `<group>_<plural>.yaml` names that controller-gen gives Fluid's).
-pub const CRD_FILES: [&str; 2] = [
+pub const CRD_FILES: [&str; 3] = [
     "data.fluid.io_datasets.yaml",
     "data.fluid.io_cacheruntimes.yaml",
+    "data.fluid.io_dataloads.yaml",
 ];
 
 /// One CRD as a YAML document (no `---`).

@@ -13,19 +13,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fluid_proto::Endpoint;
-use fluid_proto::fluid::GetStatsRequest;
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
 use fuse_cache::cache::human_size;
-use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::Context;
+use super::nodes::{self, ServingNode};
 use crate::crd::{CacheStates, Dataset, DatasetPhase};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How long one node may take to answer.
 const NODE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +57,7 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
     let datasets = Api::<Dataset>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?;
-    let nodes = Api::<Node>::all(ctx.client.clone())
+    let all_nodes = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?;
     for ds in datasets {
@@ -70,22 +68,15 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
         let ns = ds.namespace().unwrap_or_default();
         let name = ds.name_any();
         let key = format!("{ns}/{name}");
-        let label = dataset_label_key(&ns, &name);
         let mut sum = Sum::default();
-        for node in &nodes {
-            if node.labels().get(&label).map(String::as_str) != Some("true") {
-                continue;
-            }
-            let Some(addr) = node.annotations().get(CACHE_ENDPOINT_ANNOTATION) else {
-                continue;
-            };
-            match node_stats(addr, &key).await {
+        for node in nodes::serving(&all_nodes.items, &ns, &name) {
+            match node_stats(&node, &key).await {
                 Ok(s) => {
                     sum.nodes += 1;
                     sum.cached += s.tiers.iter().map(|t| t.used_bytes).max().unwrap_or(0);
                     sum.capacity += s.tiers.iter().map(|t| t.capacity_bytes).sum::<u64>();
                     let before = seen
-                        .insert((key.clone(), node.name_any()), (s.hits, s.misses))
+                        .insert((key.clone(), node.name.clone()), (s.hits, s.misses))
                         .unwrap_or((0, 0));
                     let (h, m) = if s.hits < before.0 || s.misses < before.1 {
                         (s.hits, s.misses)
@@ -95,9 +86,7 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
                     sum.hits += h;
                     sum.misses += m;
                 }
-                Err(e) => {
-                    tracing::debug!(dataset = %key, node = %node.name_any(), "no cache stats: {e}")
-                }
+                Err(e) => tracing::debug!(dataset = %key, "no cache stats: {e}"),
             }
         }
         let total = ctx.scans.bytes(&ds.uid().unwrap_or_default());
@@ -131,26 +120,25 @@ fn cache_states(sum: &Sum, ufs_total: Option<u64>) -> CacheStates {
     }
 }
 
-async fn node_stats(
-    addr: &str,
-    dataset: &str,
-) -> std::result::Result<fluid_proto::fluid::GetStatsResponse, String> {
-    let endpoint: Endpoint = format!("tcp://{addr}")
-        .parse()
-        .map_err(|e: fluid_proto::EndpointError| e.to_string())?;
+async fn node_stats(node: &ServingNode, dataset: &str) -> Result<GetStatsResponse> {
     let call = async {
-        let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-        CacheNodeClient::new(channel)
+        let reply = nodes::connect(node)
+            .await?
             .get_stats(GetStatsRequest {
                 dataset: dataset.to_string(),
             })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string())
+            .await;
+        reply.map(|r| r.into_inner()).map_err(|s| Error::Node {
+            node: node.name.clone(),
+            message: s.message().to_string(),
+        })
     };
     tokio::time::timeout(NODE_TIMEOUT, call)
         .await
-        .map_err(|_| format!("no answer from {addr} within {NODE_TIMEOUT:?}"))?
+        .map_err(|_| Error::Node {
+            node: node.name.clone(),
+            message: format!("no answer within {NODE_TIMEOUT:?}"),
+        })?
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! The Kubernetes side of the controller (`--kubernetes`): the Dataset reconciler and the
-//! periodic cache-state refresh.
+//! The Kubernetes side of the controller (`--kubernetes`): the Dataset and DataLoad
+//! reconcilers and the periodic cache-state refresh.
 
 pub mod cache_states;
+pub mod dataload;
 pub mod dataset;
+pub mod nodes;
 pub mod objects;
 pub mod ufs;
 
@@ -16,7 +18,7 @@ use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 
-use crate::crd::{CacheRuntime, Dataset};
+use crate::crd::{CacheRuntime, DataLoad, Dataset};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -24,6 +26,7 @@ pub struct Context {
     /// The CSI driver name the PVs name.
     pub driver: String,
     pub scans: ufs::Scans,
+    pub loads: dataload::Loads,
     pub stats_interval: Duration,
 }
 
@@ -36,24 +39,35 @@ pub async fn run(
     let stats = tokio::spawn(cache_states::run(ctx.clone()));
     // A list then a watch: the streaming-list mode needs etcd features some clusters lack.
     let config = watcher::Config::default();
-    Controller::new(Api::<Dataset>::all(client.clone()), config.clone())
+    let datasets = Controller::new(Api::<Dataset>::all(client.clone()), config.clone())
         .owns(
             Api::<PersistentVolumeClaim>::all(client.clone()),
             watcher::Config::default().labels(objects::LABEL_NAME),
         )
         // A CacheRuntime binds to the Dataset of its name and namespace.
-        .watches(Api::<CacheRuntime>::all(client), config, |rt| {
+        .watches(Api::<CacheRuntime>::all(client.clone()), config, |rt| {
             let ns = rt.metadata.namespace.clone()?;
             let name = rt.metadata.name.clone()?;
             Some(ObjectRef::<Dataset>::new(&name).within(&ns))
         })
         .graceful_shutdown_on(shutdown)
-        .run(dataset::reconcile, dataset::error_policy, ctx)
+        .run(dataset::reconcile, dataset::error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!("reconcile: {e}");
             }
-        })
-        .await;
+        });
+    let loads = Controller::new(Api::<DataLoad>::all(client), watcher::Config::default())
+        .run(dataload::reconcile, dataload::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!("reconcile: {e}");
+            }
+        });
+    // The DataLoad controller stops with the Dataset one (which watches for the signal).
+    tokio::select! {
+        () = datasets => {}
+        () = loads => {}
+    }
     stats.abort();
 }

@@ -1,0 +1,76 @@
+//! The nodes that serve a Dataset (labelled `fluid.io/s-<ns>-<name>=true` by their node plugin)
+//! and their cache endpoints (`fluid.io/cache-endpoint`), for stats, warm-ups and evictions.
+
+use std::time::Duration;
+
+use fluid_proto::Endpoint;
+use fluid_proto::fluid::cache_node_client::CacheNodeClient;
+use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+
+/// How long connecting to a node's cache endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node serving a Dataset: its name and the address of its cache endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServingNode {
+    pub name: String,
+    pub endpoint: String,
+}
+
+/// Of `nodes`, those labelled for the Dataset that advertise a cache endpoint, by name.
+pub fn serving(nodes: &[Node], namespace: &str, name: &str) -> Vec<ServingNode> {
+    let label = dataset_label_key(namespace, name);
+    let mut out: Vec<ServingNode> = nodes
+        .iter()
+        .filter(|n| n.labels().get(&label).map(String::as_str) == Some("true"))
+        .filter_map(|n| {
+            let endpoint = n.annotations().get(CACHE_ENDPOINT_ANNOTATION)?.clone();
+            Some(ServingNode {
+                name: n.name_any(),
+                endpoint,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Lists the nodes serving one Dataset (one label-selected list call).
+pub async fn list_serving(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<ServingNode>> {
+    let selector = format!("{}=true", dataset_label_key(namespace, name));
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    Ok(serving(&nodes.items, namespace, name))
+}
+
+/// A CacheNode client for a node's endpoint (`HOST:PORT`).
+pub async fn connect(node: &ServingNode) -> Result<CacheNodeClient<Channel>> {
+    let unreachable = |why: String| Error::Node {
+        node: node.name.clone(),
+        message: why,
+    };
+    let endpoint: Endpoint = format!("tcp://{}", node.endpoint)
+        .parse()
+        .map_err(|e: fluid_proto::EndpointError| unreachable(e.to_string()))?;
+    let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no answer from {} within {CONNECT_TIMEOUT:?}",
+                node.endpoint
+            ))
+        })?
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(CacheNodeClient::new(channel))
+}

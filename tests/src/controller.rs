@@ -1,0 +1,79 @@
+//! The real `fluid-csi-controller` as a child process for the Kubernetes tests: `--kubernetes`
+//! against the test kube-apiserver, CSI on a unix socket in a temporary directory, its log kept
+//! for failure messages, killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+use fluid_proto::Endpoint;
+use fluid_proto::csi::controller_client::ControllerClient;
+use tonic::transport::Channel;
+
+use crate::daemon::binary;
+use crate::kube::{kubeconfig_path, wait_for};
+
+pub struct ControllerProcess {
+    child: Child,
+    pub socket: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ControllerProcess {
+    /// Starts `fluid-csi-controller --kubernetes --stats-interval 1s` plus `extra` flags.
+    pub fn start(extra: &[String]) -> Result<ControllerProcess> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("csi.sock");
+        let log = dir.path().join("controller.log");
+        let child = Command::new(binary("fluid-csi-controller"))
+            .arg("--kubernetes")
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .arg(format!(
+                "--state-dir={}",
+                dir.path().join("state").display()
+            ))
+            .arg("--stats-interval=1s")
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig_path()?)
+            .env("FLUID_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting fluid-csi-controller (cargo build -p csi-controller --bins)")?;
+        Ok(ControllerProcess {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Its log so far, headed for a failure message.
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        format!("controller log:\n{log}")
+    }
+
+    /// A CSI Controller client, once the socket answers.
+    pub async fn csi(&self) -> Result<ControllerClient<Channel>> {
+        let ep = Endpoint::Unix(self.socket.clone());
+        let channel = wait_for("the controller's CSI socket", || async {
+            ep.connect().await.map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(ControllerClient::new(channel))
+    }
+
+    /// Kills it (SIGKILL: what a crash or an outage looks like to the apiserver).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
