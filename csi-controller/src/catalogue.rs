@@ -18,7 +18,8 @@
 //!   blockSize: 4MiB                              # ours: cache block size
 //! ```
 //!
-//! Other `spec` fields of Fluid (runtimes, placement, nodeAffinity, ...) are ignored. Secret
+//! `spec.placement` (Exclusive or Shared) is Fluid's. Other `spec` fields of Fluid (runtimes,
+//! nodeAffinity, ...) are ignored. Secret
 //! option values are refused (they would travel in the volume context); Fluid's
 //! `encryptOptions`/`sharedEncryptOptions` are Secret references that only Kubernetes can
 //! resolve, so they are dropped with a warning: credentials reach the node as CSI node-stage
@@ -49,6 +50,8 @@ pub struct Dataset {
     pub mounts: Vec<MountSpec>,
     pub tiers: Vec<String>,
     pub block_size: Option<String>,
+    /// Fluid's `placement: Exclusive`: no other Dataset's cache on its nodes.
+    pub exclusive: bool,
 }
 
 impl Dataset {
@@ -65,6 +68,7 @@ impl Dataset {
             tiers: self.tiers.clone(),
             block_size: self.block_size.clone(),
             sub_path: None,
+            exclusive: self.exclusive,
         }
     }
 
@@ -126,6 +130,7 @@ impl Dataset {
             mounts,
             tiers,
             block_size,
+            exclusive: ds.spec.placement == crd::Placement::Exclusive,
         };
         dataset
             .volume_context()
@@ -386,12 +391,23 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         }
     };
 
+    let exclusive = match spec.get("placement") {
+        None | Some(Value::Null) => false,
+        Some(v) => match v.as_str() {
+            Some("Exclusive") => true,
+            Some("Shared") => false,
+            _ => {
+                return Err(err("spec.placement", "expected Exclusive or Shared".into()));
+            }
+        },
+    };
     let dataset = Dataset {
         namespace: namespace.to_string(),
         name: name.to_string(),
         mounts,
         tiers,
         block_size,
+        exclusive,
     };
     // The node reads the volume context with the same checks; run them once here too.
     dataset

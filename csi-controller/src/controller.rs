@@ -150,7 +150,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
         }
     };
 
-    let (dataset, mounts, mut tiers, mut block_size) = match (
+    let (dataset, mounts, mut tiers, mut block_size, exclusive) = match (
         non_empty(PARAM_DATASET)?,
         non_empty(PARAM_MOUNT_POINT)?,
     ) {
@@ -197,6 +197,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 ds.mounts.clone(),
                 ds.tiers.clone(),
                 ds.block_size.clone(),
+                ds.exclusive,
             )
         }
         (None, Some(url)) => {
@@ -225,7 +226,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 options,
                 ..Default::default()
             };
-            (None, vec![mount], Vec::new(), None)
+            (None, vec![mount], Vec::new(), None, false)
         }
     };
 
@@ -271,6 +272,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
         tiers,
         block_size,
         sub_path,
+        exclusive,
     };
     // The node runs the same checks on the context; fail here rather than at mount time.
     context

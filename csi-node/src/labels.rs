@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_cache::volume::{
-    CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_PREFIX, DATASET_LABEL_VALUE, dataset_label_key,
-    is_label_name, parse_dataset,
+    CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_PREFIX, DATASET_LABEL_VALUE, EXCLUSIVE_LABEL,
+    dataset_label_key, exclusive_label_value, is_label_name, parse_dataset,
 };
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -69,7 +69,10 @@ impl Labeler {
             // Marked seen before the list is read: a change from now on wakes the next pass.
             changes.borrow_and_update();
             let wanted = label_keys(&sup.staged_datasets(), &mut reported);
-            match self.sync(&wanted).await {
+            let exclusive = sup
+                .exclusive_dataset()
+                .and_then(|d| parse_dataset(&d).map(|(ns, name)| exclusive_label_value(ns, name)));
+            match self.sync(&wanted, exclusive.as_deref()).await {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::info!(node = %self.node, "node labels are up to date again");
@@ -99,8 +102,8 @@ impl Labeler {
         }
     }
 
-    /// One pass: reads the Node and patches what differs from `wanted`.
-    async fn sync(&self, wanted: &BTreeSet<String>) -> Result<()> {
+    /// One pass: reads the Node and patches what differs from `wanted` and `exclusive`.
+    async fn sync(&self, wanted: &BTreeSet<String>, exclusive: Option<&str>) -> Result<()> {
         let node = self
             .api
             .get_opt(&self.node)
@@ -113,7 +116,12 @@ impl Labeler {
                     self.node
                 ))
             })?;
-        let Some(patch) = node_patch(&node.metadata, wanted, self.cache_endpoint.as_deref()) else {
+        let Some(patch) = node_patch(
+            &node.metadata,
+            wanted,
+            exclusive,
+            self.cache_endpoint.as_deref(),
+        ) else {
             return Ok(());
         };
         let params = PatchParams {
@@ -153,11 +161,13 @@ fn label_keys(datasets: &BTreeSet<String>, reported: &mut BTreeSet<String>) -> B
 }
 
 /// The JSON merge patch that gives the Node the `wanted` dataset labels (and no other
-/// `fluid.io/s-...=true` label) and the cache endpoint annotation (`None`: none); `None` when
-/// the Node is right already. Only keys this plugin owns appear in the patch.
+/// `fluid.io/s-...=true` label), `fluid_exclusive=<exclusive>` (`None`: no such label) and the
+/// cache endpoint annotation (`None`: none); `None` when the Node is right already. Only keys
+/// this plugin owns appear in the patch.
 pub fn node_patch(
     meta: &ObjectMeta,
     wanted: &BTreeSet<String>,
+    exclusive: Option<&str>,
     cache_endpoint: Option<&str>,
 ) -> Option<Value> {
     let empty = BTreeMap::new();
@@ -175,6 +185,13 @@ pub fn node_patch(
         {
             label_patch.insert(key.clone(), Value::Null);
         }
+    }
+
+    if labels.get(EXCLUSIVE_LABEL).map(String::as_str) != exclusive {
+        label_patch.insert(
+            EXCLUSIVE_LABEL.into(),
+            exclusive.map_or(Value::Null, |v| json!(v)),
+        );
     }
 
     let mut annotation_patch = Map::new();
@@ -263,7 +280,7 @@ mod tests {
             ],
             None,
         );
-        let patch = node_patch(&node, &wanted, Some("10.0.0.7:9600")).unwrap();
+        let patch = node_patch(&node, &wanted, None, Some("10.0.0.7:9600")).unwrap();
         assert_eq!(
             patch,
             json!({"metadata": {
@@ -284,14 +301,17 @@ mod tests {
             &[("fluid.io/s-ml-imagenet", "true"), ("other", "x")],
             Some("10.0.0.7:9600"),
         );
-        assert_eq!(node_patch(&node, &wanted, Some("10.0.0.7:9600")), None);
+        assert_eq!(
+            node_patch(&node, &wanted, None, Some("10.0.0.7:9600")),
+            None
+        );
         // A label of ours with another value is set to true.
         let node = meta(
             &[("fluid.io/s-ml-imagenet", "false")],
             Some("10.0.0.7:9600"),
         );
         assert_eq!(
-            node_patch(&node, &wanted, Some("10.0.0.7:9600")),
+            node_patch(&node, &wanted, None, Some("10.0.0.7:9600")),
             Some(json!({"metadata": {"labels": {"fluid.io/s-ml-imagenet": "true"}}}))
         );
         // Without a cache endpoint, a stale annotation goes; a Node without labels is fine.
@@ -300,11 +320,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            node_patch(&node, &BTreeSet::new(), None),
+            node_patch(&node, &BTreeSet::new(), None, None),
             Some(json!({"metadata": {"annotations": {"fluid.io/cache-endpoint": null}}}))
         );
         assert_eq!(
-            node_patch(&ObjectMeta::default(), &BTreeSet::new(), None),
+            node_patch(&ObjectMeta::default(), &BTreeSet::new(), None, None),
             None
         );
     }

@@ -160,6 +160,12 @@ impl NodeService {
             return Ok(());
         }
 
+        if let Some(why) = self
+            .sup
+            .placement_conflict(&id, ctx.dataset.as_deref(), ctx.exclusive)
+        {
+            return Err(Error::FailedPrecondition(why));
+        }
         self.sup.reserve_staging(&id, &staging)?;
         let cfg = self.sup.config();
         let tiers = if ctx.tiers.is_empty() {
@@ -173,13 +179,14 @@ impl NodeService {
                 .block_size
                 .clone()
                 .unwrap_or_else(|| cfg.block_size.clone());
-            let record = self.sup.state().new_record(
+            let mut record = self.sup.state().new_record(
                 &id,
                 &staging,
                 tiers,
                 block_size,
                 ctx.dataset.clone(),
             )?;
+            record.exclusive = ctx.exclusive;
             for t in &record.tiers {
                 if let TierSpec::Disk { dir, .. } = TierSpec::parse(t)? {
                     std::fs::create_dir_all(&dir).map_err(|e| {

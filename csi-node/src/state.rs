@@ -50,6 +50,9 @@ pub struct VolumeRecord {
     /// `namespace/name` of the Dataset, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
+    /// The Dataset's cache must have this node to itself (`placement: Exclusive`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
     #[serde(default)]
     pub targets: BTreeMap<PathBuf, TargetRecord>,
 }
@@ -141,6 +144,7 @@ impl StateDir {
             tiers,
             block_size,
             dataset,
+            exclusive: false,
             targets: BTreeMap::new(),
         })
     }

@@ -66,6 +66,8 @@ pub struct Staged {
     pub dataset: Option<String>,
     /// Its daemon's control socket (fluid.v1.CacheNode).
     pub control_socket: PathBuf,
+    /// Its Dataset must have the node to itself.
+    pub exclusive: bool,
 }
 
 /// Which volume owns each staging and target path, to refuse a second volume on the same
@@ -116,6 +118,7 @@ impl Supervisor {
         let entry = Staged {
             dataset: rec.dataset.clone(),
             control_socket: rec.control_socket.clone(),
+            exclusive: rec.exclusive,
         };
         let old = lock(&self.staged).insert(rec.volume_id.clone(), entry.clone());
         if old.as_ref() != Some(&entry) {
@@ -128,6 +131,43 @@ impl Supervisor {
         if lock(&self.staged).remove(volume_id).is_some() {
             self.staged_changed.send_replace(());
         }
+    }
+
+    /// The staged Dataset that has this node to itself, if any.
+    pub fn exclusive_dataset(&self) -> Option<String> {
+        lock(&self.staged)
+            .values()
+            .find(|s| s.exclusive)
+            .and_then(|s| s.dataset.clone())
+    }
+
+    /// Why a volume of `dataset` (exclusive or not) may not be staged beside the volumes staged
+    /// here: an Exclusive Dataset shares its nodes with no other Dataset, either way round.
+    pub fn placement_conflict(
+        &self,
+        volume_id: &str,
+        dataset: Option<&str>,
+        exclusive: bool,
+    ) -> Option<String> {
+        let staged = lock(&self.staged);
+        let others = staged
+            .iter()
+            .filter(|(id, s)| id.as_str() != volume_id && s.dataset.as_deref() != dataset);
+        for (id, s) in others {
+            let theirs = s.dataset.as_deref().unwrap_or("(no dataset)");
+            if s.exclusive {
+                return Some(format!(
+                    "this node holds the cache of Dataset {theirs} (placement Exclusive, volume {id}); no other Dataset may be staged here"
+                ));
+            }
+            if exclusive {
+                return Some(format!(
+                    "Dataset {} has placement Exclusive, but this node already holds the cache of Dataset {theirs} (volume {id})",
+                    dataset.unwrap_or("(unnamed)")
+                ));
+            }
+        }
+        None
     }
 
     /// The Datasets (`namespace/name`) with at least one volume staged here.

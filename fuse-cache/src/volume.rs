@@ -53,9 +53,28 @@ pub fn parse_dataset(s: &str) -> Option<(&str, &str)> {
 /// it is upstream; keep it for compatibility. Namespace and name are Kubernetes object names,
 /// so every character is valid in a label name.
 pub fn dataset_label_key(namespace: &str, name: &str) -> String {
-    let label = format!("s-{namespace}-{name}");
+    format!(
+        "fluid.io/{}",
+        fit_label(format!("s-{namespace}-{name}"), namespace, name)
+    )
+}
+
+/// Node label set while the node serves a Dataset with `placement: Exclusive` (Fluid's
+/// `fluid_exclusive`); its value is [`exclusive_label_value`]. Pods of other Datasets are kept
+/// off such nodes (webhook) and their volumes are refused there (node plugin).
+pub const EXCLUSIVE_LABEL: &str = "fluid_exclusive";
+
+/// The value of [`EXCLUSIVE_LABEL`]: `<namespace>_<name>` (Fluid's), shortened with a hash
+/// like [`dataset_label_key`] when it would pass 63 characters.
+pub fn exclusive_label_value(namespace: &str, name: &str) -> String {
+    fit_label(format!("{namespace}_{name}"), namespace, name)
+}
+
+/// `label` if it is short enough for a label name (or value), else its head and a hash of
+/// `<namespace>/<name>`.
+fn fit_label(label: String, namespace: &str, name: &str) -> String {
     if label.len() <= MAX_LABEL_NAME {
-        return format!("fluid.io/{label}");
+        return label;
     }
     let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
     let hash: String = digest
@@ -70,7 +89,7 @@ pub fn dataset_label_key(namespace: &str, name: &str) -> String {
         .find(|&i| label.is_char_boundary(i))
         .unwrap_or(0);
     let head = label[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("fluid.io/{head}-{hash}")
+    format!("{head}-{hash}")
 }
 
 /// Whether `s` is a valid label name (the part of a key after `prefix/`): at most 63
@@ -87,6 +106,11 @@ pub fn is_label_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
+/// `Exclusive` when the Dataset's cache must have its nodes to itself; absent: shared.
+pub const PLACEMENT: &str = "fluid.io/placement";
+/// The value of [`PLACEMENT`] for an exclusive Dataset (Fluid's `placement: Exclusive`).
+pub const EXCLUSIVE: &str = "Exclusive";
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VolumeContext {
     pub dataset: Option<String>,
@@ -94,6 +118,8 @@ pub struct VolumeContext {
     pub tiers: Vec<String>,
     pub block_size: Option<String>,
     pub sub_path: Option<String>,
+    /// No other Dataset's cache may share a node with this one.
+    pub exclusive: bool,
 }
 
 impl VolumeContext {
@@ -138,6 +164,9 @@ impl VolumeContext {
         if let Some(sub) = &self.sub_path {
             m.insert(SUB_PATH.to_string(), sub.clone());
         }
+        if self.exclusive {
+            m.insert(PLACEMENT.to_string(), EXCLUSIVE.to_string());
+        }
         m
     }
 
@@ -161,6 +190,16 @@ impl VolumeContext {
                 .unwrap_or_default(),
             block_size: ctx.get(BLOCK_SIZE).cloned(),
             sub_path: ctx.get(SUB_PATH).cloned().filter(|s| !s.is_empty()),
+            exclusive: match ctx.get(PLACEMENT).map(String::as_str) {
+                None | Some("") | Some("Shared") => false,
+                Some(EXCLUSIVE) => true,
+                Some(other) => {
+                    return Err(Error::invalid(
+                        format!("volume_context.{PLACEMENT}"),
+                        format!("{other:?}: expected {EXCLUSIVE} or Shared"),
+                    ));
+                }
+            },
         };
         vc.validate()?;
         Ok(vc)
@@ -261,6 +300,7 @@ mod tests {
             ],
             block_size: Some("4MiB".into()),
             sub_path: None,
+            exclusive: true,
         }
     }
 
@@ -342,6 +382,24 @@ mod tests {
     fn round_trips_through_the_context_map() {
         let map: HashMap<String, String> = ctx().to_map().into_iter().collect();
         assert_eq!(VolumeContext::from_map(&map).unwrap(), ctx());
+    }
+
+    #[test]
+    fn placement_and_exclusive_label() {
+        let mut map: HashMap<String, String> = ctx().to_map().into_iter().collect();
+        assert_eq!(map.get(PLACEMENT).map(String::as_str), Some(EXCLUSIVE));
+        map.insert(PLACEMENT.into(), "Shared".into());
+        assert!(!VolumeContext::from_map(&map).unwrap().exclusive);
+        map.insert(PLACEMENT.into(), "Sometimes".into());
+        let err = VolumeContext::from_map(&map).unwrap_err().to_string();
+        assert!(err.contains(PLACEMENT), "{err}");
+        assert_eq!(exclusive_label_value("ml", "imagenet"), "ml_imagenet");
+        let long = exclusive_label_value(&"n".repeat(40), &"d".repeat(40));
+        assert!(is_label_name(&long) && long.len() <= 63, "{long}");
+        assert_ne!(
+            long,
+            exclusive_label_value(&"n".repeat(40), &"d".repeat(41))
+        );
     }
 
     #[test]

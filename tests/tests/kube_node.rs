@@ -16,7 +16,10 @@ use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse, Warmup
 use fluid_tests::kube::{self as k, Kube, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
-use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
+use fuse_cache::volume::{
+    CACHE_ENDPOINT_ANNOTATION, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT, dataset_label_key,
+    exclusive_label_value,
+};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use rand::RngCore;
@@ -432,4 +435,83 @@ async fn plugin_waits_for_its_node_and_removes_stale_labels_at_start() {
     }
     drop(plugin);
     assert!(dir.mounts().is_empty(), "mounts left: {:?}", dir.mounts());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_dataset_keeps_the_node_to_itself() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let kubeconfig = k::kubeconfig_path().unwrap();
+    let (bucket, _) = bucket_with_data(&server).await.unwrap();
+    let node = kube
+        .create_node(&unique_name("fluid-test"))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let nodes = kube.nodes();
+    let dir = PluginDir::new().unwrap();
+    let plugin = NodePlugin::start(
+        &dir,
+        &node.name,
+        &["--kubernetes".into()],
+        &[("KUBECONFIG", &kubeconfig)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let ns = unique_name("kx");
+    let context = |name: &str, exclusive: bool| {
+        let mut c = s3_volume_context(&server, &bucket.name, &format!("{ns}/{name}"));
+        if exclusive {
+            c.insert(PLACEMENT.into(), EXCLUSIVE.into());
+        }
+        c
+    };
+    let sec = s3_secrets(&server);
+    let staging = stage_paths(&dir, 3);
+
+    // An Exclusive Dataset: the node says so, and refuses every other Dataset.
+    plugin
+        .stage("vol-excl", &staging[0], &context("private", true), &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    let value = exclusive_label_value(&ns, "private");
+    wait_for_object(&nodes, &node.name, "fluid_exclusive", |n| {
+        label(n, EXCLUSIVE_LABEL) == Some(value.as_str())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    expect_code(
+        plugin
+            .stage("vol-shared", &staging[1], &context("shared", false), &sec)
+            .await,
+        Code::FailedPrecondition,
+        &format!("{ns}/private"),
+    );
+    // A second volume of the same Dataset is fine.
+    plugin
+        .stage("vol-excl-2", &staging[2], &context("private", true), &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+
+    // Once it is gone, the label goes and other Datasets may come; an Exclusive one may not
+    // join them.
+    for (id, path) in [("vol-excl", &staging[0]), ("vol-excl-2", &staging[2])] {
+        plugin.unstage(id, path).await.unwrap();
+    }
+    wait_for_object(&nodes, &node.name, "no fluid_exclusive", |n| {
+        label(n, EXCLUSIVE_LABEL).is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    plugin
+        .stage("vol-shared", &staging[1], &context("shared", false), &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    expect_code(
+        plugin
+            .stage("vol-excl", &staging[0], &context("private", true), &sec)
+            .await,
+        Code::FailedPrecondition,
+        "placement Exclusive",
+    );
+    plugin.unstage("vol-shared", &staging[1]).await.unwrap();
 }
