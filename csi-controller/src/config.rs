@@ -89,14 +89,32 @@ pub struct Config {
 /// One-shot tasks instead of serving.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Print the CustomResourceDefinitions of data.fluid.io (Dataset, CacheRuntime) as a YAML
-    /// stream: the files of deploy/charts/fluid/crds/ concatenated.
+    /// Print the CustomResourceDefinitions of data.fluid.io (Dataset, CacheRuntime, DataLoad)
+    /// as a YAML stream: the files of deploy/charts/fluid/crds/ concatenated.
     Crds,
+    /// Drop a Dataset's blocks from the cache of every node that serves it (the nodes labelled
+    /// fluid.io/s-<namespace>-<name>, through their cache endpoints), and print what each
+    /// freed. Uses the in-cluster service account, or KUBECONFIG.
+    Evict {
+        /// The Dataset, as NAMESPACE/NAME.
+        #[arg(value_parser = parse_dataset_ref)]
+        dataset: String,
+        /// A path inside the Dataset to evict (repeatable); default: all of it.
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+    },
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     s.parse()
         .map_err(|e: fluid_proto::EndpointError| e.to_string())
+}
+
+fn parse_dataset_ref(s: &str) -> Result<String, String> {
+    match fuse_cache::volume::parse_dataset(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("{s:?}: give the Dataset as NAMESPACE/NAME")),
+    }
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -142,6 +160,15 @@ mod tests {
         assert_eq!(c.command, None);
         let c = Config::try_parse_from(["x", "crds"]).unwrap();
         assert_eq!(c.command, Some(Command::Crds));
+        let c = Config::try_parse_from(["x", "evict", "ml/imagenet", "--path", "/train"]).unwrap();
+        assert_eq!(
+            c.command,
+            Some(Command::Evict {
+                dataset: "ml/imagenet".into(),
+                paths: vec!["/train".into()]
+            })
+        );
+        assert!(Config::try_parse_from(["x", "evict", "imagenet"]).is_err());
     }
 
     #[test]

@@ -77,3 +77,62 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// `fluid-csi-controller evict`: Evict on every node serving the Dataset (`namespace/name`),
+/// one line per node on stdout; fails if any node could not be reached or refused.
+pub async fn evict(dataset: &str, paths: &[String]) -> Result<()> {
+    let (ns, name) = fuse_cache::volume::parse_dataset(dataset)
+        .ok_or_else(|| Error::invalid("dataset", "give it as NAMESPACE/NAME"))?;
+    let client = kube::Client::try_default().await?;
+    let nodes = reconcile::nodes::list_serving(&client, ns, name).await?;
+    if nodes.is_empty() {
+        println!("no node serves Dataset {dataset}: nothing cached");
+        return Ok(());
+    }
+    let paths = if paths.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        paths.to_vec()
+    };
+    let mut failed = Vec::new();
+    let (mut blocks, mut bytes) = (0, 0);
+    for node in nodes {
+        let reply = async {
+            reconcile::nodes::connect(&node)
+                .await?
+                .evict(fluid_proto::fluid::EvictRequest {
+                    paths: paths.clone(),
+                    dataset: dataset.to_string(),
+                })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| Error::Node {
+                    node: node.name.clone(),
+                    message: s.message().to_string(),
+                })
+        }
+        .await;
+        match reply {
+            Ok(r) => {
+                println!(
+                    "{}: {} blocks, {} freed",
+                    node.name,
+                    r.blocks_evicted,
+                    fuse_cache::cache::human_size(r.bytes_freed)
+                );
+                blocks += r.blocks_evicted;
+                bytes += r.bytes_freed;
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    println!(
+        "total: {blocks} blocks, {} freed",
+        fuse_cache::cache::human_size(bytes)
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::dataset(dataset, failed.join("; ")))
+    }
+}

@@ -18,7 +18,7 @@ use fluid_proto::Endpoint;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
 use fluid_proto::csi::{CreateVolumeRequest, VolumeCapability};
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse};
+use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
 use fluid_tests::controller::ControllerProcess;
 use fluid_tests::kube::{
     Kube, apply_crds, kubeconfig_path, unique_name, wait_for, wait_for_object,
@@ -604,19 +604,26 @@ async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
     );
     assert!(after_read.hits > warmed.hits, "{after_read:?}");
 
-    // Evict frees those bytes.
-    let channel = Endpoint::Tcp(([127, 0, 0, 1], port).into())
-        .connect()
-        .await?;
-    let evicted = CacheNodeClient::new(channel)
-        .evict(EvictRequest {
-            paths: vec!["/".into()],
-            dataset: key.clone(),
-        })
-        .await?
-        .into_inner();
-    assert!(evicted.bytes_freed >= total, "{evicted:?}");
-    assert_eq!(cache_stats(port, &key).await?.tiers[0].used_bytes, 0);
+    // Evict from the controller's side frees those bytes on every serving node.
+    let out = std::process::Command::new(fluid_tests::daemon::binary("fluid-csi-controller"))
+        .args(["evict", &key])
+        .env("KUBECONFIG", kubeconfig_path()?)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&node.name) && text.contains("freed"),
+        "{text}"
+    );
+    assert_eq!(
+        cache_stats(port, &key).await?.tiers[0].used_bytes,
+        0,
+        "{text}"
+    );
 
     // Cron: runs again and again (a six-field schedule: every 2 seconds).
     let _cron = kube
