@@ -52,6 +52,8 @@ struct Table {
     /// Names known absent, until the instant given.
     negative: HashMap<(u64, String), Instant>,
     listings: HashMap<u64, Listing>,
+    /// Directories with more than [`LIST_FOR_LOOKUP_MAX`] entries, until the instant given.
+    too_big: HashMap<u64, Instant>,
     next_ino: u64,
 }
 
@@ -78,7 +80,15 @@ pub struct Namespace {
     table: Mutex<Table>,
     pub ttl: Ttl,
     started: SystemTime,
+    /// One listing at a time per directory for lookups (see [`Namespace::list_for_lookup`]).
+    lookup_listings: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A lookup of an unknown name lists its directory whole when it has at most this many
+/// entries: one LIST answers every later lookup there, and names it lacks are known absent,
+/// where a stat costs a HEAD (and a LIST when the name is missing) per name. Bigger
+/// directories are stat'ed name by name.
+pub const LIST_FOR_LOOKUP_MAX: usize = 10_000;
 
 /// An open directory being streamed: entries fetched so far and where the source resumes.
 pub struct DirStream {
@@ -119,6 +129,7 @@ impl Namespace {
             children: HashMap::new(),
             negative: HashMap::new(),
             listings: HashMap::new(),
+            too_big: HashMap::new(),
             next_ino: ROOT + 1,
         };
         Namespace {
@@ -126,6 +137,7 @@ impl Namespace {
             table: Mutex::new(table),
             ttl,
             started,
+            lookup_listings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -282,6 +294,17 @@ impl Namespace {
         let Some(src) = self.source(*mount) else {
             return Err(Error::NotFound(child_path));
         };
+        if self.list_for_lookup(parent).await? {
+            let t = self.table();
+            if let Some(node) = t.children.get(&key).and_then(|i| t.nodes.get(i))
+                && node.fresh_until > Instant::now()
+            {
+                return Ok(node.clone());
+            }
+            drop(t);
+            self.remember_absent(key);
+            return Err(Error::NotFound(format!("{dir_path}/{name}")));
+        }
         match src.stat(&child_path).await? {
             Some(meta) => {
                 let mut t = self.table();
@@ -296,6 +319,48 @@ impl Namespace {
                 Err(Error::NotFound(format!("{dir_path}/{name}")))
             }
         }
+    }
+
+    /// Makes sure directory `dir` has a fresh complete listing, listing it now (once, however
+    /// many lookups ask at the same time) unless it has more than [`LIST_FOR_LOOKUP_MAX`]
+    /// entries. Returns whether the listing is there.
+    async fn list_for_lookup(&self, dir: u64) -> Result<bool> {
+        let fresh = |t: &Table| {
+            t.listings
+                .get(&dir)
+                .is_some_and(|l| l.fresh_until > Instant::now())
+        };
+        if fresh(&self.table()) {
+            return Ok(true);
+        }
+        let gate = self
+            .lookup_listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(dir)
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().await;
+        if fresh(&self.table()) {
+            return Ok(true);
+        }
+        // A directory found too big is not listed again until its entries would expire.
+        if self
+            .table()
+            .too_big
+            .get(&dir)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return Ok(false);
+        }
+        let mut stream = self.open_dir(dir)?;
+        self.fill(&mut stream, LIST_FOR_LOOKUP_MAX).await?;
+        let complete = stream.next.is_none();
+        if !complete {
+            let until = Instant::now() + self.ttl.entry;
+            self.table().too_big.insert(dir, until);
+        }
+        Ok(complete)
     }
 
     fn remember_absent(&self, key: (u64, String)) {
@@ -428,12 +493,22 @@ impl Namespace {
             }
             if stream.next.is_none() {
                 // Only a complete listing is cached, so a reader never sees half a directory.
+                // Its entries are as fresh as it is: a slow listing of many pages must not
+                // leave its first entries expiring before the listing itself.
+                let fresh_until = Instant::now() + self.ttl.entry;
+                for (_, ino) in &stream.entries {
+                    if let Some(n) = t.nodes.get_mut(ino)
+                        && n.fresh_until < fresh_until
+                    {
+                        n.fresh_until = fresh_until;
+                    }
+                }
                 let entries = Arc::new(stream.entries.clone());
                 t.listings.insert(
                     stream.ino,
                     Listing {
                         entries,
-                        fresh_until: Instant::now() + self.ttl.entry,
+                        fresh_until,
                     },
                 );
             }
@@ -540,5 +615,34 @@ mod tests {
             },
         );
         assert!(short.lookup(ROOT, "later").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn lookups_are_answered_from_one_listing_of_a_small_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), b"1").unwrap();
+        let ns = namespace(&[(d.path(), "/")], Ttl::default());
+        assert_eq!(ns.lookup(ROOT, "a").await.unwrap().meta.size, 1);
+        // Made after the listing: unseen until the entries expire (a stat would find it).
+        std::fs::write(d.path().join("b"), b"22").unwrap();
+        assert!(matches!(
+            ns.lookup(ROOT, "b").await,
+            Err(Error::NotFound(_))
+        ));
+        let fresh = namespace(&[(d.path(), "/")], Ttl::default());
+        assert_eq!(fresh.lookup(ROOT, "b").await.unwrap().meta.size, 2);
+
+        // A directory too big to list for a lookup is asked name by name.
+        let big = tempfile::tempdir().unwrap();
+        for i in 0..LIST_FOR_LOOKUP_MAX + 1500 {
+            std::fs::File::create(big.path().join(format!("e{i:05}"))).unwrap();
+        }
+        let ns = namespace(&[(big.path(), "/")], Ttl::default());
+        assert!(ns.lookup(ROOT, "e00000").await.is_ok());
+        std::fs::File::create(big.path().join("later")).unwrap();
+        assert!(
+            ns.lookup(ROOT, "later").await.is_ok(),
+            "stat'ed, not listed"
+        );
     }
 }
