@@ -20,10 +20,9 @@ use fluid_proto::csi::volume_capability::access_mode::Mode;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
+use fluid_tests::node_plugin::{s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
-use fuse_cache::dataset::MountSpec;
-use fuse_cache::volume::VolumeContext;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -60,31 +59,7 @@ fn dataset(server: &S3Server, tree: &Tree) -> TempBucket {
 
 /// The volume context a controller would hand over for the bucket (no credentials).
 fn context(server: &S3Server, bucket: &str) -> HashMap<String, String> {
-    VolumeContext {
-        dataset: Some("default/csi-node-test".into()),
-        mounts: vec![MountSpec {
-            mount_point: format!("s3://{bucket}"),
-            name: "data".into(),
-            path: Some("/".into()),
-            options: [
-                ("endpoint".to_string(), server.endpoint.clone()),
-                ("region".to_string(), server.region.clone()),
-            ]
-            .into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-    .to_map()
-    .into_iter()
-    .collect()
-}
-
-fn secrets(server: &S3Server) -> HashMap<String, String> {
-    HashMap::from([
-        ("access-key".to_string(), server.access_key.clone()),
-        ("secret-key".to_string(), server.secret_key.clone()),
-    ])
+    s3_volume_context(server, bucket, "default/csi-node-test")
 }
 
 fn cap(mode: Mode) -> Option<VolumeCapability> {
@@ -428,7 +403,7 @@ fn bad_requests_get_the_right_codes_and_messages() {
         plugin: &plugin,
     };
     let ctx = context(&server, "no-such-bucket-needed");
-    let sec = secrets(&server);
+    let sec = s3_secrets(&server);
     let staging = env.path("staging");
     let vol = unique_name("badvol");
 
@@ -601,7 +576,7 @@ fn stage_publish_read_stats_unpublish_unstage() {
         plugin: &plugin,
     };
     let ctx = context(&server, &bucket.name);
-    let sec = secrets(&server);
+    let sec = s3_secrets(&server);
     let staging = env.path("plugins/fuse.csi.fluid.io/vol/globalmount");
     let vol = unique_name("vol");
 
@@ -766,7 +741,7 @@ fn twenty_concurrent_publishes_of_one_volume() {
         &vol,
         &staging,
         &context(&server, &bucket.name),
-        &secrets(&server),
+        &s3_secrets(&server),
     ))
     .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
 
@@ -882,7 +857,7 @@ fn killed_daemon_is_restarted_and_readers_recover() {
         &vol,
         &staging,
         &context(&server, &bucket.name),
-        &secrets(&server),
+        &s3_secrets(&server),
     ))
     .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
     let root_target = env.path("pods/a/mount");
@@ -989,7 +964,7 @@ fn plugin_restart_adopts_running_daemons() {
             &vol,
             &staging,
             &context(&server, &bucket.name),
-            &secrets(&server),
+            &s3_secrets(&server),
         ))
         .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
         csi.publish(publish_req(&vol, &staging, &target, false, None))
@@ -1102,7 +1077,7 @@ fn a_daemon_that_fails_or_hangs_fails_the_stage_with_its_log() {
             plugin: &plugin,
         };
         let vol = unique_name("vol");
-        let mut sec = secrets(&server);
+        let mut sec = s3_secrets(&server);
         sec.insert("secret-key".into(), "wrong-secret-value".into());
         let err = csi
             .stage(stage_req(&vol, &staging, &ctx, &sec))
@@ -1119,7 +1094,7 @@ fn a_daemon_that_fails_or_hangs_fails_the_stage_with_its_log() {
         assert_eq!(mount_count(&staging), 0);
         assert!(!env.state_dir().join(&vol).exists(), "state cleaned");
         // The right secret works afterwards.
-        csi.stage(stage_req(&vol, &staging, &ctx, &secrets(&server)))
+        csi.stage(stage_req(&vol, &staging, &ctx, &s3_secrets(&server)))
             .unwrap();
         csi.unstage(&vol, &staging).unwrap();
     }
@@ -1150,7 +1125,7 @@ fn a_daemon_that_fails_or_hangs_fails_the_stage_with_its_log() {
     let vol = unique_name("vol");
     let t0 = Instant::now();
     let err = csi
-        .stage(stage_req(&vol, &staging, &ctx, &secrets(&server)))
+        .stage(stage_req(&vol, &staging, &ctx, &s3_secrets(&server)))
         .expect_err("never ready");
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert_eq!(err.code(), Code::Internal);

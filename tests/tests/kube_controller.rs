@@ -390,35 +390,84 @@ fn read_all_uncached(dir: &std::path::Path) -> Result<u64> {
     Ok(bytes)
 }
 
+/// One node and the controller around Dataset `data` (SeaweedFS, credentials from Secret
+/// `s3cred`, a 64 MiB memory tier on any node) in a fresh namespace.
+struct Cluster {
+    // Dropped in this order: the processes before the objects they watch.
+    controller: ControllerProcess,
+    plugin: NodePlugin,
+    dir: PluginDir,
+    port: u16,
+    node: fluid_tests::kube::Temp<k8s_openapi::api::core::v1::Node>,
+    _objects: (
+        fluid_tests::kube::Temp<Dataset>,
+        fluid_tests::kube::Temp<CacheRuntime>,
+        fluid_tests::kube::Temp<Secret>,
+    ),
+    ns: fluid_tests::kube::Temp<k8s_openapi::api::core::v1::Namespace>,
+    _bucket: TempBucket,
+    _server: S3Server,
+    kube: Kube,
+}
+
+impl Cluster {
+    async fn start(prefix: &str) -> Result<Cluster> {
+        let kube = Kube::connect().await?;
+        apply_crds(&kube).await?;
+        let server = S3Server::seaweedfs()?;
+        let bucket = bucket(&server).await?;
+        let ns = kube.create_namespace(prefix).await?;
+        let secret = kube
+            .create_namespaced(&ns.name, &credentials(&server)?)
+            .await?;
+        let node = kube
+            .create_node(&unique_name(&format!("{prefix}-node")))
+            .await?;
+        let dir = PluginDir::new()?;
+        let port = free_port()?;
+        let plugin = NodePlugin::start(
+            &dir,
+            &node.name,
+            &[
+                "--kubernetes".into(),
+                format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+            ],
+            &[("KUBECONFIG", &kubeconfig_path()?)],
+        )
+        .await?;
+        let controller = ControllerProcess::start(&[])?;
+        let ds = kube
+            .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
+            .await?;
+        let mut rt = runtime("data")?;
+        rt.spec.fuse.node_selector.clear();
+        let rt = kube.create_namespaced(&ns.name, &rt).await?;
+        Ok(Cluster {
+            controller,
+            plugin,
+            dir,
+            port,
+            node,
+            _objects: (ds, rt, secret),
+            ns,
+            _bucket: bucket,
+            _server: server,
+            kube,
+        })
+    }
+}
+
 #[tokio::test]
 async fn cache_states_follow_reads_through_a_node() -> Result<()> {
-    let kube = Kube::connect().await?;
-    apply_crds(&kube).await?;
-    let server = S3Server::seaweedfs()?;
-    let bucket = bucket(&server).await?;
-    let ns = kube.create_namespace("fluid-cache").await?;
-    let ns = ns.name.as_str();
-    let _secret = kube.create_namespaced(ns, &credentials(&server)?).await?;
-    let node = kube.create_node(&unique_name("fluid-cache-node")).await?;
-    let dir = PluginDir::new()?;
-    let port = free_port()?;
-    let plugin = NodePlugin::start(
-        &dir,
-        &node.name,
-        &[
-            "--kubernetes".into(),
-            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
-        ],
-        &[("KUBECONFIG", &kubeconfig_path()?)],
-    )
-    .await?;
-    let controller = ControllerProcess::start(&[])?;
-    let _ds = kube
-        .create_namespaced(ns, &dataset("data", &server, &bucket.name, "s3cred")?)
-        .await?;
-    let mut rt = runtime("data")?;
-    rt.spec.fuse.node_selector.clear();
-    let _rt = kube.create_namespaced(ns, &rt).await?;
+    let c = Cluster::start("fluid-cache").await?;
+    let (kube, ns, node, dir, plugin, controller) = (
+        &c.kube,
+        c.ns.name.as_str(),
+        &c.node,
+        &c.dir,
+        &c.plugin,
+        &c.controller,
+    );
     let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
     wait_for_object(&datasets, "data", "Bound and scanned", |d| {
         phase(d) == Some(DatasetPhase::Bound)
@@ -429,7 +478,7 @@ async fn cache_states_follow_reads_through_a_node() -> Result<()> {
 
     let pv_name = format!("{ns}-data");
     let staging = dir.path("staging/data");
-    stage_pv(&kube, &plugin, &pv_name, &staging).await?;
+    stage_pv(kube, plugin, &pv_name, &staging).await?;
     let label = dataset_label_key(ns, "data");
     wait_for_object(&kube.nodes(), &node.name, "the dataset label", |n| {
         n.labels().get(&label).map(String::as_str) == Some("true")
@@ -509,34 +558,17 @@ async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
 
 #[tokio::test]
 async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
-    let kube = Kube::connect().await?;
-    apply_crds(&kube).await?;
-    let server = S3Server::seaweedfs()?;
-    let bucket = bucket(&server).await?;
-    let ns = kube.create_namespace("fluid-load").await?;
-    let ns = ns.name.as_str();
+    let c = Cluster::start("fluid-load").await?;
+    let (kube, ns, node, dir, port, plugin, controller) = (
+        &c.kube,
+        c.ns.name.as_str(),
+        &c.node,
+        &c.dir,
+        c.port,
+        &c.plugin,
+        &c.controller,
+    );
     let other_ns = kube.create_namespace("fluid-load-other").await?;
-    let _secret = kube.create_namespaced(ns, &credentials(&server)?).await?;
-    let node = kube.create_node(&unique_name("fluid-load-node")).await?;
-    let dir = PluginDir::new()?;
-    let port = free_port()?;
-    let plugin = NodePlugin::start(
-        &dir,
-        &node.name,
-        &[
-            "--kubernetes".into(),
-            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
-        ],
-        &[("KUBECONFIG", &kubeconfig_path()?)],
-    )
-    .await?;
-    let controller = ControllerProcess::start(&[])?;
-    let _ds = kube
-        .create_namespaced(ns, &dataset("data", &server, &bucket.name, "s3cred")?)
-        .await?;
-    let mut rt = runtime("data")?;
-    rt.spec.fuse.node_selector.clear();
-    let _rt = kube.create_namespaced(ns, &rt).await?;
     let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
     let loads: Api<DataLoad> = Api::namespaced(kube.client.clone(), ns);
 
@@ -568,7 +600,7 @@ async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
     .await?;
     let pv_name = format!("{ns}-data");
     let staging = dir.path("staging/data");
-    stage_pv(&kube, &plugin, &pv_name, &staging).await?;
+    stage_pv(kube, plugin, &pv_name, &staging).await?;
 
     // Once: every byte of the Dataset lands in the node's cache.
     let key = format!("{ns}/data");
