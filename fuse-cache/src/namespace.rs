@@ -52,7 +52,8 @@ struct Table {
     /// Names known absent, until the instant given.
     negative: HashMap<(u64, String), Instant>,
     listings: HashMap<u64, Listing>,
-    /// Directories with more than [`LIST_FOR_LOOKUP_MAX`] entries, until the instant given.
+    /// Directories not listed for lookups until the instant given: more than
+    /// [`LIST_FOR_LOOKUP_MAX`] entries, or slow to list for the entry TTL.
     too_big: HashMap<u64, Instant>,
     next_ino: u64,
 }
@@ -353,10 +354,13 @@ impl Namespace {
         {
             return Ok(false);
         }
+        let started = Instant::now();
         let mut stream = self.open_dir(dir)?;
         self.fill(&mut stream, LIST_FOR_LOOKUP_MAX).await?;
         let complete = stream.next.is_none();
-        if !complete {
+        // A listing that takes half the entry TTL or more (a slow store, a short TTL) would
+        // have to be made again almost at once: name by name is cheaper there.
+        if !complete || started.elapsed() * 2 >= self.ttl.entry {
             let until = Instant::now() + self.ttl.entry;
             self.table().too_big.insert(dir, until);
         }
