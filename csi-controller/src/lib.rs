@@ -106,10 +106,7 @@ pub async fn evict(dataset: &str, paths: &[String]) -> Result<()> {
                 })
                 .await
                 .map(|r| r.into_inner())
-                .map_err(|s| Error::Node {
-                    node: node.name.clone(),
-                    message: s.message().to_string(),
-                })
+                .map_err(|s| node.refused(s))
         }
         .await;
         match reply {

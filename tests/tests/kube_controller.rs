@@ -357,9 +357,7 @@ async fn stage_pv(
             r.namespace.as_deref().unwrap_or_default(),
         );
         let s = api.get(r.name.as_deref().unwrap_or_default()).await?;
-        for (k, v) in s.data.unwrap_or_default() {
-            secrets.insert(k, String::from_utf8(v.0)?);
-        }
+        secrets = csi_controller::reconcile::objects::stage_secrets(&s);
     }
     let context: HashMap<String, String> = csi
         .volume_attributes

@@ -23,7 +23,7 @@ use serde_json::json;
 use super::Context;
 use super::nodes::{self, ServingNode};
 use crate::crd::{CacheStates, Dataset, DatasetPhase};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How long one node may take to answer.
 const NODE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,17 +128,11 @@ async fn node_stats(node: &ServingNode, dataset: &str) -> Result<GetStatsRespons
                 dataset: dataset.to_string(),
             })
             .await;
-        reply.map(|r| r.into_inner()).map_err(|s| Error::Node {
-            node: node.name.clone(),
-            message: s.message().to_string(),
-        })
+        reply.map(|r| r.into_inner()).map_err(|s| node.refused(s))
     };
     tokio::time::timeout(NODE_TIMEOUT, call)
         .await
-        .map_err(|_| Error::Node {
-            node: node.name.clone(),
-            message: format!("no answer within {NODE_TIMEOUT:?}"),
-        })?
+        .map_err(|_| node.error(format!("no answer within {NODE_TIMEOUT:?}")))?
 }
 
 #[cfg(test)]

@@ -393,10 +393,6 @@ async fn warm(
     mut on_progress: impl FnMut(WarmupProgress),
 ) -> Result<()> {
     let mut client = nodes::connect(node).await?;
-    let node_err = |s: tonic::Status| Error::Node {
-        node: node.name.clone(),
-        message: s.message().to_string(),
-    };
     let mut stream = client
         .warmup(WarmupRequest {
             paths: vec![path.to_string()],
@@ -404,10 +400,10 @@ async fn warm(
             dataset: dataset.to_string(),
         })
         .await
-        .map_err(node_err)?
+        .map_err(|s| node.refused(s))?
         .into_inner();
     while let Some(p) = stream.next().await {
-        on_progress(p.map_err(node_err)?);
+        on_progress(p.map_err(|s| node.refused(s))?);
     }
     Ok(())
 }

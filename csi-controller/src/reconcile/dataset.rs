@@ -167,7 +167,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
 
     let uid = ds.uid().unwrap_or_default();
     let mounts = context
-        .mounts_with_secrets(&secrets_map(&secrets))
+        .mounts_with_secrets(&objects::stage_secrets(&secret))
         .map_err(|e| Error::dataset(key(ds), e.to_string()))?;
     let progress = ctx.scans.ensure(&uid, mounts);
     let (scanned, ufs) = match &progress {
@@ -283,17 +283,6 @@ async fn secret_value(
             sel.key, sel.name
         ))
     })
-}
-
-/// The node-stage secrets the node will get, as the CSI call carries them.
-fn secrets_map(per_mount: &[BTreeMap<String, String>]) -> HashMap<String, String> {
-    if per_mount.iter().all(BTreeMap::is_empty) {
-        return HashMap::new();
-    }
-    HashMap::from([(
-        fuse_cache::volume::MOUNT_SECRETS.to_string(),
-        serde_json::to_string(per_mount).unwrap_or_default(),
-    )])
 }
 
 async fn cleanup(ds: &Dataset, ctx: &Context) -> Result<Action> {

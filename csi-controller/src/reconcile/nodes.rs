@@ -41,6 +41,21 @@ pub fn serving(nodes: &[Node], namespace: &str, name: &str) -> Vec<ServingNode> 
     out
 }
 
+impl ServingNode {
+    /// An error of this node: unreachable, or a call it refused.
+    pub fn error(&self, message: impl Into<String>) -> Error {
+        Error::Node {
+            node: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// A call this node refused.
+    pub fn refused(&self, status: tonic::Status) -> Error {
+        self.error(status.message())
+    }
+}
+
 /// Lists the nodes serving one Dataset (one label-selected list call).
 pub async fn list_serving(
     client: &kube::Client,
@@ -56,10 +71,7 @@ pub async fn list_serving(
 
 /// A CacheNode client for a node's endpoint (`HOST:PORT`).
 pub async fn connect(node: &ServingNode) -> Result<CacheNodeClient<Channel>> {
-    let unreachable = |why: String| Error::Node {
-        node: node.name.clone(),
-        message: why,
-    };
+    let unreachable = |why: String| node.error(why);
     let endpoint: Endpoint = format!("tcp://{}", node.endpoint)
         .parse()
         .map_err(|e: fluid_proto::EndpointError| unreachable(e.to_string()))?;

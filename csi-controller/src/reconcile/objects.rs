@@ -2,7 +2,7 @@
 //! `<namespace>-<name>`, the pre-bound PVC `<name>` of StorageClass `fluid`, and the Secret
 //! that carries the mounts' encrypt options to the node as CSI node-stage secrets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
@@ -178,6 +178,17 @@ pub fn credentials(
     }
 }
 
+/// The node-stage secrets a Secret gives the node, as kubelet passes them in the CSI call
+/// (keys whose values are not UTF-8 are left out, as no option can use them).
+pub fn stage_secrets(secret: &Secret) -> HashMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,9 +278,9 @@ mod tests {
             "AK".to_string(),
         )])];
         let s = credentials(&ds, &parts, &per_mount);
-        let data = s.data.unwrap();
-        let value = &data[fuse_cache::volume::MOUNT_SECRETS].0;
-        let back: Vec<BTreeMap<String, String>> = serde_json::from_slice(value).unwrap();
+        let staged = stage_secrets(&s);
+        let back: Vec<BTreeMap<String, String>> =
+            serde_json::from_str(&staged[fuse_cache::volume::MOUNT_SECRETS]).unwrap();
         assert_eq!(back, per_mount);
     }
 }
