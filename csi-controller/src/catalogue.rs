@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use fuse_cache::cache::{TierSpec, parse_size};
 use fuse_cache::dataset::MountSpec;
 use fuse_cache::mountpoint::is_secret_option;
-use fuse_cache::volume::VolumeContext;
+use fuse_cache::volume::{CleanPolicy, VolumeContext};
 use serde_yaml::Value;
 
 use crate::crd;
@@ -52,6 +52,9 @@ pub struct Dataset {
     pub block_size: Option<String>,
     /// Fluid's `placement: Exclusive`: no other Dataset's cache on its nodes.
     pub exclusive: bool,
+    /// When nodes stop its daemons: the CacheRuntime's `fuse.cleanPolicy` (a catalogue file
+    /// has no runtime: OnDemand).
+    pub clean_policy: CleanPolicy,
 }
 
 impl Dataset {
@@ -69,6 +72,7 @@ impl Dataset {
             block_size: self.block_size.clone(),
             sub_path: None,
             exclusive: self.exclusive,
+            clean_policy: self.clean_policy,
         }
     }
 
@@ -131,6 +135,10 @@ impl Dataset {
             tiers,
             block_size,
             exclusive: ds.spec.placement == crd::Placement::Exclusive,
+            clean_policy: runtime.map_or(CleanPolicy::OnDemand, |r| match r.fuse.clean_policy {
+                crd::CleanPolicy::OnDemand => CleanPolicy::OnDemand,
+                crd::CleanPolicy::OnRuntimeDeleted => CleanPolicy::OnRuntimeDeleted,
+            }),
         };
         dataset
             .volume_context()
@@ -408,6 +416,7 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         tiers,
         block_size,
         exclusive,
+        clean_policy: CleanPolicy::OnDemand,
     };
     // The node reads the volume context with the same checks; run them once here too.
     dataset

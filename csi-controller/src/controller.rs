@@ -150,7 +150,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
         }
     };
 
-    let (dataset, mounts, mut tiers, mut block_size, exclusive) = match (
+    let (dataset, mounts, mut tiers, mut block_size, exclusive, clean_policy) = match (
         non_empty(PARAM_DATASET)?,
         non_empty(PARAM_MOUNT_POINT)?,
     ) {
@@ -198,6 +198,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 ds.tiers.clone(),
                 ds.block_size.clone(),
                 ds.exclusive,
+                ds.clean_policy,
             )
         }
         (None, Some(url)) => {
@@ -226,7 +227,14 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 options,
                 ..Default::default()
             };
-            (None, vec![mount], Vec::new(), None, false)
+            (
+                None,
+                vec![mount],
+                Vec::new(),
+                None,
+                false,
+                Default::default(),
+            )
         }
     };
 
@@ -273,6 +281,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
         block_size,
         sub_path,
         exclusive,
+        clean_policy,
     };
     // The node runs the same checks on the context; fail here rather than at mount time.
     context

@@ -13,7 +13,8 @@ use fluid_proto::Endpoint;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::cache_node_server::CacheNode;
 use fluid_proto::fluid::{
-    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, WarmupProgress, WarmupRequest,
+    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, ReleaseRequest,
+    ReleaseResponse, WarmupProgress, WarmupRequest,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -278,6 +279,23 @@ impl CacheNode for CacheService {
         let dataset = req.dataset.clone();
         let answer = self.evict(req).await.map_err(status("Evict", &dataset))?;
         Ok(Response::new(answer))
+    }
+
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        let dataset = request.into_inner().dataset;
+        if dataset.is_empty() {
+            return Err(status("Release", &dataset)(Error::Missing("dataset")));
+        }
+        // Nothing of the Dataset here is not an error: the call is idempotent.
+        let (stopped, in_use) = self
+            .sup
+            .release(&dataset)
+            .await
+            .map_err(status("Release", &dataset))?;
+        Ok(Response::new(ReleaseResponse { stopped, in_use }))
     }
 }
 

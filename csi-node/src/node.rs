@@ -16,7 +16,9 @@ use fluid_proto::csi::*;
 use fluid_proto::fluid::GetStatsRequest;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fuse_cache::cache::TierSpec;
-use fuse_cache::volume::{SUB_PATH, VolumeContext, check_sub_path, write_dataset_file};
+use fuse_cache::volume::{
+    CleanPolicy, SUB_PATH, VolumeContext, check_sub_path, write_dataset_file,
+};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
@@ -134,8 +136,12 @@ impl NodeService {
 
         let slot = self.sup.slot(&id);
         let mut guard = slot.lock().await;
+        let keep = ctx.clean_policy == CleanPolicy::OnRuntimeDeleted;
         if let Some(vol) = guard.as_mut() {
-            if vol.record.staging_path != staging {
+            if vol.record.parked {
+                self.sup.unpark(vol, &staging, keep)?;
+                tracing::info!(volume = %id, pid = vol.record.pid, "staged at {} again with its kept fluid-fuse", staging.display());
+            } else if vol.record.staging_path != staging {
                 return Err(Error::AlreadyExists(format!(
                     "volume {id} is already staged at {}, not {}",
                     vol.record.staging_path.display(),
@@ -143,7 +149,7 @@ impl NodeService {
                 )));
             }
             if vol.running && self.sup.daemon_alive(&vol.record) {
-                return Ok(());
+                return self.sup.attach_staging(&vol.record).await;
             }
             // Its daemon is down and being restarted: try now, with the credentials given
             // (they may have been rotated). A daemon that runs without serving goes first.
@@ -160,13 +166,13 @@ impl NodeService {
             return Ok(());
         }
 
-        if let Some(why) = self
-            .sup
-            .placement_conflict(&id, ctx.dataset.as_deref(), ctx.exclusive)
-        {
-            return Err(Error::FailedPrecondition(why));
+        self.sup
+            .claim_placement(&id, ctx.dataset.as_deref(), ctx.exclusive)
+            .map_err(Error::FailedPrecondition)?;
+        if let Err(e) = self.sup.reserve_staging(&id, &staging) {
+            self.sup.abandon_placement(&id);
+            return Err(e);
         }
-        self.sup.reserve_staging(&id, &staging)?;
         let cfg = self.sup.config();
         let tiers = if ctx.tiers.is_empty() {
             &cfg.tiers
@@ -187,6 +193,10 @@ impl NodeService {
                 ctx.dataset.clone(),
             )?;
             record.exclusive = ctx.exclusive;
+            if keep {
+                record.keep = true;
+                record.mount_path = Some(self.sup.state().volume_dir(&id).join("mnt"));
+            }
             for t in &record.tiers {
                 if let TierSpec::Disk { dir, .. } = TierSpec::parse(t)? {
                     std::fs::create_dir_all(&dir).map_err(|e| {
@@ -225,6 +235,7 @@ impl NodeService {
                     tracing::error!(volume = %id, "{e}");
                 }
                 self.sup.release_staging(&id, &staging);
+                self.sup.abandon_placement(&id);
                 Err(redact_error(e, &req.secrets))
             }
         }
@@ -236,6 +247,12 @@ impl NodeService {
         let slot = self.sup.slot(&id);
         let mut guard = slot.lock().await;
         match guard.as_mut() {
+            Some(vol) if vol.record.parked => Ok(()),
+            Some(vol) if vol.record.staging_path == staging && vol.record.keep => {
+                self.sup.park(vol).await?;
+                tracing::info!(volume = %id, pid = vol.record.pid, "unstaged from {}; its fluid-fuse stays until the Dataset's runtime is deleted (cleanPolicy OnRuntimeDeleted)", staging.display());
+                Ok(())
+            }
             Some(vol) if vol.record.staging_path == staging => {
                 // The CO unpublishes first (the spec makes it guarantee that); targets left
                 // over anyway are unmounted rather than left pointing at a stopped daemon.
@@ -296,7 +313,10 @@ impl NodeService {
             || Error::FailedPrecondition(format!("volume {id} is not staged on this node"));
         let slot = self.sup.existing_slot(&id).ok_or_else(not_staged)?;
         let mut guard = slot.lock().await;
-        let vol = guard.as_mut().ok_or_else(not_staged)?;
+        let vol = guard
+            .as_mut()
+            .filter(|v| !v.record.parked)
+            .ok_or_else(not_staged)?;
         if vol.record.staging_path != staging {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id} is staged at {}, not at {}",
@@ -475,7 +495,10 @@ impl NodeService {
         let slot = self.sup.existing_slot(&id).ok_or_else(not_found)?;
         let control = {
             let guard = slot.lock().await;
-            let vol = guard.as_ref().ok_or_else(not_found)?;
+            let vol = guard
+                .as_ref()
+                .filter(|v| !v.record.parked)
+                .ok_or_else(not_found)?;
             let p = Path::new(path);
             let p = p.is_absolute().then(|| mounts::normalize(p));
             let known = p.as_ref().is_some_and(|p| {

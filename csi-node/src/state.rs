@@ -53,8 +53,27 @@ pub struct VolumeRecord {
     /// The Dataset's cache must have this node to itself (`placement: Exclusive`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive: bool,
+    /// cleanPolicy OnRuntimeDeleted: NodeUnstage parks the volume (its daemon and cache stay)
+    /// until the controller releases the Dataset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
+    /// Where the daemon mounts when that is not the staging path: a kept volume's daemon
+    /// mounts in its state folder and the staging path is a bind of it, so that NodeUnstage
+    /// can unmount the staging path and leave the daemon serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<PathBuf>,
+    /// Unstaged with its daemon kept: `staging_path` is the last one and is not mounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
     #[serde(default)]
     pub targets: BTreeMap<PathBuf, TargetRecord>,
+}
+
+impl VolumeRecord {
+    /// Where the daemon mounts: the staging path, unless the volume is kept.
+    pub fn daemon_path(&self) -> &Path {
+        self.mount_path.as_deref().unwrap_or(&self.staging_path)
+    }
 }
 
 /// The folder name of a volume: the id itself when it is short and made of `[A-Za-z0-9._-]`
@@ -145,6 +164,9 @@ impl StateDir {
             block_size,
             dataset,
             exclusive: false,
+            keep: false,
+            mount_path: None,
+            parked: false,
             targets: BTreeMap::new(),
         })
     }

@@ -68,6 +68,9 @@ pub struct Staged {
     pub control_socket: PathBuf,
     /// Its Dataset must have the node to itself.
     pub exclusive: bool,
+    /// Still being staged: it holds its place (see [`Supervisor::claim_placement`]) but is not
+    /// labelled or asked for cache figures yet.
+    pub pending: bool,
 }
 
 /// Which volume owns each staging and target path, to refuse a second volume on the same
@@ -119,6 +122,7 @@ impl Supervisor {
             dataset: rec.dataset.clone(),
             control_socket: rec.control_socket.clone(),
             exclusive: rec.exclusive,
+            pending: false,
         };
         let old = lock(&self.staged).insert(rec.volume_id.clone(), entry.clone());
         if old.as_ref() != Some(&entry) {
@@ -137,43 +141,48 @@ impl Supervisor {
     pub fn exclusive_dataset(&self) -> Option<String> {
         lock(&self.staged)
             .values()
-            .find(|s| s.exclusive)
+            .find(|s| s.exclusive && !s.pending)
             .and_then(|s| s.dataset.clone())
     }
 
-    /// Why a volume of `dataset` (exclusive or not) may not be staged beside the volumes staged
-    /// here: an Exclusive Dataset shares its nodes with no other Dataset, either way round.
-    pub fn placement_conflict(
+    /// Claims the node for a new volume of `dataset` (exclusive or not), or says why it may not
+    /// be staged beside the volumes staged (or being staged) here: an Exclusive Dataset shares
+    /// its nodes with no other Dataset, either way round. The check and the claim are one step,
+    /// so two stages of different Datasets at once cannot both pass; the claim becomes the
+    /// volume's entry at [`Supervisor::mark_staged`] or goes at
+    /// [`Supervisor::abandon_placement`].
+    pub fn claim_placement(
         &self,
         volume_id: &str,
         dataset: Option<&str>,
         exclusive: bool,
-    ) -> Option<String> {
-        let staged = lock(&self.staged);
-        let others = staged
-            .iter()
-            .filter(|(id, s)| id.as_str() != volume_id && s.dataset.as_deref() != dataset);
-        for (id, s) in others {
-            let theirs = s.dataset.as_deref().unwrap_or("(no dataset)");
-            if s.exclusive {
-                return Some(format!(
-                    "this node holds the cache of Dataset {theirs} (placement Exclusive, volume {id}); no other Dataset may be staged here"
-                ));
-            }
-            if exclusive {
-                return Some(format!(
-                    "Dataset {} has placement Exclusive, but this node already holds the cache of Dataset {theirs} (volume {id})",
-                    dataset.unwrap_or("(unnamed)")
-                ));
-            }
+    ) -> std::result::Result<(), String> {
+        let mut staged = lock(&self.staged);
+        if let Some(why) = placement_conflict(&staged, volume_id, dataset, exclusive) {
+            return Err(why);
         }
-        None
+        staged.entry(volume_id.to_string()).or_insert(Staged {
+            dataset: dataset.map(str::to_string),
+            control_socket: PathBuf::new(),
+            exclusive,
+            pending: true,
+        });
+        Ok(())
+    }
+
+    /// Forgets a claim of [`Supervisor::claim_placement`] whose stage failed.
+    pub fn abandon_placement(&self, volume_id: &str) {
+        let mut staged = lock(&self.staged);
+        if staged.get(volume_id).is_some_and(|s| s.pending) {
+            staged.remove(volume_id);
+        }
     }
 
     /// The Datasets (`namespace/name`) with at least one volume staged here.
     pub fn staged_datasets(&self) -> BTreeSet<String> {
         lock(&self.staged)
             .values()
+            .filter(|s| !s.pending)
             .filter_map(|s| s.dataset.clone())
             .collect()
     }
@@ -182,7 +191,7 @@ impl Supervisor {
     pub fn volumes_of(&self, dataset: &str) -> Vec<(String, PathBuf)> {
         lock(&self.staged)
             .iter()
-            .filter(|(_, s)| s.dataset.as_deref() == Some(dataset))
+            .filter(|(_, s)| !s.pending && s.dataset.as_deref() == Some(dataset))
             .map(|(id, s)| (id.clone(), s.control_socket.clone()))
             .collect()
     }
@@ -289,9 +298,9 @@ impl Supervisor {
     /// the daemon is killed and the error quotes the end of its log.
     pub async fn start_daemon(self: &Arc<Self>, slot: &Slot, vol: &mut Volume) -> Result<()> {
         let rec = &mut vol.record;
-        let staging = rec.staging_path.clone();
+        let staging = rec.daemon_path().to_path_buf();
         let st = staging.clone();
-        run_blocking("preparing the staging path", move || prepare_staging(&st)).await?;
+        run_blocking("preparing the mount folder", move || prepare_staging(&st)).await?;
         match std::fs::remove_file(&rec.ready_file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -372,6 +381,10 @@ impl Supervisor {
             }
             tokio::time::sleep(READY_POLL).await;
         };
+        let failure = match failure {
+            None if !rec.parked => self.attach_staging(rec).await.err().map(|e| e.to_string()),
+            other => other,
+        };
         if let Some(msg) = failure {
             kill_child(&mut child).await;
             let st = staging.clone();
@@ -399,6 +412,93 @@ impl Supervisor {
             Daemon::Child(child),
         );
         Ok(())
+    }
+
+    /// Binds a kept volume's daemon mount at its staging path, unless the bind is live already
+    /// (a volume whose daemon mounts at the staging path itself needs nothing).
+    pub async fn attach_staging(&self, rec: &VolumeRecord) -> Result<()> {
+        let Some(mnt) = rec.mount_path.clone() else {
+            return Ok(());
+        };
+        let staging = rec.staging_path.clone();
+        run_blocking("binding the staging path", move || {
+            if target_is_live(&mnt, &staging)? {
+                return Ok(());
+            }
+            prepare_staging(&staging)?;
+            mounts::bind(&mnt, &staging, false)
+        })
+        .await
+    }
+
+    /// NodeUnstage of a kept volume (cleanPolicy OnRuntimeDeleted): its targets and staging
+    /// path are unmounted, its daemon keeps serving its cache (stats, warm-ups) until
+    /// [`Supervisor::release`], and the node keeps its Dataset label.
+    pub async fn park(&self, vol: &mut Volume) -> Result<()> {
+        self.unmount_targets(vol).await?;
+        let st = vol.record.staging_path.clone();
+        run_blocking("unmounting the staging path", move || {
+            mounts::unmount_all(&st)
+        })
+        .await?;
+        vol.record.parked = true;
+        self.state.save(&vol.record)?;
+        self.release_staging(&vol.record.volume_id, &vol.record.staging_path);
+        Ok(())
+    }
+
+    /// NodeStage of a parked volume: it is staged at `staging` again (the caller then binds it,
+    /// or restarts a daemon that died meanwhile).
+    pub fn unpark(&self, vol: &mut Volume, staging: &Path, keep: bool) -> Result<()> {
+        let id = vol.record.volume_id.clone();
+        self.reserve_staging(&id, staging)?;
+        let before = vol.record.clone();
+        vol.record.staging_path = staging.to_path_buf();
+        vol.record.parked = false;
+        vol.record.keep = keep;
+        if let Err(e) = self.state.save(&vol.record) {
+            vol.record = before;
+            self.release_staging(&id, staging);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The controller's Release of a Dataset (its CacheRuntime or the Dataset is gone): parked
+    /// volumes are torn down now; the others are no longer kept, so that their NodeUnstage
+    /// tears them down. Returns (stopped, still in use).
+    pub async fn release(&self, dataset: &str) -> Result<(u32, u32)> {
+        let (mut stopped, mut in_use) = (0, 0);
+        let mut failed = None;
+        for (id, _) in self.volumes_of(dataset) {
+            let Some(slot) = self.existing_slot(&id) else {
+                continue;
+            };
+            let mut guard = slot.lock().await;
+            let Some(vol) = guard.as_mut() else { continue };
+            if vol.record.parked {
+                match self.teardown(vol).await {
+                    Ok(()) => {
+                        tracing::info!(volume = %id, dataset, "released: stopped its kept fluid-fuse");
+                        *guard = None;
+                        stopped += 1;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+                continue;
+            }
+            in_use += 1;
+            if vol.record.keep {
+                vol.record.keep = false;
+                if let Err(e) = self.state.save(&vol.record) {
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((stopped, in_use)),
+        }
     }
 
     /// Stops the volume's daemon: SIGTERM (it unmounts the staging path), then SIGKILL.
@@ -572,8 +672,10 @@ impl Supervisor {
             let guard = slot.clone().lock_owned().await;
             {
                 let mut idx = lock(&self.index);
-                idx.staging
-                    .insert(rec.staging_path.clone(), rec.volume_id.clone());
+                if !rec.parked {
+                    idx.staging
+                        .insert(rec.staging_path.clone(), rec.volume_id.clone());
+                }
                 for t in rec.targets.keys() {
                     idx.targets.insert(t.clone(), rec.volume_id.clone());
                 }
@@ -592,16 +694,20 @@ impl Supervisor {
     ) {
         let id = rec.volume_id.clone();
         let alive = self.daemon_alive(&rec);
-        let st = rec.staging_path.clone();
+        // A parked volume has no staging path to lose; its daemon's folder is in the state dir.
+        let st = (!rec.parked).then(|| rec.staging_path.clone());
+        let mnt = rec.daemon_path().to_path_buf();
         let probed = run_blocking("checking the staging path", move || {
-            Ok((mounts::probe(&st), mounts::mount_at(&st)?))
+            let staging_gone = st.is_some_and(|st| mounts::probe(&st) == PathState::Missing);
+            Ok((staging_gone, mounts::probe(&mnt), mounts::mount_at(&mnt)?))
         })
         .await;
-        let (state, top) = match probed {
+        let (staging_gone, state, top) = match probed {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(volume = %id, "{e}");
                 (
+                    false,
                     PathState::Error(std::io::ErrorKind::Other, e.to_string()),
                     None,
                 )
@@ -613,8 +719,8 @@ impl Supervisor {
             running: false,
         };
 
-        if state == PathState::Missing {
-            tracing::warn!(volume = %id, "staging path {} is gone; cleaning the volume up", vol.record.staging_path.display());
+        if staging_gone || state == PathState::Missing {
+            tracing::warn!(volume = %id, "staging path {} (or the daemon's mount folder) is gone; cleaning the volume up", vol.record.staging_path.display());
             if let Err(e) = self.teardown(&mut vol).await {
                 tracing::error!(volume = %id, "{e}");
                 *guard = Some(vol);
@@ -628,6 +734,11 @@ impl Supervisor {
             vol.generation = generation;
             vol.running = true;
             tracing::info!(volume = %id, pid, "adopted the running fluid-fuse");
+            if !vol.record.parked
+                && let Err(e) = self.attach_staging(&vol.record).await
+            {
+                tracing::error!(volume = %id, "{e}");
+            }
             self.spawn_watcher(
                 slot.clone(),
                 id.clone(),
@@ -669,6 +780,27 @@ impl Supervisor {
     /// daemon, removes its state folder. Used by NodeUnstageVolume and recovery.
     pub async fn teardown(&self, vol: &mut Volume) -> Result<()> {
         let id = vol.record.volume_id.clone();
+        self.unmount_targets(vol).await?;
+        self.stop_daemon(vol).await?;
+        // A parked volume's last staging path is no longer its to unmount.
+        let mut paths = vol.record.mount_path.iter().cloned().collect::<Vec<_>>();
+        if !vol.record.parked {
+            paths.push(vol.record.staging_path.clone());
+        }
+        run_blocking("unmounting the staging path", move || {
+            paths.iter().try_for_each(|p| mounts::unmount_all(p))
+        })
+        .await?;
+        self.state.remove(&id)?;
+        self.release_staging(&id, &vol.record.staging_path);
+        self.mark_unstaged(&id);
+        Ok(())
+    }
+
+    /// Unmounts the targets still published (the CO unpublishes before it unstages; leftovers
+    /// must not point at a stopped daemon).
+    async fn unmount_targets(&self, vol: &mut Volume) -> Result<()> {
+        let id = vol.record.volume_id.clone();
         for target in vol.record.targets.keys().cloned().collect::<Vec<_>>() {
             tracing::warn!(volume = %id, "target {} is still published; unmounting it", target.display());
             let t = target.clone();
@@ -680,17 +812,36 @@ impl Supervisor {
             vol.record.targets.remove(&target);
             self.release_target(&id, &target);
         }
-        self.stop_daemon(vol).await?;
-        let st = vol.record.staging_path.clone();
-        run_blocking("unmounting the staging path", move || {
-            mounts::unmount_all(&st)
-        })
-        .await?;
-        self.state.remove(&id)?;
-        self.release_staging(&id, &vol.record.staging_path);
-        self.mark_unstaged(&id);
         Ok(())
     }
+}
+
+/// Why a volume of `dataset` may not join the volumes in `staged` (see
+/// [`Supervisor::claim_placement`]).
+fn placement_conflict(
+    staged: &BTreeMap<String, Staged>,
+    volume_id: &str,
+    dataset: Option<&str>,
+    exclusive: bool,
+) -> Option<String> {
+    let others = staged
+        .iter()
+        .filter(|(id, s)| id.as_str() != volume_id && s.dataset.as_deref() != dataset);
+    for (id, s) in others {
+        let theirs = s.dataset.as_deref().unwrap_or("(no dataset)");
+        if s.exclusive {
+            return Some(format!(
+                "this node holds the cache of Dataset {theirs} (placement Exclusive, volume {id}); no other Dataset may be staged here"
+            ));
+        }
+        if exclusive {
+            return Some(format!(
+                "Dataset {} has placement Exclusive, but this node already holds the cache of Dataset {theirs} (volume {id})",
+                dataset.unwrap_or("(unnamed)")
+            ));
+        }
+    }
+    None
 }
 
 /// The folder bound at a target: the staging path or a sub path of it.
@@ -905,6 +1056,39 @@ mod tests {
             "a different start time is another process"
         );
         assert!(!process_alive(u32::MAX - 1, None));
+    }
+
+    #[test]
+    fn placement_is_claimed_in_one_step() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = Config::try_parse_from([
+            "fluid-csi-node",
+            "--nodeid",
+            "n1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .unwrap();
+        let sup = Supervisor::new(cfg).unwrap();
+        // Two stages at once, of an exclusive and of another Dataset: the second loses.
+        sup.claim_placement("v1", Some("ml/private"), true).unwrap();
+        let why = sup
+            .claim_placement("v2", Some("ml/shared"), false)
+            .unwrap_err();
+        assert!(why.contains("ml/private"), "{why}");
+        // A pending claim is neither labelled nor served.
+        assert!(sup.staged_datasets().is_empty() && sup.exclusive_dataset().is_none());
+        // The same Dataset may join; once the first stage fails, the other Dataset may come.
+        sup.claim_placement("v3", Some("ml/private"), true).unwrap();
+        sup.abandon_placement("v1");
+        sup.abandon_placement("v3");
+        sup.claim_placement("v2", Some("ml/shared"), false).unwrap();
+        let why = sup
+            .claim_placement("v1", Some("ml/private"), true)
+            .unwrap_err();
+        assert!(why.contains("ml/shared"), "{why}");
     }
 
     #[test]

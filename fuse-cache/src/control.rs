@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 
 use fluid_proto::fluid::cache_node_server::CacheNode;
 use fluid_proto::fluid::{
-    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, PathError, TierStats,
-    WarmupProgress, WarmupRequest,
+    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, PathError, ReleaseRequest,
+    ReleaseResponse, TierStats, WarmupProgress, WarmupRequest,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -173,22 +173,31 @@ impl CacheNode for Control {
                 return;
             }
             let reader = this.reader.clone();
+            let room = Arc::new(Room::new(this.room()));
             let mut results = futures::stream::iter(files.into_iter().map(|(path, node)| {
-                let reader = reader.clone();
-                async move { (path, Control::warm_file(&reader, &node).await) }
+                let (reader, room) = (reader.clone(), room.clone());
+                async move {
+                    // Files read in parallel are admitted against the room left, so that
+                    // together they never push out what this warm-up already loaded.
+                    if !room.take(node.meta.size) {
+                        return (path, None);
+                    }
+                    (path, Some(Control::warm_file(&reader, &node).await))
+                }
             }))
             .buffer_unordered(parallelism);
             while let Some((path, result)) = results.next().await {
                 match result {
-                    Ok((bytes, cached)) => {
+                    Some(Ok((bytes, cached))) => {
                         progress.files_done += 1;
                         progress.bytes_done += bytes;
                         progress.bytes_already_cached += cached;
                     }
-                    Err(e) => progress.errors.push(PathError {
+                    Some(Err(e)) => progress.errors.push(PathError {
                         path,
                         message: e.to_string(),
                     }),
+                    None => progress.quota_reached = true,
                 }
                 if this.cache_full() {
                     progress.quota_reached = true;
@@ -248,12 +257,71 @@ impl CacheNode for Control {
         }
         Ok(Response::new(resp))
     }
+
+    async fn release(
+        &self,
+        _: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        Err(Status::unimplemented(
+            "a fluid-fuse daemon serves one volume and is stopped by its node plugin; send Release to the node plugin's cache endpoint",
+        ))
+    }
 }
 
+/// Warm-up fills the cache up to this share of its capacity, rather than evicting what it
+/// just loaded.
+const WARMUP_FILL: f64 = 0.95;
+
 impl Control {
-    /// Warm-up stops here rather than evicting what it just loaded.
     fn cache_full(&self) -> bool {
+        self.room() == Some(0)
+    }
+
+    /// Bytes a warm-up may still load; `None` when the cache has no quota.
+    fn room(&self) -> Option<u64> {
         let cap = self.reader.cache.capacity();
-        cap > 0 && self.reader.cache.used() as f64 >= cap as f64 * 0.95
+        let limit = (cap as f64 * WARMUP_FILL) as u64;
+        (cap > 0).then(|| limit.saturating_sub(self.reader.cache.used()))
+    }
+}
+
+/// The room a warm-up has left, shared by the files it reads at once. A file that does not fit
+/// is skipped; smaller ones after it may still fit.
+struct Room {
+    left: Option<std::sync::Mutex<u64>>,
+}
+
+impl Room {
+    fn new(left: Option<u64>) -> Room {
+        Room {
+            left: left.map(std::sync::Mutex::new),
+        }
+    }
+
+    /// Takes `bytes` of the room; false when they do not fit.
+    fn take(&self, bytes: u64) -> bool {
+        let Some(left) = &self.left else { return true };
+        let mut left = left.lock().unwrap_or_else(|e| e.into_inner());
+        if bytes > *left {
+            return false;
+        }
+        *left -= bytes;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Room;
+
+    #[test]
+    fn room_admits_what_fits() {
+        let room = Room::new(Some(2918));
+        assert!(room.take(1000));
+        assert!(!room.take(2000), "1918 left");
+        assert!(room.take(1918));
+        assert!(!room.take(1));
+        let unlimited = Room::new(None);
+        assert!(unlimited.take(u64::MAX));
     }
 }

@@ -111,6 +111,40 @@ pub const PLACEMENT: &str = "fluid.io/placement";
 /// The value of [`PLACEMENT`] for an exclusive Dataset (Fluid's `placement: Exclusive`).
 pub const EXCLUSIVE: &str = "Exclusive";
 
+/// When a node stops the volume's daemon (Fluid's `fuse.cleanPolicy`); absent: `OnDemand`.
+pub const CLEAN_POLICY: &str = "fluid.io/cleanPolicy";
+
+/// Fluid's FUSE clean policy, as the node plugin applies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CleanPolicy {
+    /// The daemon stops at NodeUnstage, when no pod on the node uses the volume.
+    #[default]
+    OnDemand,
+    /// The daemon and its cache outlive NodeUnstage; they stop when the controller releases
+    /// the Dataset (its CacheRuntime or the Dataset itself was deleted).
+    OnRuntimeDeleted,
+}
+
+impl CleanPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanPolicy::OnDemand => "OnDemand",
+            CleanPolicy::OnRuntimeDeleted => "OnRuntimeDeleted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<CleanPolicy> {
+        match s {
+            "" | "OnDemand" => Ok(CleanPolicy::OnDemand),
+            "OnRuntimeDeleted" => Ok(CleanPolicy::OnRuntimeDeleted),
+            other => Err(Error::invalid(
+                format!("volume_context.{CLEAN_POLICY}"),
+                format!("{other:?}: expected OnDemand or OnRuntimeDeleted"),
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct VolumeContext {
     pub dataset: Option<String>,
@@ -120,6 +154,7 @@ pub struct VolumeContext {
     pub sub_path: Option<String>,
     /// No other Dataset's cache may share a node with this one.
     pub exclusive: bool,
+    pub clean_policy: CleanPolicy,
 }
 
 impl VolumeContext {
@@ -167,6 +202,12 @@ impl VolumeContext {
         if self.exclusive {
             m.insert(PLACEMENT.to_string(), EXCLUSIVE.to_string());
         }
+        if self.clean_policy != CleanPolicy::OnDemand {
+            m.insert(
+                CLEAN_POLICY.to_string(),
+                self.clean_policy.as_str().to_string(),
+            );
+        }
         m
     }
 
@@ -200,6 +241,7 @@ impl VolumeContext {
                     ));
                 }
             },
+            clean_policy: CleanPolicy::parse(ctx.get(CLEAN_POLICY).map_or("", String::as_str))?,
         };
         vc.validate()?;
         Ok(vc)
@@ -301,6 +343,7 @@ mod tests {
             block_size: Some("4MiB".into()),
             sub_path: None,
             exclusive: true,
+            clean_policy: CleanPolicy::OnDemand,
         }
     }
 
@@ -382,6 +425,20 @@ mod tests {
     fn round_trips_through_the_context_map() {
         let map: HashMap<String, String> = ctx().to_map().into_iter().collect();
         assert_eq!(VolumeContext::from_map(&map).unwrap(), ctx());
+    }
+
+    #[test]
+    fn clean_policy_defaults_to_on_demand() {
+        let mut c = ctx();
+        c.clean_policy = CleanPolicy::OnRuntimeDeleted;
+        let mut map: HashMap<String, String> = c.to_map().into_iter().collect();
+        assert_eq!(VolumeContext::from_map(&map).unwrap(), c);
+        map.remove(CLEAN_POLICY);
+        let bare = VolumeContext::from_map(&map).unwrap();
+        assert_eq!(bare.clean_policy, CleanPolicy::OnDemand);
+        map.insert(CLEAN_POLICY.into(), "Never".into());
+        let err = VolumeContext::from_map(&map).unwrap_err().to_string();
+        assert!(err.contains(CLEAN_POLICY) && err.contains("Never"), "{err}");
     }
 
     #[test]

@@ -310,6 +310,13 @@ mod tests {
         async fn evict(&self, _: Request<EvictRequest>) -> Result<Response<EvictResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+
+        async fn release(
+            &self,
+            _: Request<ReleaseRequest>,
+        ) -> Result<Response<ReleaseResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
     }
 
     fn router() -> Router {

@@ -3,7 +3,8 @@
 //! status shows phase, `ufsTotal` and `fileNum` of a real SeaweedFS bucket; Secrets and
 //! Datasets never cross namespaces; CreateVolume resolves Datasets from the API server; the
 //! schema refuses bad Datasets; deletion waits for the pods that use the PVC; cacheStates follow
-//! reads through a node plugin's mount; DataLoads warm the nodes that serve a Dataset (once, on
+//! reads through a node plugin's mount, and a node keeps the Dataset's daemon after its pods leave
+//! until the CacheRuntime is deleted (cleanPolicy OnRuntimeDeleted); DataLoads warm the nodes that serve a Dataset (once, on
 //! a cron schedule, never across namespaces) and expire.
 //!
 //! Needs SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs kube`) and the
@@ -72,12 +73,16 @@ fn dataset(name: &str, server: &S3Server, bucket: &str, secret: &str) -> Result<
 }
 
 fn runtime(name: &str) -> Result<CacheRuntime> {
+    runtime_with_quota(name, "64Mi")
+}
+
+fn runtime_with_quota(name: &str, quota: &str) -> Result<CacheRuntime> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "data.fluid.io/v1alpha1",
         "kind": "CacheRuntime",
         "metadata": {"name": name},
         "spec": {
-            "tieredstore": {"levels": [{"mediumtype": "MEM", "quota": "64Mi"}]},
+            "tieredstore": {"levels": [{"mediumtype": "MEM", "quota": quota}]},
             "fuse": {"nodeSelector": {"fluid-test": "yes"}}
         }
     }))?)
@@ -389,7 +394,7 @@ fn read_all_uncached(dir: &std::path::Path) -> Result<u64> {
 }
 
 /// One node and the controller around Dataset `data` (SeaweedFS, credentials from Secret
-/// `s3cred`, a 64 MiB memory tier on any node) in a fresh namespace.
+/// `s3cred`, a memory tier of `quota` on any node) in a fresh namespace.
 struct Cluster {
     // Dropped in this order: the processes before the objects they watch.
     controller: ControllerProcess,
@@ -409,7 +414,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(prefix: &str) -> Result<Cluster> {
+    async fn start(prefix: &str, quota: &str) -> Result<Cluster> {
         let kube = Kube::connect().await?;
         apply_crds(&kube).await?;
         let server = S3Server::seaweedfs()?;
@@ -437,7 +442,7 @@ impl Cluster {
         let ds = kube
             .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
             .await?;
-        let mut rt = runtime("data")?;
+        let mut rt = runtime_with_quota("data", quota)?;
         rt.spec.fuse.node_selector.clear();
         let rt = kube.create_namespaced(&ns.name, &rt).await?;
         Ok(Cluster {
@@ -457,7 +462,7 @@ impl Cluster {
 
 #[tokio::test]
 async fn cache_states_follow_reads_through_a_node() -> Result<()> {
-    let c = Cluster::start("fluid-cache").await?;
+    let c = Cluster::start("fluid-cache", "64Mi").await?;
     let (kube, ns, node, dir, plugin, controller) = (
         &c.kube,
         c.ns.name.as_str(),
@@ -514,14 +519,70 @@ async fn cache_states_follow_reads_through_a_node() -> Result<()> {
     let ratio = states.cache_hit_ratio.clone().context("a hit ratio")?;
     assert!(ratio.ends_with('%'), "{states:?}");
 
+    // cleanPolicy OnRuntimeDeleted, the runtime's default: NodeUnstage unmounts the staging
+    // path but keeps the daemon and its cache, and the node keeps the Dataset's label.
+    let dataset = format!("{ns}/data");
+    let pids = dir.daemon_pids();
+    assert_eq!(pids.len(), 1, "one daemon: {pids:?}");
     plugin
         .unstage(&pv_name, &staging)
         .await
         .map_err(|s| anyhow::anyhow!("{s:?}"))?;
+    assert!(
+        !dir.mounts().contains(&staging),
+        "the staging path is unmounted: {:?}",
+        dir.mounts()
+    );
+    let kept = cache_stats(c.port, &dataset).await?;
+    assert!(
+        kept.tiers.first().is_some_and(|t| t.used_bytes >= total),
+        "the kept daemon still holds the cache: {kept:?}"
+    );
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(kube.client.clone())
+        .get(&node.name)
+        .await?;
+    assert_eq!(n.labels().get(&label).map(String::as_str), Some("true"));
+
+    // A pod comes back: staged again on the same daemon, whose cache serves a cold read
+    // without one request to the source.
+    stage_pv(kube, plugin, &pv_name, &staging).await?;
+    assert_eq!(dir.daemon_pids(), pids, "the kept daemon serves again");
+    let staging_dir = staging.join("data");
+    tokio::task::spawn_blocking(move || read_all_uncached(&staging_dir)).await??;
+    let again = cache_stats(c.port, &dataset).await?;
+    assert_eq!(
+        again.source_requests, kept.source_requests,
+        "a cold read after re-staging is served from the kept cache: {kept:?} -> {again:?}"
+    );
+    assert!(again.bytes_served >= kept.bytes_served + total, "{again:?}");
+    plugin
+        .unstage(&pv_name, &staging)
+        .await
+        .map_err(|s| anyhow::anyhow!("{s:?}"))?;
+
+    // The CacheRuntime goes: the controller releases the node, which stops the daemon.
+    Api::<CacheRuntime>::namespaced(kube.client.clone(), ns)
+        .delete("data", &DeleteParams::default())
+        .await?;
     wait_for_object(&kube.nodes(), &node.name, "no dataset label", |n| {
         !n.labels().contains_key(&label)
     })
+    .await
+    .with_context(|| format!("{}\n{}", controller.log(), plugin.log()))?;
+    let pid = pids[0];
+    wait_for("the kept daemon to exit", || async move {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            Err(format!("pid {pid} runs"))
+        } else {
+            Ok(())
+        }
+    })
     .await?;
+    assert!(
+        dir.daemon_pids().is_empty() && dir.mounts().is_empty(),
+        "{:?}",
+        dir.mounts()
+    );
     Ok(())
 }
 
@@ -556,7 +617,7 @@ async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
 
 #[tokio::test]
 async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
-    let c = Cluster::start("fluid-load").await?;
+    let c = Cluster::start("fluid-load", "64Mi").await?;
     let (kube, ns, node, dir, port, plugin, controller) = (
         &c.kube,
         c.ns.name.as_str(),
@@ -725,5 +786,62 @@ async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
     )
     .await
     .with_context(|| controller.log())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dataload_stops_at_the_cache_quota() -> Result<()> {
+    // 3 KiB of memory tier for 6000 bytes: the load stops once the tier is (nearly) full.
+    let c = Cluster::start("fluid-quota", "3Ki").await?;
+    let (kube, ns, dir, port, plugin, controller) = (
+        &c.kube,
+        c.ns.name.as_str(),
+        &c.dir,
+        c.port,
+        &c.plugin,
+        &c.controller,
+    );
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
+    wait_for_object(&datasets, "data", "Bound", |d| {
+        phase(d) == Some(DatasetPhase::Bound)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let pv_name = format!("{ns}-data");
+    stage_pv(kube, plugin, &pv_name, &dir.path("staging/data")).await?;
+    let loads: Api<DataLoad> = Api::namespaced(kube.client.clone(), ns);
+    let _load = kube
+        .create_namespaced(ns, &dataload("fill", "data", json!({}))?)
+        .await?;
+    let done = wait_for_object(&loads, "fill", "Complete", |d| {
+        load_phase(d) == Some(DataLoadPhase::Complete)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let status = done.status.unwrap_or_default();
+    let cond = status.conditions.first().context("a condition")?;
+    assert_eq!(
+        cond.reason.as_deref(),
+        Some("CacheQuotaReached"),
+        "{status:?}"
+    );
+    assert!(
+        cond.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cache quota"),
+        "{cond:?}"
+    );
+    let total: u64 = FILES.iter().map(|(_, n)| *n as u64).sum();
+    assert!(
+        status.files_loaded < 3 && status.bytes_loaded < total,
+        "stopped before the end: {status:?}"
+    );
+    let stats = cache_stats(port, &format!("{ns}/data")).await?;
+    let tier = &stats.tiers[0];
+    assert!(
+        tier.used_bytes <= tier.capacity_bytes && tier.evictions == 0,
+        "the load did not evict what it loaded: {stats:?}"
+    );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! fluid-csi-node in a cluster: the real plugin with `--kubernetes` against the test
 //! kube-apiserver labels its Node `fluid.io/s-<ns>-<name>=true` while it holds volumes of a
 //! Dataset, advertises its cache endpoint in a Node annotation, serves the Datasets' cache
-//! figures there (real fluid-fuse daemons over SeaweedFS), and removes stale labels at start.
+//! figures there (real fluid-fuse daemons over SeaweedFS), removes stale labels at start, keeps
+//! an Exclusive Dataset's node to itself, and keeps the daemons of cleanPolicy OnRuntimeDeleted
+//! volumes after NodeUnstage (and across its own restarts) until the Dataset is released.
 //!
 //! Needs root, /dev/fuse, SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs
 //! kube`), and the binaries built: `cargo build -p csi-node -p fuse-cache --bins`.
@@ -11,14 +13,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use fluid_proto::Endpoint;
+use fluid_proto::csi::volume_capability::access_mode::Mode;
+use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
+use fluid_proto::csi::{NodePublishVolumeRequest, VolumeCapability};
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_proto::fluid::{EvictRequest, GetStatsRequest, GetStatsResponse, WarmupRequest};
+use fluid_proto::fluid::{
+    EvictRequest, GetStatsRequest, GetStatsResponse, ReleaseRequest, WarmupRequest,
+};
 use fluid_tests::kube::{self as k, Kube, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
 use fuse_cache::volume::{
-    CACHE_ENDPOINT_ANNOTATION, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT, dataset_label_key,
-    exclusive_label_value,
+    CACHE_ENDPOINT_ANNOTATION, CLEAN_POLICY, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT,
+    dataset_label_key, exclusive_label_value,
 };
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -514,4 +521,127 @@ async fn an_exclusive_dataset_keeps_the_node_to_itself() {
         "placement Exclusive",
     );
     plugin.unstage("vol-shared", &staging[1]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let kubeconfig = k::kubeconfig_path().unwrap();
+    let (bucket, data) = bucket_with_data(&server).await.unwrap();
+    let node = kube
+        .create_node(&unique_name("fluid-test"))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let nodes = kube.nodes();
+    let dir = PluginDir::new().unwrap();
+    let port = free_port().unwrap();
+    let flags = [
+        "--kubernetes".to_string(),
+        format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+    ];
+    let env = [("KUBECONFIG", kubeconfig.as_path())];
+    let mut plugin = NodePlugin::start(&dir, &node.name, &flags, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let ns = unique_name("kk");
+    let dataset = format!("{ns}/kept");
+    let key = dataset_label_key(&ns, "kept");
+    let mut ctx = s3_volume_context(&server, &bucket.name, &dataset);
+    ctx.insert(CLEAN_POLICY.into(), "OnRuntimeDeleted".into());
+    let sec = s3_secrets(&server);
+    let staging = stage_paths(&dir, 1).remove(0);
+
+    plugin
+        .stage("vol-kept", &staging, &ctx, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    assert!(read_uncached(staging.join("data.bin")).await == data);
+    let pids = dir.daemon_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    plugin.unstage("vol-kept", &staging).await.unwrap();
+    assert!(!dir.mounts().contains(&staging), "{:?}", dir.mounts());
+    // Unstaged twice is still fine; a publish of a parked volume is refused.
+    plugin.unstage("vol-kept", &staging).await.unwrap();
+    let publish = plugin
+        .node
+        .clone()
+        .node_publish_volume(NodePublishVolumeRequest {
+            volume_id: "vol-kept".into(),
+            staging_target_path: staging.display().to_string(),
+            target_path: dir.path("target").display().to_string(),
+            volume_capability: Some(VolumeCapability {
+                access_type: Some(AccessType::Mount(MountVolume::default())),
+                access_mode: Some(AccessMode {
+                    mode: Mode::MultiNodeReaderOnly as i32,
+                }),
+            }),
+            ..Default::default()
+        })
+        .await;
+    expect_code(publish, Code::FailedPrecondition, "not staged");
+
+    // The plugin restarts: it adopts the kept daemon, which still serves the cache figures.
+    plugin.stop().unwrap();
+    let plugin = NodePlugin::start(&dir, &node.name, &flags, &env)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let cache = cache_client(port).await;
+    let kept = stats(&cache, &dataset).await.unwrap();
+    assert!(kept.source_bytes_read >= data.len() as u64, "{kept:?}");
+    assert_eq!(dir.daemon_pids(), pids, "{}", plugin.log());
+    wait_label(&nodes, &node.name, &key, true).await;
+
+    // Staged again: the kept cache serves a cold read with no source request.
+    plugin
+        .stage("vol-kept", &staging, &ctx, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    assert!(read_uncached(staging.join("data.bin")).await == data);
+    let again = stats(&cache, &dataset).await.unwrap();
+    assert_eq!(again.source_requests, kept.source_requests, "{again:?}");
+    assert_eq!(dir.daemon_pids(), pids);
+
+    // Released while in use: the daemon stays until its NodeUnstage, which then stops it.
+    let release = |dataset: String| {
+        let mut c = cache.clone();
+        async move {
+            c.release(ReleaseRequest { dataset })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let r = release(dataset.clone()).await.unwrap();
+    assert_eq!((r.stopped, r.in_use), (0, 1));
+    assert_eq!(dir.daemon_pids(), pids);
+    plugin.unstage("vol-kept", &staging).await.unwrap();
+    assert!(
+        dir.daemon_pids().is_empty() && dir.mounts().is_empty(),
+        "{:?}",
+        dir.mounts()
+    );
+    wait_label(&nodes, &node.name, &key, false).await;
+
+    // Released while parked: stopped at once; a second Release finds nothing.
+    plugin
+        .stage("vol-kept", &staging, &ctx, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    plugin.unstage("vol-kept", &staging).await.unwrap();
+    assert_eq!(dir.daemon_pids().len(), 1);
+    let r = release(dataset.clone()).await.unwrap();
+    assert_eq!((r.stopped, r.in_use), (1, 0));
+    assert!(
+        dir.daemon_pids().is_empty() && dir.mounts().is_empty(),
+        "{:?}",
+        dir.mounts()
+    );
+    let r = release(dataset.clone()).await.unwrap();
+    assert_eq!((r.stopped, r.in_use), (0, 0));
+    expect_code(
+        release(String::new()).await,
+        Code::InvalidArgument,
+        "dataset",
+    );
+    wait_label(&nodes, &node.name, &key, false).await;
 }

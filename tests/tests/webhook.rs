@@ -1,9 +1,10 @@
 //! The cache-aware scheduling webhook end to end: the test kube-apiserver calls the real
 //! `fluid-csi-controller --webhook-listen` over TLS (a CA and an IP-SAN server certificate made
 //! with the `openssl` CLI) when pods are created, and the stored pods show the result: a
-//! preferred term of weight 100 on the Dataset's node label, the required variant, nothing for
-//! pods without Datasets, the user's own term kept, and pods still admitted once the webhook is
-//! gone (`failurePolicy: Ignore`).
+//! preferred term of weight 100 on the Dataset's node label, the required variant, pods of
+//! shared Datasets kept off `fluid_exclusive` nodes, nothing for pods without Datasets, the
+//! user's own terms kept, and pods still admitted once the webhook is gone
+//! (`failurePolicy: Ignore`).
 //!
 //! Needs the kube-apiserver (`scripts/services.sh up kube`), `openssl` and `curl`, and the
 //! binaries built (`cargo build -p csi-controller --bins`). The webhook configuration only
@@ -15,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use csi_controller::crd::Dataset;
+use csi_controller::crd::{Dataset, Placement};
 use fluid_tests::controller::ControllerProcess;
 use fluid_tests::daemon::binary;
 use fluid_tests::kube::{Kube, Temp, apply_crds, kubeconfig_path, unique_name, wait_for};
@@ -314,9 +315,15 @@ async fn webhook_adds_cache_affinity_to_dataset_pods() -> Result<()> {
     })
     .await
     .with_context(|| controller.log())?;
+    // Its Dataset is shared, so it also stays off nodes an Exclusive Dataset holds.
+    let off = json!({"key": "fluid_exclusive", "operator": "DoesNotExist"});
+    let stay_off = json!({"nodeSelectorTerms": [{"matchExpressions": [off]}]});
     assert_eq!(
         node_affinity(&stored),
-        json!({PREFERRED: [{"weight": 100, "preference": {"matchExpressions": [expression(&key)]}}]}),
+        json!({
+            PREFERRED: [{"weight": 100, "preference": {"matchExpressions": [expression(&key)]}}],
+            REQUIRED: stay_off
+        }),
         "{}",
         controller.log()
     );
@@ -331,7 +338,7 @@ async fn webhook_adds_cache_affinity_to_dataset_pods() -> Result<()> {
     let (_b, stored) = create_pod(&kube, ns, &p).await?;
     assert_eq!(
         node_affinity(&stored),
-        json!({REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [expression(&key)]}]}})
+        json!({REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [expression(&key), off]}]}})
     );
 
     // (c) Pods without Datasets are stored as created: no affinity at all.
@@ -341,9 +348,10 @@ async fn webhook_adds_cache_affinity_to_dataset_pods() -> Result<()> {
         assert!(affinity.is_none(), "{name}: {affinity:?}");
     }
 
-    // (d) A pod that names the key itself keeps its own term, untouched.
+    // (d) A pod that names the keys itself keeps its own terms, untouched.
     let own = json!({"affinity": {"nodeAffinity": {PREFERRED: [
-        {"weight": 3, "preference": {"matchExpressions": [{"key": key, "operator": "DoesNotExist"}]}}
+        {"weight": 3, "preference": {"matchExpressions": [{"key": key, "operator": "DoesNotExist"}]}},
+        {"weight": 1, "preference": {"matchExpressions": [{"key": "fluid_exclusive", "operator": "Exists"}]}}
     ]}}});
     let (_d, stored) = create_pod(
         &kube,
@@ -352,6 +360,24 @@ async fn webhook_adds_cache_affinity_to_dataset_pods() -> Result<()> {
     )
     .await?;
     assert_eq!(node_affinity(&stored), own["affinity"]["nodeAffinity"]);
+
+    // A pod of an Exclusive Dataset may go where that Dataset is: only the preference.
+    let mut private = dataset("private")?;
+    private.spec.placement = Placement::Exclusive;
+    let _ds_private = kube.create_namespaced(ns, &private).await?;
+    let _pvc_private = kube
+        .create_namespaced(ns, &pvc("private", Some("private"))?)
+        .await?;
+    let (_x, stored) = create_pod(
+        &kube,
+        ns,
+        &pod("exclusive", &["private"], json!({}), json!({}))?,
+    )
+    .await?;
+    assert_eq!(
+        node_affinity(&stored),
+        json!({PREFERRED: [{"weight": 100, "preference": {"matchExpressions": [expression(&dataset_label_key(ns, "private"))]}}]})
+    );
 
     // A labelled PVC of another name, and an old unlabelled PVC named like its Dataset, next to
     // a user's own preference: one term each, the user's first and as it was.
@@ -367,7 +393,10 @@ async fn webhook_adds_cache_affinity_to_dataset_pods() -> Result<()> {
         |k: &str| json!({"weight": 100, "preference": {"matchExpressions": [expression(k)]}});
     assert_eq!(
         node_affinity(&stored),
-        json!({PREFERRED: [user, term(&dataset_label_key(ns, "coco")), term(&key)]})
+        json!({
+            PREFERRED: [user, term(&dataset_label_key(ns, "coco")), term(&key)],
+            REQUIRED: stay_off
+        })
     );
 
     // (e) With the webhook gone, pods are still admitted (failurePolicy Ignore), unchanged.

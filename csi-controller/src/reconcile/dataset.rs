@@ -15,6 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::Context;
+use super::nodes;
 use super::objects::{self, VolumeParts};
 use super::ufs::Progress;
 use crate::catalogue;
@@ -77,6 +78,8 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
     let (ns, name) = (namespace(ds), ds.name_any());
     let runtimes: Api<CacheRuntime> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(runtime) = runtimes.get_opt(&name).await? else {
+        // Daemons kept after their pods left (cleanPolicy OnRuntimeDeleted) go with the runtime.
+        nodes::release(&ctx.client, &ns, &name).await?;
         let message = format!("waiting for a CacheRuntime named {name:?} in namespace {ns:?}");
         write_status(
             ds,
@@ -313,6 +316,7 @@ async fn cleanup(ds: &Dataset, ctx: &Context) -> Result<Action> {
         });
     }
     ctx.scans.stop(&ds.uid().unwrap_or_default());
+    nodes::release(&ctx.client, &ns, &name).await?;
     delete_quietly(
         &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
         &name,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use fluid_proto::Endpoint;
+use fluid_proto::fluid::ReleaseRequest;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
@@ -85,4 +86,39 @@ pub async fn connect(node: &ServingNode) -> Result<CacheNodeClient<Channel>> {
         })?
         .map_err(|e| unreachable(e.to_string()))?;
     Ok(CacheNodeClient::new(channel))
+}
+
+/// Tells every node serving the Dataset that its CacheRuntime (or the Dataset) is gone, so
+/// that daemons kept by cleanPolicy OnRuntimeDeleted stop. Best effort: a node that cannot
+/// be reached is logged and asked again at the next reconcile while it keeps the label.
+pub async fn release(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
+    let dataset = format!("{namespace}/{name}");
+    for node in list_serving(client, namespace, name).await? {
+        let answer = async {
+            connect(&node)
+                .await?
+                .release(ReleaseRequest {
+                    dataset: dataset.clone(),
+                })
+                .await
+                .map_err(|s| node.refused(s))
+        }
+        .await;
+        match answer {
+            Ok(a) => {
+                let a = a.into_inner();
+                if a.stopped > 0 || a.in_use > 0 {
+                    tracing::info!(
+                        dataset,
+                        node = node.name,
+                        "released: {} kept daemon(s) stopped, {} volume(s) stop when their pods leave",
+                        a.stopped,
+                        a.in_use
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(dataset, "release: {e}"),
+        }
+    }
+    Ok(())
 }

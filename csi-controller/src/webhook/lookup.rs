@@ -4,15 +4,17 @@
 //! the reconciler's PVCs do. A PVC without the label whose name is that of a Dataset of the same
 //! namespace belongs to it too: PVCs made before the label existed, or by hand after Fluid's
 //! convention (PVC named like its Dataset). Datasets never cross namespaces, so only the pod's
-//! namespace is asked.
+//! namespace is asked. Each Dataset is read for its `placement`: a pod with no Exclusive one
+//! is kept off exclusive nodes.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::Api;
 
+use super::mutate::PodDatasets;
 use super::review::Resolver;
-use crate::crd::Dataset;
+use crate::crd::{Dataset, Placement};
 use crate::error::Result;
 use crate::reconcile::objects::LABEL_NAME;
 
@@ -27,10 +29,13 @@ impl KubeResolver {
 }
 
 impl Resolver for KubeResolver {
-    async fn datasets(&self, namespace: &str, claims: &[String]) -> Result<BTreeSet<String>> {
+    async fn datasets(&self, namespace: &str, claims: &[String]) -> Result<PodDatasets> {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let datasets: Api<Dataset> = Api::namespaced(self.client.clone(), namespace);
-        let mut found = BTreeSet::new();
+        let mut found = PodDatasets {
+            names: BTreeSet::new(),
+            avoid_exclusive_nodes: true,
+        };
         for claim in claims {
             // A pod may be created before its PVC; it then has no Dataset to follow.
             let Some(pvc) = pvcs.get_opt(claim).await? else {
@@ -42,11 +47,18 @@ impl Resolver for KubeResolver {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_NAME))
                 .filter(|name| !name.is_empty());
-            if let Some(name) = labelled {
-                found.insert(name.clone());
-            } else if datasets.get_opt(claim).await?.is_some() {
-                found.insert(claim.clone());
+            let name = labelled.unwrap_or(claim);
+            let Some(ds) = datasets.get_opt(name).await? else {
+                // A labelled PVC whose Dataset is gone still names it.
+                if labelled.is_some() {
+                    found.names.insert(name.clone());
+                }
+                continue;
+            };
+            if ds.spec.placement == Placement::Exclusive {
+                found.avoid_exclusive_nodes = false;
             }
+            found.names.insert(name.clone());
         }
         Ok(found)
     }

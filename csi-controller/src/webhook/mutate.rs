@@ -7,7 +7,9 @@
 //! `fluid.io/dataset.<name>.sched: required` the key becomes a requirement, ANDed into every
 //! required node-selector term, since the terms themselves are ORed. A key the pod already
 //! mentions (its nodeSelector or any node-affinity expression) is the user's choice and is left
-//! alone.
+//! alone. A pod none of whose Datasets is Exclusive must also stay off the nodes that an
+//! Exclusive Dataset holds (`fluid_exclusive DoesNotExist`, ANDed the same way): the node plugin
+//! would refuse its volumes there.
 //!
 //! The patch only adds: arrays get elements appended, missing objects are created whole. So
 //! fields of the pod this crate's Kubernetes types do not know survive, and the user's own
@@ -15,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use fuse_cache::volume::{DATASET_LABEL_VALUE, dataset_label_key};
+use fuse_cache::volume::{DATASET_LABEL_VALUE, EXCLUSIVE_LABEL, dataset_label_key};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorTerm, Pod};
@@ -45,15 +47,28 @@ pub fn claim_names(pod: &Pod) -> Vec<String> {
         .collect()
 }
 
-/// The JSON patch for a pod of `namespace` that mounts `datasets` (Dataset names of that
-/// namespace); empty when there is nothing to add.
-pub fn patch(pod: &Pod, namespace: &str, datasets: &BTreeSet<String>) -> Vec<PatchOperation> {
+/// The Datasets a pod mounts, as the webhook resolved them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodDatasets {
+    /// Dataset names of the pod's namespace.
+    pub names: BTreeSet<String>,
+    /// None of them has `placement: Exclusive`: the pod must stay off nodes that another
+    /// Dataset holds exclusively (label `fluid_exclusive`), where NodeStage would refuse it.
+    pub avoid_exclusive_nodes: bool,
+}
+
+/// The JSON patch for a pod of `namespace` that mounts `datasets`; empty when there is nothing
+/// to add.
+pub fn patch(pod: &Pod, namespace: &str, datasets: &PodDatasets) -> Vec<PatchOperation> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };
+    if datasets.names.is_empty() {
+        return Vec::new();
+    }
     let mut mentioned = mentioned_keys(pod);
     let (mut preferred, mut required) = (Vec::new(), Vec::new());
-    for name in datasets {
+    for name in &datasets.names {
         let key = dataset_label_key(namespace, name);
         // `insert` is false for a key the pod already has, or one added for another Dataset.
         if !mentioned.insert(key.clone()) {
@@ -66,10 +81,13 @@ pub fn patch(pod: &Pod, namespace: &str, datasets: &BTreeSet<String>) -> Vec<Pat
             .and_then(|l| l.get(&sched_label(name)))
             .is_some_and(|v| v == REQUIRED);
         if wants_required {
-            required.push(key);
+            required.push(expression(&key));
         } else {
             preferred.push(key);
         }
+    }
+    if datasets.avoid_exclusive_nodes && mentioned.insert(EXCLUSIVE_LABEL.to_string()) {
+        required.push(json!({"key": EXCLUSIVE_LABEL, "operator": "DoesNotExist"}));
     }
     if preferred.is_empty() && required.is_empty() {
         return Vec::new();
@@ -146,12 +164,8 @@ fn preferred_term(key: &str) -> Value {
     json!({"weight": WEIGHT, "preference": {"matchExpressions": [expression(key)]}})
 }
 
-fn expressions(keys: &[String]) -> Vec<Value> {
-    keys.iter().map(|k| expression(k)).collect()
-}
-
 /// A whole nodeAffinity for a pod that has none.
-fn new_node_affinity(preferred: &[String], required: &[String]) -> Value {
+fn new_node_affinity(preferred: &[String], required: &[Value]) -> Value {
     let mut node = serde_json::Map::new();
     if !preferred.is_empty() {
         node.insert(
@@ -162,7 +176,7 @@ fn new_node_affinity(preferred: &[String], required: &[String]) -> Value {
     if !required.is_empty() {
         node.insert(
             REQUIRED_FIELD.into(),
-            json!({"nodeSelectorTerms": [{"matchExpressions": expressions(required)}]}),
+            json!({"nodeSelectorTerms": [{"matchExpressions": required}]}),
         );
     }
     Value::Object(node)
@@ -192,9 +206,9 @@ fn add_preferred(node: &NodeAffinity, keys: &[String]) -> Vec<PatchOperation> {
     }
 }
 
-/// ANDs the keys' expressions into every required term (or makes the one term).
-fn add_required(node: &NodeAffinity, keys: &[String]) -> Vec<PatchOperation> {
-    if keys.is_empty() {
+/// ANDs the expressions into every required term (or makes the one term).
+fn add_required(node: &NodeAffinity, exprs: &[Value]) -> Vec<PatchOperation> {
+    if exprs.is_empty() {
         return Vec::new();
     }
     let path = [&BASE[..], &[REQUIRED_FIELD]].concat();
@@ -209,12 +223,12 @@ fn add_required(node: &NodeAffinity, keys: &[String]) -> Vec<PatchOperation> {
     {
         return vec![add(
             &path,
-            json!({"nodeSelectorTerms": [{"matchExpressions": expressions(keys)}]}),
+            json!({"nodeSelectorTerms": [{"matchExpressions": exprs}]}),
         )];
     }
     if terms.is_empty() {
         let path = [&path[..], &["nodeSelectorTerms"]].concat();
-        return vec![add(&path, json!([{"matchExpressions": expressions(keys)}]))];
+        return vec![add(&path, json!([{"matchExpressions": exprs}]))];
     }
     let mut ops = Vec::new();
     for (i, term) in terms.iter().enumerate() {
@@ -230,10 +244,10 @@ fn add_required(node: &NodeAffinity, keys: &[String]) -> Vec<PatchOperation> {
             .is_some_and(|e| !e.is_empty())
         {
             let append = [&exprs_path[..], &["-"]].concat();
-            ops.extend(keys.iter().map(|k| add(&append, expression(k))));
+            ops.extend(exprs.iter().map(|e| add(&append, e.clone())));
         } else {
             // A term of only matchFields (or an empty one) gets the list.
-            ops.push(add(&exprs_path, Value::Array(expressions(keys))));
+            ops.push(add(&exprs_path, Value::Array(exprs.to_vec())));
         }
     }
     ops
@@ -266,8 +280,13 @@ mod tests {
         })
     }
 
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|s| s.to_string()).collect()
+    /// Datasets none of which is Exclusive, without the exclusive-node requirement (tested
+    /// on its own below), so that each test sees the dataset terms alone.
+    fn set(names: &[&str]) -> PodDatasets {
+        PodDatasets {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            avoid_exclusive_nodes: false,
+        }
     }
 
     /// The pod after the patch, as the API server would apply it.
@@ -306,7 +325,12 @@ mod tests {
     #[test]
     fn no_datasets_no_patch() {
         let p = pod(base_pod());
-        assert!(patch(&p, "ml", &BTreeSet::new()).is_empty());
+        assert!(patch(&p, "ml", &PodDatasets::default()).is_empty());
+        let none = PodDatasets {
+            avoid_exclusive_nodes: true,
+            ..Default::default()
+        };
+        assert!(patch(&p, "ml", &none).is_empty());
         assert!(patch(&Pod::default(), "ml", &set(&["imagenet"])).is_empty());
     }
 
@@ -590,5 +614,59 @@ mod tests {
         let datasets = set(&["imagenet", "coco"]);
         let once = apply(&original, patch(&pod(original.clone()), "ml", &datasets));
         assert!(patch(&pod(once), "ml", &datasets).is_empty());
+    }
+
+    fn shared(names: &[&str]) -> PodDatasets {
+        PodDatasets {
+            avoid_exclusive_nodes: true,
+            ..set(names)
+        }
+    }
+
+    #[test]
+    fn pods_of_shared_datasets_stay_off_exclusive_nodes() {
+        let off = json!({"key": "fluid_exclusive", "operator": "DoesNotExist"});
+        let original = base_pod();
+        let doc = apply(
+            &original,
+            patch(&pod(original.clone()), "ml", &shared(&["imagenet"])),
+        );
+        assert_eq!(
+            node_affinity(&doc)[REQUIRED_FIELD],
+            json!({"nodeSelectorTerms": [{"matchExpressions": [off]}]})
+        );
+        assert_eq!(
+            node_affinity(&doc)[PREFERRED][0]["preference"]["matchExpressions"][0]["key"],
+            json!(key("imagenet"))
+        );
+
+        // ANDed into each of the user's terms, beside a required dataset key.
+        let mut original = base_pod();
+        original["metadata"]["labels"] = json!({"fluid.io/dataset.imagenet.sched": "required"});
+        original["spec"]["affinity"] = json!({"nodeAffinity": {REQUIRED_FIELD: {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}
+        ]}}});
+        let doc = apply(
+            &original,
+            patch(&pod(original.clone()), "ml", &shared(&["imagenet"])),
+        );
+        let terms = &node_affinity(&doc)[REQUIRED_FIELD]["nodeSelectorTerms"];
+        let mine = json!({"key": key("imagenet"), "operator": "In", "values": ["true"]});
+        assert_eq!(
+            terms[0]["matchExpressions"],
+            json!([{"key": "zone", "operator": "In", "values": ["a"]}, mine, off])
+        );
+        assert_eq!(terms[1]["matchExpressions"], json!([mine, off]));
+        assert_eq!(terms[1]["matchFields"][0]["key"], json!("metadata.name"));
+
+        // A pod that names fluid_exclusive itself is left to its own choice.
+        let mut original = base_pod();
+        original["spec"]["nodeSelector"] = json!({"fluid_exclusive": "ml_imagenet"});
+        let doc = apply(
+            &original,
+            patch(&pod(original.clone()), "ml", &shared(&["imagenet"])),
+        );
+        assert!(node_affinity(&doc).get(REQUIRED_FIELD).is_none(), "{doc}");
     }
 }

@@ -5,7 +5,6 @@
 //! handle, an object that is not a pod, an API server that does not answer in time) is allowed
 //! unchanged, so a fault here costs cache locality, never a workload.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-use super::mutate;
+use super::mutate::{self, PodDatasets};
 use crate::error::{Error, Result};
 
 /// How long the Dataset lookups of one review may take in all: well inside the 5 s the
@@ -22,13 +21,13 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Which of a namespace's PVCs belong to Datasets.
 pub trait Resolver {
-    /// The names of the Datasets of `namespace` that the PVCs `claims` belong to; claims of no
-    /// Dataset (or that do not exist yet) are left out.
+    /// The Datasets of `namespace` that the PVCs `claims` belong to; claims of no Dataset (or
+    /// that do not exist yet) are left out.
     fn datasets(
         &self,
         namespace: &str,
         claims: &[String],
-    ) -> impl Future<Output = Result<BTreeSet<String>>> + Send;
+    ) -> impl Future<Output = Result<PodDatasets>> + Send;
 }
 
 /// Answers the AdmissionReview `body` (JSON), giving the Dataset lookups `timeout` (the server
@@ -108,7 +107,7 @@ async fn mutation<R: Resolver>(
     };
     let ops = mutate::patch(&pod, &namespace, &datasets);
     if !ops.is_empty() {
-        tracing::info!(%namespace, pod = %pod_name, datasets = ?datasets, "adding cache node affinity");
+        tracing::info!(%namespace, pod = %pod_name, datasets = ?datasets.names, "adding cache node affinity");
     }
     ops
 }
@@ -127,18 +126,21 @@ mod tests {
     }
 
     impl Resolver for Fake {
-        async fn datasets(&self, _namespace: &str, claims: &[String]) -> Result<BTreeSet<String>> {
+        async fn datasets(&self, _namespace: &str, claims: &[String]) -> Result<PodDatasets> {
             if self.hang {
                 std::future::pending::<()>().await;
             }
             if self.fail {
                 return Err(Error::NotFound("the API server is away".into()));
             }
-            Ok(claims
-                .iter()
-                .filter(|c| self.datasets.contains(&c.as_str()))
-                .cloned()
-                .collect())
+            Ok(PodDatasets {
+                names: claims
+                    .iter()
+                    .filter(|c| self.datasets.contains(&c.as_str()))
+                    .cloned()
+                    .collect(),
+                avoid_exclusive_nodes: false,
+            })
         }
     }
 
