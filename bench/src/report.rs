@@ -466,7 +466,8 @@ impl Report {
              phase starts after `sync; echo 3 > /proc/sys/vm/drop_caches`{}. `source` is \
              aws-sdk-s3 straight at the server (parallel ranged GETs, one LIST), `memory` the \
              same bytes in tmpfs through the same read code: each is the best of {} runs, \
-             shown on every row of its metric. Ratios are fluid-fuse / column (for RSS, lower is better). \
+             shown on every row of its metric (so are the seq warm and after drop_caches phases \
+             of every system; cold cannot be repeated on one mount). Ratios are fluid-fuse / column (for RSS, lower is better). \
              `*`: cut short by the {} s per-workload limit (rate of the part done). Ratios, not \
              absolute figures, are the point: this machine is shared.\n",
             self.bucket,

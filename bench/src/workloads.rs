@@ -159,7 +159,8 @@ pub struct Params {
     #[serde(with = "secs")]
     pub timeout: Duration,
     pub drop_caches: bool,
-    /// The limits are ceilings: each is the best of this many runs.
+    /// The limits are ceilings: each is the best of this many runs; so are the seq warm and
+    /// after-drop_caches phases of every system.
     pub limit_repeats: usize,
 }
 
@@ -577,7 +578,25 @@ pub fn run_phases(w: Workload, ctx: &Ctx, limit_only: bool, send: &dyn Fn(Event)
             }
         }
         let m = match w {
-            Workload::Seq => seq_pass(ctx, phase)?,
+            Workload::Seq if *phase == "cold" || limit_only => seq_pass(ctx, phase)?,
+            // A warm pass of 1 GiB takes a fraction of a second, where any noise on a shared
+            // machine shows; like the limits, each system's repeatable passes are the best of
+            // a few (cold cannot be repeated on one mount).
+            Workload::Seq => {
+                let mut best = None;
+                for run in 0..ctx.params.limit_repeats.max(1) {
+                    if run > 0 && *phase == "after drop_caches" {
+                        crate::systems::drop_caches()?;
+                    }
+                    let m = seq_pass(ctx, phase)?;
+                    let partial = m.partial;
+                    keep_best(&mut best, m, w);
+                    if partial || ctx.expired() {
+                        break;
+                    }
+                }
+                best.context("no seq pass ran")?
+            }
             Workload::Rand4k | Workload::Rand1m => {
                 let len = if w == Workload::Rand4k { 4096 } else { MIB };
                 let warm_count = ctx.params.rand_counts(w == Workload::Rand4k).1;
