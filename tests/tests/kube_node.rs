@@ -20,7 +20,7 @@ use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::{
     EvictRequest, GetStatsRequest, GetStatsResponse, ReleaseRequest, WarmupRequest,
 };
-use fluid_tests::kube::{self as k, Kube, annotation, label, unique_name, wait_for_object};
+use fluid_tests::kube::{self as k, Kube, Temp, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
 use fuse_cache::volume::{
@@ -117,22 +117,58 @@ fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, ment
     }
 }
 
+/// What each test starts from: SeaweedFS with a bucket holding `data.bin` and `small.txt`,
+/// the apiserver, and an empty plugin folder.
+struct World {
+    server: S3Server,
+    kube: Kube,
+    kubeconfig: PathBuf,
+    bucket: TempBucket,
+    data: Vec<u8>,
+    nodes: Api<Node>,
+    dir: PluginDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+        let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let (bucket, data) = bucket_with_data(&server).await.unwrap();
+        World {
+            nodes: kube.nodes(),
+            kubeconfig: k::kubeconfig_path().unwrap(),
+            dir: PluginDir::new().unwrap(),
+            server,
+            kube,
+            bucket,
+            data,
+        }
+    }
+}
+
+/// A Node object for the test's plugin, deleted when dropped.
+async fn create_node(kube: &Kube) -> Temp<Node> {
+    kube.create_node(&unique_name("fluid-test"))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 fn stage_paths(dir: &PluginDir, n: usize) -> Vec<PathBuf> {
     (0..n).map(|i| dir.path(&format!("staging{i}"))).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
-    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
-    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let kubeconfig = k::kubeconfig_path().unwrap();
-    let (bucket, data) = bucket_with_data(&server).await.unwrap();
-    let node = kube
-        .create_node(&unique_name("fluid-test"))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let nodes = kube.nodes();
-    let dir = PluginDir::new().unwrap();
+    let World {
+        server,
+        kube,
+        kubeconfig,
+        bucket,
+        data,
+        nodes,
+        dir,
+    } = World::new().await;
+    let node = create_node(&kube).await;
     let port = free_port().unwrap();
     let mut plugin = NodePlugin::start(
         &dir,
@@ -340,13 +376,16 @@ async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_waits_for_its_node_and_removes_stale_labels_at_start() {
-    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
-    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let kubeconfig = k::kubeconfig_path().unwrap();
-    let (bucket, _) = bucket_with_data(&server).await.unwrap();
-    let nodes = kube.nodes();
+    let World {
+        server,
+        kube,
+        kubeconfig,
+        bucket,
+        nodes,
+        dir,
+        ..
+    } = World::new().await;
     let node_name = unique_name("fluid-test");
-    let dir = PluginDir::new().unwrap();
     let args = ["--kubernetes".to_string()];
     let env: [(&str, &Path); 1] = [("KUBECONFIG", &kubeconfig)];
 
@@ -446,16 +485,16 @@ async fn plugin_waits_for_its_node_and_removes_stale_labels_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_dataset_keeps_the_node_to_itself() {
-    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
-    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let kubeconfig = k::kubeconfig_path().unwrap();
-    let (bucket, _) = bucket_with_data(&server).await.unwrap();
-    let node = kube
-        .create_node(&unique_name("fluid-test"))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let nodes = kube.nodes();
-    let dir = PluginDir::new().unwrap();
+    let World {
+        server,
+        kube,
+        kubeconfig,
+        bucket,
+        data: _,
+        nodes,
+        dir,
+    } = World::new().await;
+    let node = create_node(&kube).await;
     let plugin = NodePlugin::start(
         &dir,
         &node.name,
@@ -525,16 +564,16 @@ async fn an_exclusive_dataset_keeps_the_node_to_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
-    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
-    let kube = Kube::connect().await.unwrap_or_else(|e| panic!("{e:#}"));
-    let kubeconfig = k::kubeconfig_path().unwrap();
-    let (bucket, data) = bucket_with_data(&server).await.unwrap();
-    let node = kube
-        .create_node(&unique_name("fluid-test"))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let nodes = kube.nodes();
-    let dir = PluginDir::new().unwrap();
+    let World {
+        server,
+        kube,
+        kubeconfig,
+        bucket,
+        data,
+        nodes,
+        dir,
+    } = World::new().await;
+    let node = create_node(&kube).await;
     let port = free_port().unwrap();
     let flags = [
         "--kubernetes".to_string(),
