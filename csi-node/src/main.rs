@@ -4,6 +4,7 @@
 //! its Node in Kubernetes (`labels.rs`) and serves the Datasets' cache figures to the
 //! controller (`cache_service.rs`).
 
+mod cache_dirs;
 mod cache_service;
 mod config;
 mod error;

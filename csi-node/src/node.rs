@@ -197,12 +197,13 @@ impl NodeService {
                 record.keep = true;
                 record.mount_path = Some(self.sup.state().volume_dir(&id).join("mnt"));
             }
-            for t in &record.tiers {
-                if let TierSpec::Disk { dir, .. } = TierSpec::parse(t)? {
-                    std::fs::create_dir_all(&dir).map_err(|e| {
-                        Error::io(format!("creating cache dir {}", dir.display()), e)
-                    })?;
-                }
+            let disk_dirs = record.disk_dirs();
+            for dir in &disk_dirs {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::io(format!("creating cache dir {}", dir.display()), e))?;
+            }
+            if let Some(dataset) = &record.dataset {
+                self.sup.cache_dirs().record(dataset, &disk_dirs)?;
             }
             write_dataset_file(
                 &record.dataset_file,

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use fuse_cache::cache::TierSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -65,6 +66,9 @@ pub struct VolumeRecord {
     /// Unstaged with its daemon kept: `staging_path` is the last one and is not mounted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parked: bool,
+    /// Its Dataset was released while it was in use: its disk cache goes at its NodeUnstage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
     #[serde(default)]
     pub targets: BTreeMap<PathBuf, TargetRecord>,
 }
@@ -73,6 +77,17 @@ impl VolumeRecord {
     /// Where the daemon mounts: the staging path, unless the volume is kept.
     pub fn daemon_path(&self) -> &Path {
         self.mount_path.as_deref().unwrap_or(&self.staging_path)
+    }
+
+    /// The volume's own folders of its disk tiers.
+    pub fn disk_dirs(&self) -> Vec<PathBuf> {
+        self.tiers
+            .iter()
+            .filter_map(|t| match TierSpec::parse(t) {
+                Ok(TierSpec::Disk { dir, .. }) => Some(dir),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -167,6 +182,7 @@ impl StateDir {
             keep: false,
             mount_path: None,
             parked: false,
+            released: false,
             targets: BTreeMap::new(),
         })
     }

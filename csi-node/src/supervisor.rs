@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+use crate::cache_dirs::CacheDirs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mounts::{self, PathState, run_blocking};
@@ -92,6 +93,7 @@ pub struct Supervisor {
     /// Staged volumes by id (see the module doc), and a signal sent on each change.
     staged: std::sync::Mutex<BTreeMap<String, Staged>>,
     staged_changed: watch::Sender<()>,
+    cache_dirs: CacheDirs,
 }
 
 /// A lock that a panicking holder poisoned is still usable: the maps stay consistent.
@@ -103,7 +105,9 @@ impl Supervisor {
     pub fn new(cfg: Config) -> Result<Arc<Supervisor>> {
         let state = StateDir::open(&cfg.state_dir)?;
         let fuse_binary = cfg.fuse_binary();
+        let cache_dirs = CacheDirs::open(state.root());
         Ok(Arc::new(Supervisor {
+            cache_dirs,
             cfg,
             fuse_binary,
             state,
@@ -207,6 +211,10 @@ impl Supervisor {
 
     pub fn state(&self) -> &StateDir {
         &self.state
+    }
+
+    pub fn cache_dirs(&self) -> &CacheDirs {
+        &self.cache_dirs
     }
 
     pub fn fuse_binary(&self) -> &Path {
@@ -466,9 +474,12 @@ impl Supervisor {
 
     /// The controller's Release of a Dataset (its CacheRuntime or the Dataset is gone): parked
     /// volumes are torn down now; the others are no longer kept, so that their NodeUnstage
-    /// tears them down. Returns (stopped, still in use).
+    /// tears them down. The Dataset's disk caches go with the volumes: now for every volume
+    /// not in use (also those unstaged before), at NodeUnstage for the others. Returns
+    /// (stopped, still in use).
     pub async fn release(&self, dataset: &str) -> Result<(u32, u32)> {
         let (mut stopped, mut in_use) = (0, 0);
+        let mut in_use_dirs = Vec::new();
         let mut failed = None;
         for (id, _) in self.volumes_of(dataset) {
             let Some(slot) = self.existing_slot(&id) else {
@@ -488,12 +499,19 @@ impl Supervisor {
                 continue;
             }
             in_use += 1;
-            if vol.record.keep {
+            in_use_dirs.extend(vol.record.disk_dirs());
+            if vol.record.keep || !vol.record.released {
                 vol.record.keep = false;
+                vol.record.released = true;
                 if let Err(e) = self.state.save(&vol.record) {
                     failed = Some(e);
                 }
             }
+        }
+        match self.cache_dirs.remove_dataset(dataset, &in_use_dirs) {
+            Ok(n) if n > 0 => tracing::info!(dataset, "released: removed {n} disk cache folder(s)"),
+            Ok(_) => {}
+            Err(e) => failed = Some(e),
         }
         match failed {
             Some(e) => Err(e),
@@ -791,6 +809,9 @@ impl Supervisor {
             paths.iter().try_for_each(|p| mounts::unmount_all(p))
         })
         .await?;
+        if vol.record.released {
+            self.cache_dirs.remove(&vol.record.disk_dirs())?;
+        }
         self.state.remove(&id)?;
         self.release_staging(&id, &vol.record.staging_path);
         self.mark_unstaged(&id);

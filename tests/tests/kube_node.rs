@@ -24,7 +24,7 @@ use fluid_tests::kube::{self as k, Kube, Temp, annotation, label, unique_name, w
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
 use fuse_cache::volume::{
-    CACHE_ENDPOINT_ANNOTATION, CLEAN_POLICY, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT,
+    CACHE_ENDPOINT_ANNOTATION, CLEAN_POLICY, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT, TIERS,
     dataset_label_key, exclusive_label_value,
 };
 use k8s_openapi::api::core::v1::Node;
@@ -586,7 +586,14 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     let ns = unique_name("kk");
     let dataset = format!("{ns}/kept");
     let key = dataset_label_key(&ns, "kept");
-    let mut ctx = s3_volume_context(&server, &bucket.name, &dataset);
+    // An SSD tier too: a Dataset's disk caches go when it is released, not before.
+    let ssd = dir.path("ssd");
+    let mut on_demand = s3_volume_context(&server, &bucket.name, &dataset);
+    on_demand.insert(
+        TIERS.into(),
+        format!("mem:16MiB;ssd:{}:64MiB", ssd.display()),
+    );
+    let mut ctx = on_demand.clone();
     ctx.insert(CLEAN_POLICY.into(), "OnRuntimeDeleted".into());
     let sec = s3_secrets(&server);
     let staging = stage_paths(&dir, 1).remove(0);
@@ -653,13 +660,31 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     let r = release(dataset.clone()).await.unwrap();
     assert_eq!((r.stopped, r.in_use), (0, 1));
     assert_eq!(dir.daemon_pids(), pids);
+    assert!(
+        ssd.join("vol-kept").is_dir(),
+        "in use: its disk cache stays"
+    );
     plugin.unstage("vol-kept", &staging).await.unwrap();
     assert!(
         dir.daemon_pids().is_empty() && dir.mounts().is_empty(),
         "{:?}",
         dir.mounts()
     );
+    assert!(
+        !ssd.join("vol-kept").exists(),
+        "released: its disk cache went at unstage"
+    );
     wait_label(&nodes, &node.name, &key, false).await;
+
+    // An OnDemand volume's disk cache stays after its NodeUnstage (a new stage finds it),
+    // until the Dataset is released.
+    plugin
+        .stage("vol-od", &staging, &on_demand, &sec)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    plugin.unstage("vol-od", &staging).await.unwrap();
+    assert!(dir.daemon_pids().is_empty());
+    assert!(ssd.join("vol-od").is_dir());
 
     // Released while parked: stopped at once; a second Release finds nothing.
     plugin
@@ -675,6 +700,9 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
         "{:?}",
         dir.mounts()
     );
+    for v in ["vol-kept", "vol-od"] {
+        assert!(!ssd.join(v).exists(), "{v}: disk cache left after release");
+    }
     let r = release(dataset.clone()).await.unwrap();
     assert_eq!((r.stopped, r.in_use), (0, 0));
     expect_code(
