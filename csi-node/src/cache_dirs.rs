@@ -60,13 +60,13 @@ impl CacheDirs {
         self.save(&map)
     }
 
-    /// Removes the folders of `dataset` except `keep` (those of volumes still in use) and
-    /// forgets them; returns how many went.
-    pub fn remove_dataset(&self, dataset: &str, keep: &[PathBuf]) -> Result<usize> {
+    /// Removes the folders of `dataset` except those `keep` says (of volumes still staged)
+    /// and forgets them; returns how many went.
+    pub fn remove_dataset(&self, dataset: &str, keep: impl Fn(&Path) -> bool) -> Result<usize> {
         let mut map = self.lock();
         let doomed: Vec<PathBuf> = map
             .iter()
-            .filter(|(d, ds)| ds.as_str() == dataset && !keep.contains(d))
+            .filter(|(d, ds)| ds.as_str() == dataset && !keep(d))
             .map(|(d, _)| d.clone())
             .collect();
         let mut failed = None;
@@ -136,16 +136,12 @@ mod tests {
 
         // The list survives a restart of the plugin.
         let dirs = CacheDirs::open(state.path());
-        assert_eq!(
-            dirs.remove_dataset("ml/a", std::slice::from_ref(&a2))
-                .unwrap(),
-            1
-        );
+        assert_eq!(dirs.remove_dataset("ml/a", |d| d == a2).unwrap(), 1);
         assert!(!a1.exists() && a2.exists() && b1.exists());
         dirs.remove(std::slice::from_ref(&a2)).unwrap();
         assert!(!a2.exists());
-        assert_eq!(dirs.remove_dataset("ml/a", &[]).unwrap(), 0);
-        assert_eq!(dirs.remove_dataset("ml/b", &[]).unwrap(), 1);
+        assert_eq!(dirs.remove_dataset("ml/a", |_| false).unwrap(), 0);
+        assert_eq!(dirs.remove_dataset("ml/b", |_| false).unwrap(), 1);
         assert!(!b1.exists());
         assert!(CacheDirs::open(state.path()).lock().is_empty());
     }

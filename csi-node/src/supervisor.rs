@@ -30,7 +30,7 @@ use crate::cache_dirs::CacheDirs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mounts::{self, PathState, run_blocking};
-use crate::state::{StateDir, VolumeRecord, remove_dir};
+use crate::state::{StateDir, VolumeRecord, dir_name, remove_dir};
 
 /// How often a daemon that is not our child (adopted after a restart) is checked for life.
 const ADOPTED_POLL: Duration = Duration::from_millis(200);
@@ -479,7 +479,6 @@ impl Supervisor {
     /// (stopped, still in use).
     pub async fn release(&self, dataset: &str) -> Result<(u32, u32)> {
         let (mut stopped, mut in_use) = (0, 0);
-        let mut in_use_dirs = Vec::new();
         let mut failed = None;
         for (id, _) in self.volumes_of(dataset) {
             let Some(slot) = self.existing_slot(&id) else {
@@ -499,7 +498,6 @@ impl Supervisor {
                 continue;
             }
             in_use += 1;
-            in_use_dirs.extend(vol.record.disk_dirs());
             if vol.record.keep || !vol.record.released {
                 vol.record.keep = false;
                 vol.record.released = true;
@@ -508,7 +506,15 @@ impl Supervisor {
                 }
             }
         }
-        match self.cache_dirs.remove_dataset(dataset, &in_use_dirs) {
+        // Every volume still here (in use, being staged, or whose teardown failed) keeps its
+        // folders; a volume's folder in a tier is named like its state folder.
+        let live: BTreeSet<String> = lock(&self.staged).keys().map(|id| dir_name(id)).collect();
+        let still_here = |dir: &Path| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| live.contains(n))
+        };
+        match self.cache_dirs.remove_dataset(dataset, still_here) {
             Ok(n) if n > 0 => tracing::info!(dataset, "released: removed {n} disk cache folder(s)"),
             Ok(_) => {}
             Err(e) => failed = Some(e),
