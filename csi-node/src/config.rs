@@ -144,7 +144,8 @@ fn parse_cache_endpoint(s: &str) -> Result<Endpoint, String> {
     }
 }
 
-/// `HOST:PORT` with a numeric port; an IPv6 host in brackets (`[fd00::1]:9600`).
+/// `HOST:PORT` with a numeric port; an IPv6 host in brackets (`[fd00::1]:9600`), or without
+/// them as `$(POD_IP):PORT` gives it on an IPv6 cluster (`fd00::1:9600`), then bracketed here.
 fn parse_host_port(s: &str) -> Result<String, String> {
     let bad = |why: &str| {
         Err(format!(
@@ -159,6 +160,9 @@ fn parse_host_port(s: &str) -> Result<String, String> {
     };
     if port.parse::<u16>().map_or(true, |p| p == 0) {
         return bad("has no valid port");
+    }
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{host}]:{port}"));
     }
     let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
     let host_ok = match bare {
@@ -281,7 +285,7 @@ mod tests {
             vec!["--cache-advertise=10.0.0.1"],
             vec!["--cache-advertise=10.0.0.1:0"],
             vec!["--cache-advertise=:9600"],
-            vec!["--cache-advertise=fd00::1:9600"],
+            vec!["--cache-advertise=fd00::1"],
         ] {
             let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
             args.extend(bad.iter().copied());
@@ -307,5 +311,10 @@ mod tests {
         }
         let c = parse(&["--cache-advertise=10.1.2.3:9600"]);
         assert_eq!(c.cache_advertise(any).unwrap(), "10.1.2.3:9600");
+        // An IPv6 pod IP followed by the port, as the chart's $(POD_IP):PORT gives it.
+        for given in ["fd00::1:9600", "[fd00::1]:9600"] {
+            let c = parse(&[&format!("--cache-advertise={given}")]);
+            assert_eq!(c.cache_advertise(any6).unwrap(), "[fd00::1]:9600");
+        }
     }
 }
