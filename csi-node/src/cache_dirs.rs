@@ -5,13 +5,11 @@
 //! those of volumes unstaged long before.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::error::{Error, Result};
-use crate::state::remove_dir;
+use crate::error::Result;
+use crate::state::{remove_dir, write_json};
 
 const FILE: &str = ".cache-dirs.json";
 
@@ -96,23 +94,7 @@ impl CacheDirs {
     }
 
     fn save(&self, map: &BTreeMap<PathBuf, String>) -> Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        let text = serde_json::to_vec_pretty(map).map_err(|e| Error::State {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
+        write_json(&self.path, map)
     }
 }
 

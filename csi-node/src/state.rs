@@ -189,27 +189,7 @@ impl StateDir {
 
     /// Writes the record atomically: a reader (or a restart) sees the old or the new one.
     pub fn save(&self, rec: &VolumeRecord) -> Result<()> {
-        let dir = self.volume_dir(&rec.volume_id);
-        let path = dir.join(RECORD);
-        let tmp = dir.join(format!("{RECORD}.tmp"));
-        let state_err = |message: String| Error::State {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = serde_json::to_vec_pretty(rec).map_err(|e| state_err(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        };
-        write().map_err(|e| state_err(e.to_string()))
+        write_json(&self.volume_dir(&rec.volume_id).join(RECORD), rec)
     }
 
     /// Reads every record; folders without a readable, consistent record come back as stale.
@@ -256,6 +236,35 @@ impl StateDir {
     pub fn remove(&self, volume_id: &str) -> Result<()> {
         remove_dir(&self.volume_dir(volume_id))
     }
+}
+
+/// Writes `value` as JSON to `path` (owner-only) atomically: written beside it, synced, renamed
+/// over it, and the folder synced.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let state_err = |message: String| Error::State {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = serde_json::to_vec_pretty(value).map_err(|e| state_err(e.to_string()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        match path.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    };
+    write().map_err(|e| state_err(e.to_string()))
 }
 
 pub fn remove_dir(dir: &Path) -> Result<()> {
