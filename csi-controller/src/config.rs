@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "FLUID_KUBERNETES")]
     pub kubernetes: bool,
 
+    /// Shared token sent with every call to the node plugins' cache endpoints (they check it
+    /// with the same variable): cache figures, warm-ups, evictions, releases. 16 printable
+    /// characters or more.
+    #[arg(long, global = true, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
+    pub cache_token: Option<String>,
+
     /// How often each bound Dataset's status.cacheStates is refreshed from the nodes' cache
     /// daemons (with --kubernetes).
     #[arg(long, default_value = "30s", value_parser = parse_interval)]

@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
             scans: reconcile::ufs::Scans::default(),
             loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
+            cache_auth: cache_auth(config.cache_token.as_deref())?,
         });
         tracing::info!("running the Dataset reconciler");
         reconciler = Some(tokio::spawn(reconcile::run(ctx, shutdown_signal())));
@@ -78,9 +79,15 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The sender of the nodes' cache-endpoint token.
+fn cache_auth(token: Option<&str>) -> Result<fluid_proto::cache_auth::BearerToken> {
+    fluid_proto::cache_auth::BearerToken::new(token).map_err(|m| Error::invalid("--cache-token", m))
+}
+
 /// `fluid-csi-controller evict`: Evict on every node serving the Dataset (`namespace/name`),
 /// one line per node on stdout; fails if any node could not be reached or refused.
-pub async fn evict(dataset: &str, paths: &[String]) -> Result<()> {
+pub async fn evict(dataset: &str, paths: &[String], token: Option<&str>) -> Result<()> {
+    let auth = cache_auth(token)?;
     let (ns, name) = fuse_cache::volume::parse_dataset(dataset)
         .ok_or_else(|| Error::invalid("dataset", "give it as NAMESPACE/NAME"))?;
     let client = kube::Client::try_default().await?;
@@ -98,7 +105,7 @@ pub async fn evict(dataset: &str, paths: &[String]) -> Result<()> {
     let (mut blocks, mut bytes) = (0, 0);
     for node in nodes {
         let reply = async {
-            reconcile::nodes::connect(&node)
+            reconcile::nodes::connect(&node, &auth)
                 .await?
                 .evict(fluid_proto::fluid::EvictRequest {
                     paths: paths.clone(),

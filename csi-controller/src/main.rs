@@ -43,7 +43,11 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Evict { dataset, paths }) = config.command {
-        return match runtime.block_on(csi_controller::evict(&dataset, &paths)) {
+        return match runtime.block_on(csi_controller::evict(
+            &dataset,
+            &paths,
+            config.cache_token.as_deref(),
+        )) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fluid-csi-controller evict: {e}");

@@ -99,6 +99,12 @@ pub struct Config {
     /// e.g. from the downward API status.podIP).
     #[arg(long, env = "FLUID_CACHE_ADVERTISE", value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub cache_advertise: Option<String>,
+
+    /// Shared token that every call to --cache-endpoint must carry (`authorization: Bearer
+    /// <token>`; the controller sends it from the same variable). Without it the endpoint is
+    /// open to whoever reaches the port. 16 printable characters or more.
+    #[arg(long, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
+    pub cache_token: Option<String>,
 }
 
 impl Config {

@@ -124,7 +124,16 @@ async fn run(cfg: Config) -> Result<()> {
             return Ok(());
         };
         let service = cache_service::CacheService::new(sup.clone(), stop_rx.clone());
-        let router = tonic::transport::Server::builder().add_service(CacheNodeServer::new(service));
+        let token = sup.config().cache_token.as_deref();
+        if token.is_none() {
+            tracing::warn!(
+                "the cache endpoint has no token ({}): anyone who reaches it may read cache figures, evict or warm up",
+                fluid_proto::cache_auth::TOKEN_ENV
+            );
+        }
+        let guard = fluid_proto::cache_auth::RequireToken::new(token);
+        let router = tonic::transport::Server::builder()
+            .add_service(CacheNodeServer::with_interceptor(service, guard));
         tracing::info!(
             advertised = advertise.as_deref().unwrap_or("-"),
             "serving the Datasets' cache service on {}",

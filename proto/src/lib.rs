@@ -1,6 +1,7 @@
 //! gRPC types for CSI v1.12 (`csi.v1`) and the Fluid node cache service (`fluid.v1`), plus
 //! [`endpoint`], the one way every binary here serves or dials a gRPC endpoint.
 
+pub mod cache_auth;
 pub mod endpoint;
 pub mod identity;
 

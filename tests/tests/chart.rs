@@ -338,11 +338,26 @@ fn default_values_render_the_documented_objects() {
         "Secret/fluid-webhook-tls",
         "Service/fluid-webhook",
         "MutatingWebhookConfiguration/fluid-webhook",
+        "Secret/fluid-cache-token",
     ]
     .into_iter()
     .map(String::from)
     .collect();
     assert_eq!(kinds, want);
+
+    // The cache endpoints' token: 48 generated characters (64 in base64), given to the node
+    // plugin and the controller from the Secret, never in their command lines.
+    let token = one(&docs, "Secret", "fluid-cache-token");
+    assert_eq!(token["data"]["token"].as_str().map(str::len), Some(64));
+    let from_secret = json!({"name": "FLUID_CACHE_TOKEN", "valueFrom": {"secretKeyRef": {"name": "fluid-cache-token", "key": "token"}}});
+    for (kind_, name, c) in [
+        ("Deployment", "fluid-controller", "controller"),
+        ("DaemonSet", "fluid-node", "node"),
+    ] {
+        let pod = &one(&docs, kind_, name)["spec"]["template"]["spec"];
+        let env = container(pod, c)["env"].as_array().unwrap();
+        assert!(env.contains(&from_secret), "{name}: {env:?}");
+    }
     for d in &docs {
         let cluster_scoped = [
             "CSIDriver",

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Context, Result, bail};
 use csi_controller::crd::{self, CacheRuntime, DataLoad, DataLoadPhase, Dataset, DatasetPhase};
 use fluid_proto::Endpoint;
+use fluid_proto::cache_auth::{BearerToken, TOKEN_ENV};
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
 use fluid_proto::csi::{CreateVolumeRequest, VolumeCapability};
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
 use fluid_tests::controller::ControllerProcess;
 use fluid_tests::kube::{
@@ -393,6 +393,9 @@ fn read_all_uncached(dir: &std::path::Path) -> Result<u64> {
     Ok(bytes)
 }
 
+/// The cache-endpoint token the node plugin checks and the controller sends.
+const CACHE_TOKEN: &str = "kube-controller-test-token";
+
 /// One node and the controller around Dataset `data` (SeaweedFS, credentials from Secret
 /// `s3cred`, a memory tier of `quota` on any node) in a fresh namespace.
 struct Cluster {
@@ -434,11 +437,12 @@ impl Cluster {
             &[
                 "--kubernetes".into(),
                 format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+                format!("--cache-token={CACHE_TOKEN}"),
             ],
             &[("KUBECONFIG", &kubeconfig_path()?)],
         )
         .await?;
-        let controller = ControllerProcess::start(&[])?;
+        let controller = ControllerProcess::start(&[format!("--cache-token={CACHE_TOKEN}")])?;
         let ds = kube
             .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
             .await?;
@@ -607,7 +611,9 @@ async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
     let channel = Endpoint::Tcp(([127, 0, 0, 1], port).into())
         .connect()
         .await?;
-    Ok(CacheNodeClient::new(channel)
+    let auth = BearerToken::new(Some(CACHE_TOKEN)).map_err(anyhow::Error::msg)?;
+    Ok(auth
+        .client(channel)
         .get_stats(GetStatsRequest {
             dataset: dataset.to_string(),
         })
@@ -699,6 +705,7 @@ async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
     let out = std::process::Command::new(fluid_tests::daemon::binary("fluid-csi-controller"))
         .args(["evict", &key])
         .env("KUBECONFIG", kubeconfig_path()?)
+        .env(TOKEN_ENV, CACHE_TOKEN)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use fluid_proto::Endpoint;
+use fluid_proto::cache_auth::{BearerToken, NodeClient, TOKEN_ENV};
 use fluid_proto::csi::volume_capability::access_mode::Mode;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use fluid_proto::csi::{NodePublishVolumeRequest, VolumeCapability};
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::{
     EvictRequest, GetStatsRequest, GetStatsResponse, ReleaseRequest, WarmupRequest,
 };
@@ -31,7 +31,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use rand::RngCore;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const MIB: usize = 1 << 20;
 
@@ -72,15 +71,14 @@ async fn read_uncached(path: PathBuf) -> Vec<u8> {
     .expect("reader thread")
 }
 
-async fn cache_client(port: u16) -> CacheNodeClient<Channel> {
+/// A client of a node plugin's cache endpoint, sending `token` if given.
+async fn cache_client(port: u16, token: Option<&str>) -> NodeClient {
     let ep = Endpoint::Tcp(([127, 0, 0, 1], port).into());
-    CacheNodeClient::new(ep.connect().await.unwrap_or_else(|e| panic!("{e}")))
+    let channel = ep.connect().await.unwrap_or_else(|e| panic!("{e}"));
+    BearerToken::new(token).unwrap().client(channel)
 }
 
-async fn stats(
-    c: &CacheNodeClient<Channel>,
-    dataset: &str,
-) -> Result<GetStatsResponse, tonic::Status> {
+async fn stats(c: &NodeClient, dataset: &str) -> Result<GetStatsResponse, tonic::Status> {
     c.clone()
         .get_stats(GetStatsRequest {
             dataset: dataset.into(),
@@ -212,7 +210,7 @@ async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
     );
 
     // Cache figures of the Dataset, through the node's cache endpoint.
-    let cache = cache_client(port).await;
+    let cache = cache_client(port, None).await;
     let before = stats(&cache, &dataset).await.unwrap();
     assert_eq!(before.source_bytes_read, 0, "{before:?}");
     assert_eq!(before.mount_points, vec![format!("s3://{}", bucket.name)]);
@@ -579,7 +577,12 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
         "--kubernetes".to_string(),
         format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
     ];
-    let env = [("KUBECONFIG", kubeconfig.as_path())];
+    // The cache endpoint takes calls with the shared token only (given here by environment).
+    let token = "kept-volumes-test-token";
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_path()),
+        (TOKEN_ENV, Path::new(token)),
+    ];
     let mut plugin = NodePlugin::start(&dir, &node.name, &flags, &env)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -632,7 +635,15 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     let plugin = NodePlugin::start(&dir, &node.name, &flags, &env)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    let cache = cache_client(port).await;
+    for wrong in [None, Some("not-the-kept-volumes-token")] {
+        let refused = stats(&cache_client(port, wrong).await, &dataset).await;
+        expect_code(refused, Code::Unauthenticated, TOKEN_ENV);
+    }
+    assert!(
+        !plugin.log().contains(token),
+        "the token is in the plugin log"
+    );
+    let cache = cache_client(port, Some(token)).await;
     let kept = stats(&cache, &dataset).await.unwrap();
     assert!(kept.source_bytes_read >= data.len() as u64, "{kept:?}");
     assert_eq!(dir.daemon_pids(), pids, "{}", plugin.log());

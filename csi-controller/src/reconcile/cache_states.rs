@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluid_proto::cache_auth::BearerToken;
 use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
 use fuse_cache::cache::human_size;
 use k8s_openapi::api::core::v1::Node;
@@ -70,7 +71,7 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
         let key = format!("{ns}/{name}");
         let mut sum = Sum::default();
         for node in nodes::serving(&all_nodes.items, &ns, &name) {
-            match node_stats(&node, &key).await {
+            match node_stats(&node, &ctx.cache_auth, &key).await {
                 Ok(s) => {
                     sum.nodes += 1;
                     sum.cached += s.tiers.iter().map(|t| t.used_bytes).max().unwrap_or(0);
@@ -120,9 +121,13 @@ fn cache_states(sum: &Sum, ufs_total: Option<u64>) -> CacheStates {
     }
 }
 
-async fn node_stats(node: &ServingNode, dataset: &str) -> Result<GetStatsResponse> {
+async fn node_stats(
+    node: &ServingNode,
+    auth: &BearerToken,
+    dataset: &str,
+) -> Result<GetStatsResponse> {
     let call = async {
-        let reply = nodes::connect(node)
+        let reply = nodes::connect(node, auth)
             .await?
             .get_stats(GetStatsRequest {
                 dataset: dataset.to_string(),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
+use fluid_proto::cache_auth::BearerToken;
 use fluid_proto::fluid::{WarmupProgress, WarmupRequest};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -293,8 +294,9 @@ async fn run(
     let warmups = plan.iter().enumerate().map(|(i, (path, node))| {
         let progress = progress.clone();
         let dataset = dataset.clone();
+        let auth = ctx.cache_auth.clone();
         async move {
-            let result = warm(node, &dataset, path, |p| {
+            let result = warm(node, &auth, &dataset, path, |p| {
                 progress.lock().unwrap_or_else(|e| e.into_inner())[i] = Ok(p);
             })
             .await;
@@ -388,11 +390,12 @@ async fn run(
 /// Streams one node's warm-up of `path`, handing each progress message to `on_progress`.
 async fn warm(
     node: &ServingNode,
+    auth: &BearerToken,
     dataset: &str,
     path: &str,
     mut on_progress: impl FnMut(WarmupProgress),
 ) -> Result<()> {
-    let mut client = nodes::connect(node).await?;
+    let mut client = nodes::connect(node, auth).await?;
     let mut stream = client
         .warmup(WarmupRequest {
             paths: vec![path.to_string()],

@@ -79,7 +79,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
     let runtimes: Api<CacheRuntime> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(runtime) = runtimes.get_opt(&name).await? else {
         // Daemons kept after their pods left (cleanPolicy OnRuntimeDeleted) go with the runtime.
-        nodes::release(&ctx.client, &ns, &name).await?;
+        nodes::release(&ctx.client, &ctx.cache_auth, &ns, &name).await?;
         let message = format!("waiting for a CacheRuntime named {name:?} in namespace {ns:?}");
         write_status(
             ds,
@@ -316,7 +316,7 @@ async fn cleanup(ds: &Dataset, ctx: &Context) -> Result<Action> {
         });
     }
     ctx.scans.stop(&ds.uid().unwrap_or_default());
-    nodes::release(&ctx.client, &ns, &name).await?;
+    nodes::release(&ctx.client, &ctx.cache_auth, &ns, &name).await?;
     delete_quietly(
         &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
         &name,

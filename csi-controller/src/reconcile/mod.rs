@@ -28,6 +28,8 @@ pub struct Context {
     pub scans: ufs::Scans,
     pub loads: dataload::Loads,
     pub stats_interval: Duration,
+    /// Sends the nodes' cache-endpoint token (`--cache-token`).
+    pub cache_auth: fluid_proto::cache_auth::BearerToken,
 }
 
 /// Runs the reconciler and the cache-state refresh until `shutdown` resolves.

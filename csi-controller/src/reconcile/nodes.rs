@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use fluid_proto::Endpoint;
+use fluid_proto::cache_auth::{BearerToken, NodeClient};
 use fluid_proto::fluid::ReleaseRequest;
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -70,8 +69,8 @@ pub async fn list_serving(
     Ok(serving(&nodes.items, namespace, name))
 }
 
-/// A CacheNode client for a node's endpoint (`HOST:PORT`).
-pub async fn connect(node: &ServingNode) -> Result<CacheNodeClient<Channel>> {
+/// A CacheNode client for a node's endpoint (`HOST:PORT`), sending the cache token.
+pub async fn connect(node: &ServingNode, auth: &BearerToken) -> Result<NodeClient> {
     let unreachable = |why: String| node.error(why);
     let endpoint: Endpoint = format!("tcp://{}", node.endpoint)
         .parse()
@@ -85,17 +84,22 @@ pub async fn connect(node: &ServingNode) -> Result<CacheNodeClient<Channel>> {
             ))
         })?
         .map_err(|e| unreachable(e.to_string()))?;
-    Ok(CacheNodeClient::new(channel))
+    Ok(auth.client(channel))
 }
 
 /// Tells every node serving the Dataset that its CacheRuntime (or the Dataset) is gone, so
 /// that daemons kept by cleanPolicy OnRuntimeDeleted stop. Best effort: a node that cannot
 /// be reached is logged and asked again at the next reconcile while it keeps the label.
-pub async fn release(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
+pub async fn release(
+    client: &kube::Client,
+    auth: &BearerToken,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
     let dataset = format!("{namespace}/{name}");
     for node in list_serving(client, namespace, name).await? {
         let answer = async {
-            connect(&node)
+            connect(&node, auth)
                 .await?
                 .release(ReleaseRequest {
                     dataset: dataset.clone(),

@@ -29,6 +29,20 @@ when it already contains the chart name). Short enough for "-controller" to fit 
 {{ include "fluid.fullname" . }}-controller
 {{- end }}
 
+{{/* The Secret with the shared token of the node plugins' cache endpoints (cache-token.yaml). */}}
+{{- define "fluid.cacheTokenSecret" -}}
+{{ include "fluid.fullname" . }}-cache-token
+{{- end }}
+
+{{/* The env entry that gives a container that token. */}}
+{{- define "fluid.cacheTokenEnv" -}}
+- name: FLUID_CACHE_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fluid.cacheTokenSecret" . }}
+      key: token
+{{- end }}
+
 {{- define "fluid.nodeName" -}}
 {{ include "fluid.fullname" . }}-node
 {{- end }}
