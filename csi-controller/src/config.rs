@@ -55,7 +55,7 @@ pub struct Config {
     /// with the same variable): cache figures, warm-ups, evictions, releases. 16 printable
     /// characters or more.
     #[arg(long, global = true, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
-    pub cache_token: Option<String>,
+    pub cache_token: Option<fluid_proto::cache_auth::Token>,
 
     /// How often each bound Dataset's status.cacheStates is refreshed from the nodes' cache
     /// daemons (with --kubernetes).

@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> Result<()> {
             scans: reconcile::ufs::Scans::default(),
             loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
-            cache_auth: cache_auth(config.cache_token.as_deref())?,
+            cache_auth: cache_auth(config.cache_token.as_ref().map(|t| t.as_str()))?,
         });
         tracing::info!("running the Dataset reconciler");
         reconciler = Some(tokio::spawn(reconcile::run(ctx, shutdown_signal())));

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         return match runtime.block_on(csi_controller::evict(
             &dataset,
             &paths,
-            config.cache_token.as_deref(),
+            config.cache_token.as_ref().map(|t| t.as_str()),
         )) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -104,7 +104,7 @@ pub struct Config {
     /// <token>`; the controller sends it from the same variable). Without it the endpoint is
     /// open to whoever reaches the port. 16 printable characters or more.
     #[arg(long, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
-    pub cache_token: Option<String>,
+    pub cache_token: Option<fluid_proto::cache_auth::Token>,
 }
 
 impl Config {

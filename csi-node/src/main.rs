@@ -124,7 +124,7 @@ async fn run(cfg: Config) -> Result<()> {
             return Ok(());
         };
         let service = cache_service::CacheService::new(sup.clone(), stop_rx.clone());
-        let token = sup.config().cache_token.as_deref();
+        let token = sup.config().cache_token.as_ref().map(|t| t.as_str());
         if token.is_none() {
             tracing::warn!(
                 "the cache endpoint has no token ({}): anyone who reaches it may read cache figures, evict or warm up",

@@ -21,9 +21,26 @@ const HEADER: &str = "authorization";
 /// A CacheNode client that sends the token, if any.
 pub type NodeClient = CacheNodeClient<InterceptedService<Channel, BearerToken>>;
 
+/// A token as read from the command line or environment; its `Debug` form hides it, so a
+/// logged configuration never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// Checks a token given on a command line: printable ASCII without spaces, 16 characters or
 /// more (the chart generates 48).
-pub fn parse_token(s: &str) -> Result<String, String> {
+pub fn parse_token(s: &str) -> Result<Token, String> {
     if s.len() < 16 {
         return Err(format!(
             "the token must have 16 characters or more (it has {})",
@@ -33,7 +50,7 @@ pub fn parse_token(s: &str) -> Result<String, String> {
     if !s.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("the token must be printable ASCII without spaces".into());
     }
-    Ok(s.to_string())
+    Ok(Token(s.to_string()))
 }
 
 /// Client side: adds `authorization: Bearer <token>` to every call.
@@ -151,7 +168,9 @@ mod tests {
     fn tokens_are_checked() {
         assert!(parse_token("short").is_err());
         assert!(parse_token("has a space in it, long enough").is_err());
-        assert!(parse_token("0123456789abcdef").is_ok());
+        let t = parse_token("0123456789abcdef").unwrap();
+        assert_eq!(t.as_str(), "0123456789abcdef");
+        assert!(!format!("{t:?}").contains("0123"));
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"abc", b"ab"));
     }
