@@ -27,6 +27,7 @@
 //! runs in `spawn_blocking`.
 
 mod background;
+mod block_buf;
 mod config;
 mod disk;
 mod key;
@@ -45,6 +46,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+pub use block_buf::BlockBuf;
 pub use config::{
     DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, human_size, parse_size,
 };

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 
 /// Entries a listing page returns, so huge directories stream.
@@ -137,9 +138,11 @@ fn read_range(full: &Path, expect: &Meta, offset: u64, len: u64, shown: &str) ->
         return Err(Error::Changed(shown.to_string()));
     }
     let len = len.min(now.size.saturating_sub(offset)) as usize;
-    let mut buf = vec![0u8; len];
+    let mut buf = BlockBuf::new(len);
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| Error::io(shown, e))?;
-    f.read_exact(&mut buf).map_err(|e| Error::io(shown, e))?;
-    Ok(Bytes::from(buf))
+    f.read_exact(buf.as_mut_slice())
+        .map_err(|e| Error::io(shown, e))?;
+    buf.set_filled(len);
+    Ok(buf.freeze())
 }

@@ -19,6 +19,7 @@ use aws_sdk_s3::primitives::DateTime;
 use bytes::Bytes;
 
 use super::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 use crate::mountpoint::{MountPoint, Store};
 
@@ -443,17 +444,27 @@ impl Source for S3Source {
         {
             return Err(Error::Changed(self.shown(path)));
         }
-        let body = out
-            .body
-            .collect()
+        // The body goes straight into the block's own buffer (see `BlockBuf`); bytes beyond
+        // the range asked for are kept aside in case the store ignored the range.
+        let want = (end - offset) as usize;
+        let mut buf = BlockBuf::new(want);
+        let mut beyond: Vec<u8> = Vec::new();
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| self.unavailable(path, causes(&e)))?
-            .into_bytes();
-        let want = (end - offset) as usize;
-        match body.len() {
-            n if n == want => Ok(body),
+        {
+            beyond.extend_from_slice(buf.push(&chunk));
+        }
+        match buf.filled() + beyond.len() {
+            n if n == want => Ok(buf.freeze()),
             // A store that ignored the range sent the whole (unchanged) object.
-            n if n as u64 == meta.size => Ok(body.slice(offset as usize..end as usize)),
+            n if n as u64 == meta.size => {
+                let mut whole = buf.freeze().to_vec();
+                whole.extend_from_slice(&beyond);
+                Ok(Bytes::from(whole).slice(offset as usize..end as usize))
+            }
             _ => Err(Error::Changed(self.shown(path))),
         }
     }
