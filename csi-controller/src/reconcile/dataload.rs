@@ -63,39 +63,18 @@ pub async fn reconcile(dl: Arc<DataLoad>, ctx: Arc<Context>) -> Result<Action> {
         let message = format!(
             "spec.dataset.namespace {other:?}: a DataLoad loads Datasets of its own namespace ({ns:?}) only"
         );
-        write_status(
-            &dl,
-            &ctx,
-            DataLoadPhase::Failed,
-            "Failed",
-            "CrossNamespace",
-            &message,
-        )
-        .await?;
-        return Ok(Action::await_change());
+        return fail(&dl, &ctx, "CrossNamespace", &message).await;
     }
     let schedule = match (dl.spec.policy, dl.spec.schedule.as_deref()) {
-        (Policy::Cron, Some(s)) => match parse_schedule(s) {
-            Ok(c) => Some(c),
-            Err(m) => {
-                write_status(
-                    &dl,
-                    &ctx,
-                    DataLoadPhase::Failed,
-                    "Failed",
-                    "BadSchedule",
-                    &m,
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-        },
+        (Policy::Cron, Some(s)) => parse_schedule(s).map(Some),
         (Policy::Cron, None) => {
-            let m = "spec.schedule: required with policy Cron, e.g. \"0 */6 * * *\"";
-            write_status(&dl, &ctx, DataLoadPhase::Failed, "Failed", "BadSchedule", m).await?;
-            return Ok(Action::await_change());
+            Err("spec.schedule: required with policy Cron, e.g. \"0 */6 * * *\"".to_string())
         }
-        _ => None,
+        _ => Ok(None),
+    };
+    let schedule = match schedule {
+        Ok(s) => s,
+        Err(m) => return fail(&dl, &ctx, "BadSchedule", &m).await,
     };
 
     let datasets: Api<Dataset> = Api::namespaced(ctx.client.clone(), &ns);
@@ -130,10 +109,7 @@ pub async fn reconcile(dl: Arc<DataLoad>, ctx: Arc<Context>) -> Result<Action> {
                     return Ok(Action::requeue(wait.max(Duration::from_millis(200))));
                 }
                 None => {
-                    let m = "spec.schedule: it never fires";
-                    write_status(&dl, &ctx, DataLoadPhase::Failed, "Failed", "BadSchedule", m)
-                        .await?;
-                    return Ok(Action::await_change());
+                    return fail(&dl, &ctx, "BadSchedule", "spec.schedule: it never fires").await;
                 }
             }
         }
@@ -442,6 +418,12 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str) -> RuntimeCondi
         last_probe_time: Some(now.clone()),
         last_transition_time: Some(now),
     }
+}
+
+/// Marks a DataLoad that cannot run as it is Failed, with `reason`, until it changes.
+async fn fail(dl: &DataLoad, ctx: &Context, reason: &str, message: &str) -> Result<Action> {
+    write_status(dl, ctx, DataLoadPhase::Failed, "Failed", reason, message).await?;
+    Ok(Action::await_change())
 }
 
 /// Writes phase and one condition unless they are already so (no write, no new event).
