@@ -187,23 +187,12 @@ fn add_preferred(node: &NodeAffinity, keys: &[String]) -> Vec<PatchOperation> {
     if keys.is_empty() {
         return Vec::new();
     }
-    let path = [&BASE[..], &[PREFERRED]].concat();
     let has_terms = node
         .preferred_during_scheduling_ignored_during_execution
         .as_ref()
         .is_some_and(|t| !t.is_empty());
-    if has_terms {
-        let append = [&path[..], &["-"]].concat();
-        keys.iter()
-            .map(|k| add(&append, preferred_term(k)))
-            .collect()
-    } else {
-        // `add` on a present (empty or null) member replaces it, on a missing one creates it.
-        vec![add(
-            &path,
-            Value::Array(keys.iter().map(|k| preferred_term(k)).collect()),
-        )]
-    }
+    let terms = keys.iter().map(|k| preferred_term(k)).collect();
+    extend_list(&[&BASE[..], &[PREFERRED]].concat(), has_terms, terms)
 }
 
 /// ANDs the expressions into every required term (or makes the one term).
@@ -212,20 +201,13 @@ fn add_required(node: &NodeAffinity, exprs: &[Value]) -> Vec<PatchOperation> {
         return Vec::new();
     }
     let path = [&BASE[..], &[REQUIRED_FIELD]].concat();
-    let terms = node
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()
-        .map(|r| r.node_selector_terms.as_slice())
-        .unwrap_or_default();
-    if node
-        .required_during_scheduling_ignored_during_execution
-        .is_none()
-    {
+    let Some(required) = &node.required_during_scheduling_ignored_during_execution else {
         return vec![add(
             &path,
             json!({"nodeSelectorTerms": [{"matchExpressions": exprs}]}),
         )];
-    }
+    };
+    let terms = &required.node_selector_terms;
     if terms.is_empty() {
         let path = [&path[..], &["nodeSelectorTerms"]].concat();
         return vec![add(&path, json!([{"matchExpressions": exprs}]))];
@@ -238,19 +220,26 @@ fn add_required(node: &NodeAffinity, exprs: &[Value]) -> Vec<PatchOperation> {
             &["nodeSelectorTerms", &index, "matchExpressions"],
         ]
         .concat();
-        if term
+        // A term of only matchFields (or an empty one) gets the whole list.
+        let has_exprs = term
             .match_expressions
             .as_ref()
-            .is_some_and(|e| !e.is_empty())
-        {
-            let append = [&exprs_path[..], &["-"]].concat();
-            ops.extend(exprs.iter().map(|e| add(&append, e.clone())));
-        } else {
-            // A term of only matchFields (or an empty one) gets the list.
-            ops.push(add(&exprs_path, Value::Array(exprs.to_vec())));
-        }
+            .is_some_and(|e| !e.is_empty());
+        ops.extend(extend_list(&exprs_path, has_exprs, exprs.to_vec()));
     }
     ops
+}
+
+/// Adds `values` to the list at `path`: appended after its items when it has some, else set
+/// as the whole list (`add` on a present empty or null member replaces it, on a missing one
+/// creates it).
+fn extend_list(path: &[&str], has_items: bool, values: Vec<Value>) -> Vec<PatchOperation> {
+    if has_items {
+        let append = [path, &["-"]].concat();
+        values.into_iter().map(|v| add(&append, v)).collect()
+    } else {
+        vec![add(path, Value::Array(values))]
+    }
 }
 
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
