@@ -6,7 +6,7 @@ use std::time::Duration;
 use fluid_proto::Endpoint;
 use fluid_proto::cache_auth::{BearerToken, NodeClient};
 use fluid_proto::fluid::ReleaseRequest;
-use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
+use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_VALUE, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -28,7 +28,7 @@ pub fn serving(nodes: &[Node], namespace: &str, name: &str) -> Vec<ServingNode> 
     let label = dataset_label_key(namespace, name);
     let mut out: Vec<ServingNode> = nodes
         .iter()
-        .filter(|n| n.labels().get(&label).map(String::as_str) == Some("true"))
+        .filter(|n| n.labels().get(&label).map(String::as_str) == Some(DATASET_LABEL_VALUE))
         .filter_map(|n| {
             let endpoint = n.annotations().get(CACHE_ENDPOINT_ANNOTATION)?.clone();
             Some(ServingNode {
@@ -62,7 +62,10 @@ pub async fn list_serving(
     namespace: &str,
     name: &str,
 ) -> Result<Vec<ServingNode>> {
-    let selector = format!("{}=true", dataset_label_key(namespace, name));
+    let selector = format!(
+        "{}={DATASET_LABEL_VALUE}",
+        dataset_label_key(namespace, name)
+    );
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default().labels(&selector))
         .await?;
