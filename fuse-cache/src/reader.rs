@@ -242,7 +242,7 @@ impl Reader {
                     // The object shrank since its attributes were read.
                     return Err(Error::Changed(path));
                 }
-                Ok(compact(data))
+                Ok(data)
             })
             .await
     }
@@ -277,21 +277,6 @@ impl Reader {
             counters: self.counters.clone(),
             prefetch_permits: self.prefetch_permits.clone(),
         }
-    }
-}
-
-/// Blocks up to this size are copied into an allocation of their own before they are cached.
-const COMPACT_UP_TO: usize = 1 << 20;
-
-/// A small response body can be a slice of a larger network read buffer (shared with other
-/// responses); cached as it is, it would keep that whole buffer alive while the memory tier
-/// counts only its length, and thousands of small files would take several times their size.
-/// Large bodies arrive in many pieces and are already gathered into an exact allocation.
-fn compact(data: Bytes) -> Bytes {
-    if data.len() <= COMPACT_UP_TO {
-        Bytes::copy_from_slice(&data)
-    } else {
-        data
     }
 }
 

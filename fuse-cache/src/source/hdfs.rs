@@ -21,6 +21,7 @@ use hdfs_native::client::{FileStatus, ListStatusIterator};
 use hdfs_native::{Client, ClientBuilder, HdfsError};
 
 use super::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 use crate::mountpoint::{MountPoint, Store};
 
@@ -359,19 +360,20 @@ impl Source for HdfsSource {
         if reader.file_length() as u64 != meta.size {
             return Err(changed());
         }
-        let data = self
-            .call(
-                path,
-                reader.read_range(offset as usize, (end - offset) as usize),
-            )
-            .await?;
+        let mut buf = BlockBuf::new((end - offset) as usize);
+        self.call(
+            path,
+            reader.read_range_buf(buf.as_mut_slice(), offset as usize),
+        )
+        .await?;
+        buf.set_filled((end - offset) as usize);
         // HDFS has no version tag. A rewrite of the same length shows in the modification
         // time; checked after the read, so bytes of a file replaced meanwhile are refused.
         let now = self.call(path, self.client.get_file_info(&full)).await?;
         if now.length as u64 != meta.size || mtime_of(&now) != meta.mtime {
             return Err(changed());
         }
-        Ok(data)
+        Ok(buf.freeze())
     }
 }
 

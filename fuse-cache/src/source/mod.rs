@@ -98,6 +98,9 @@ pub trait Source: Send + Sync + 'static {
 
     /// `len` bytes of `path` from `offset` (fewer only at the end of the object). `meta` is the
     /// version the caller expects; a store that can check it fails with [`Error::Changed`].
+    /// The bytes are an allocation of their own ([`crate::cache::BlockBuf`]), never a slice of
+    /// a larger buffer: the memory tier counts a block by its length, and a slice would keep
+    /// the whole buffer alive.
     async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes>;
 }
 

@@ -463,7 +463,9 @@ impl Source for S3Source {
             n if n as u64 == meta.size => {
                 let mut whole = buf.freeze().to_vec();
                 whole.extend_from_slice(&beyond);
-                Ok(Bytes::from(whole).slice(offset as usize..end as usize))
+                Ok(Bytes::copy_from_slice(
+                    &whole[offset as usize..end as usize],
+                ))
             }
             _ => Err(Error::Changed(self.shown(path))),
         }
