@@ -200,6 +200,7 @@ pub fn merge_stats(all: Vec<GetStatsResponse>) -> GetStatsResponse {
         out.source_bytes_read += s.source_bytes_read;
         out.source_requests += s.source_requests;
         out.bytes_served += s.bytes_served;
+        out.passthrough_opens += s.passthrough_opens;
         for m in s.mount_points {
             if !out.mount_points.contains(&m) {
                 out.mount_points.push(m);
@@ -326,6 +327,7 @@ mod tests {
             source_requests: 4,
             bytes_served: 5,
             mount_points: vec!["s3://b".into()],
+            passthrough_opens: 6,
         };
         let b = GetStatsResponse {
             tiers: vec![tier("MEM", "", 20, 100), tier("SSD", "/c/pvc-b", 7, 50)],
@@ -349,9 +351,10 @@ mod tests {
                 m.misses,
                 m.source_bytes_read,
                 m.source_requests,
-                m.bytes_served
+                m.bytes_served,
+                m.passthrough_opens
             ),
-            (2, 4, 6, 8, 10)
+            (2, 4, 6, 8, 10, 12)
         );
         assert_eq!(m.mount_points, vec!["s3://b", "s3://c"]);
         assert_eq!(merge_stats(vec![]), GetStatsResponse::default());

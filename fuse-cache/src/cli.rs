@@ -91,6 +91,11 @@ pub struct MountArgs {
     /// FUSE worker threads that take requests from the kernel.
     #[arg(long, default_value_t = 2)]
     pub fuse_threads: usize,
+    /// Open files the memory tier holds whole in kernel passthrough mode (Linux 6.9+, as
+    /// root): the kernel then reads them from the tier's memory itself, without a request to
+    /// the daemon. Off, every read goes through the daemon.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub passthrough: bool,
 }
 
 #[derive(Args, Debug)]
@@ -242,7 +247,7 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
         config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(args.fuse_threads.max(1));
-    let fs = FluidFs::new(rt.handle().clone(), reader.clone());
+    let fs = FluidFs::new(rt.handle().clone(), reader.clone(), args.passthrough);
     let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
         .map_err(|e| Error::io(format!("mounting FUSE at {}", args.mountpoint.display()), e))?;
 
@@ -435,8 +440,8 @@ async fn stats(args: ControlArgs) -> Result<()> {
         s.hits, s.misses, ratio
     );
     println!(
-        "source: {} bytes in {} requests; served {} bytes",
-        s.source_bytes_read, s.source_requests, s.bytes_served
+        "source: {} bytes in {} requests; served {} bytes; {} opens by kernel passthrough",
+        s.source_bytes_read, s.source_requests, s.bytes_served, s.passthrough_opens
     );
     Ok(())
 }

@@ -55,6 +55,7 @@ impl Control {
             source_bytes_read: c.bytes.load(Ordering::Relaxed),
             source_requests: c.requests.load(Ordering::Relaxed),
             bytes_served: c.bytes_served.load(Ordering::Relaxed),
+            passthrough_opens: c.passthrough_opens.load(Ordering::Relaxed),
             mount_points: self
                 .reader
                 .ns

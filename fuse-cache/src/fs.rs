@@ -1,19 +1,26 @@
 //! The FUSE adapter: a thin fuser `Filesystem` that hands each request to the tokio runtime
 //! and replies when the async work is done, so one slow fetch never blocks other requests.
+//!
+//! A file whose object the memory tier holds whole is opened in kernel passthrough mode: the
+//! kernel reads the object's memory file itself (see `cache/object_file.rs`), with no request
+//! to us and no copy through the FUSE page cache. The kernel fails an open (EIO) whose mode
+//! differs from the inode's other open files, so an open follows the inode's open files, and
+//! only an inode with none may start passthrough.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
-use tokio::runtime::Handle;
+use tokio::runtime::Handle as Runtime;
 
+use crate::cache::Resident;
 use crate::error::Error;
 use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
@@ -23,15 +30,42 @@ use crate::source::Kind;
 const MAX_READ: u32 = 1 << 20;
 
 pub struct FluidFs {
-    rt: Handle,
+    rt: Runtime,
     ns: Arc<Namespace>,
     reader: Arc<Reader>,
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    files: Mutex<HashMap<u64, Handle>>,
+    /// Open files by inode, by mode.
+    opens: Mutex<HashMap<u64, InodeOpens>>,
+    /// Wanted, granted by the kernel at init, and not refused since.
+    passthrough: AtomicBool,
+    /// Open files that will be read by passthrough later without the kernel page cache
+    /// until then (needs passthrough, and mmap of such files).
+    direct_cold: AtomicBool,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     /// The object version each inode was last opened at: the kernel page cache is kept
     /// across opens while it is unchanged.
     opened_versions: Mutex<HashMap<u64, String>>,
     next_fh: AtomicU64,
+}
+
+struct Handle {
+    file: Arc<OpenFile>,
+    passthrough: bool,
+}
+
+#[derive(Default)]
+struct InodeOpens {
+    cached: u32,
+    passthrough: Option<Passthrough>,
+}
+
+/// The passthrough opens of one inode, which share one backing file.
+struct Passthrough {
+    opens: u32,
+    /// Registered with the kernel until the last of them is released.
+    backing: BackingId,
+    /// Keeps the memory file whole meanwhile.
+    _resident: Resident,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -43,12 +77,17 @@ fn errno(e: &Error) -> Errno {
 }
 
 impl FluidFs {
-    pub fn new(rt: Handle, reader: Arc<Reader>) -> Self {
+    /// `passthrough`: open files the memory tier holds whole in kernel passthrough mode, when
+    /// the kernel allows it.
+    pub fn new(rt: Runtime, reader: Arc<Reader>, passthrough: bool) -> Self {
         FluidFs {
             rt,
             ns: reader.ns.clone(),
             reader,
             files: Mutex::default(),
+            opens: Mutex::default(),
+            passthrough: AtomicBool::new(passthrough),
+            direct_cold: AtomicBool::new(false),
             dirs: Mutex::default(),
             opened_versions: Mutex::default(),
             next_fh: AtomicU64::new(1),
@@ -57,6 +96,29 @@ impl FluidFs {
 
     fn ttl(&self) -> Duration {
         self.ns.ttl.attr
+    }
+
+    /// Registers the memory file of a wholly cached object as a backing file; `None` when the
+    /// object is not whole in memory or passthrough is off.
+    fn start_passthrough(&self, reply: &ReplyOpen, file: &OpenFile) -> Option<Passthrough> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let resident = self.reader.cache.hold_resident(file.object())?;
+        match reply.open_backing(resident.fd()) {
+            Ok(backing) => Some(Passthrough {
+                opens: 0,
+                backing,
+                _resident: resident,
+            }),
+            Err(e) => {
+                self.passthrough.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "the kernel refused a passthrough backing file ({e}); files are read through the daemon from now on"
+                );
+                None
+            }
+        }
     }
 }
 
@@ -99,6 +161,22 @@ impl Filesystem for FluidFs {
         if let Err(missing) = config.add_capabilities(wanted) {
             tracing::debug!("kernel lacks FUSE capabilities {missing:?}");
         }
+        // Depth 1: backing files are on a plain file system (shmem), and an overlay may
+        // still stack on this mount.
+        if self.passthrough.load(Ordering::Relaxed)
+            && (config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .is_err()
+                || config.set_max_stack_depth(1).is_err())
+        {
+            tracing::info!("the kernel has no FUSE passthrough; files are read through the daemon");
+            self.passthrough.store(false, Ordering::Relaxed);
+        }
+        let direct = self.passthrough.load(Ordering::Relaxed)
+            && config
+                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+                .is_ok();
+        self.direct_cold.store(direct, Ordering::Relaxed);
         Ok(())
     }
 
@@ -135,21 +213,49 @@ impl Filesystem for FluidFs {
             Ok(n) => n,
             Err(e) => return reply.error(errno(&e)),
         };
-        match self.reader.open(&node) {
-            Ok(file) => {
-                let version = file.meta.version();
-                let unchanged =
-                    lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version);
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                lock(&self.files).insert(fh, Arc::new(file));
-                let flags = if unchanged {
+        let file = match self.reader.open(&node) {
+            Ok(file) => Arc::new(file),
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let version = file.meta.version();
+        let unchanged = lock(&self.opened_versions).insert(ino.0, version.clone()) == Some(version);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut opens = lock(&self.opens);
+        let io = opens.entry(ino.0).or_default();
+        if io.cached == 0 && io.passthrough.is_none() {
+            io.passthrough = self.start_passthrough(&reply, &file);
+        }
+        // An open that comes while passthrough opens last reads their backing file, even if
+        // the object changed since (the kernel allows no other mode then).
+        let passthrough = io.passthrough.is_some();
+        lock(&self.files).insert(fh, Handle { file, passthrough });
+        match &mut io.passthrough {
+            Some(p) => {
+                p.opens += 1;
+                self.reader
+                    .counters
+                    .passthrough_opens
+                    .fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &p.backing);
+            }
+            None => {
+                io.cached += 1;
+                let flags = if self.direct_cold.load(Ordering::Relaxed)
+                    && self.reader.cache.file_backed(node.meta.size)
+                    && !self.reader.read_at_random(ino.0)
+                {
+                    // Will be read by passthrough once whole in memory: meanwhile the
+                    // kernel page cache would only add a copy and pages to allocate. A file
+                    // read at random offsets keeps the page cache, which serves its hot
+                    // parts while the memory tier holds only some of it.
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else if unchanged {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
                 };
                 reply.opened(FileHandle(fh), flags);
             }
-            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -164,7 +270,7 @@ impl Filesystem for FluidFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = lock(&self.files).get(&fh.0).cloned() else {
+        let Some(file) = lock(&self.files).get(&fh.0).map(|h| h.file.clone()) else {
             return reply.error(Errno::EBADF);
         };
         let reader = self.reader.clone();
@@ -189,8 +295,27 @@ impl Filesystem for FluidFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.files).remove(&fh.0);
+        let handle = lock(&self.files).remove(&fh.0);
         reply.ok();
+        let Some(handle) = handle else { return };
+        let mut opens = lock(&self.opens);
+        let Some(io) = opens.get_mut(&handle.file.ino) else {
+            return;
+        };
+        if handle.passthrough {
+            if let Some(p) = &mut io.passthrough {
+                p.opens -= 1;
+                if p.opens == 0 {
+                    // Closes the backing file and lets the memory tier evict the object.
+                    io.passthrough = None;
+                }
+            }
+        } else {
+            io.cached = io.cached.saturating_sub(1);
+        }
+        if io.cached == 0 && io.passthrough.is_none() {
+            opens.remove(&handle.file.ino);
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

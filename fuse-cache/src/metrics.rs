@@ -117,8 +117,14 @@ pub fn render(control: &Control) -> String {
     family(
         "fluid_served_bytes_total",
         "counter",
-        "Bytes returned to readers.",
+        "Bytes returned to readers by the daemon (not those of passthrough opens).",
         vec![(String::new(), s.bytes_served)],
+    );
+    family(
+        "fluid_passthrough_opens_total",
+        "counter",
+        "Opens of files the memory tier held whole, read by the kernel itself.",
+        vec![(String::new(), s.passthrough_opens)],
     );
     let c = &control.reader.counters;
     c.read_latency.render(

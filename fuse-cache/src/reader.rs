@@ -2,6 +2,7 @@
 //! (one request per block however many readers wait), and sequential readers get readahead
 //! whose window grows while the access stays sequential.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
-use crate::cache::{BlockCache, BlockKey};
+use crate::cache::{BlockBuf, BlockCache, BlockKey, Run};
 use crate::error::{Error, Result};
 use crate::metrics::Histogram;
 use crate::namespace::{Location, Namespace, Node};
@@ -21,6 +22,8 @@ pub struct SourceCounters {
     pub bytes: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_served: AtomicU64,
+    /// Opens answered with kernel passthrough (their reads never reach us).
+    pub passthrough_opens: AtomicU64,
     pub source_latency: Histogram,
     pub read_latency: Histogram,
 }
@@ -32,6 +35,18 @@ pub struct ReadConfig {
     pub max_readahead_blocks: u64,
     /// Blocks being prefetched at once over all files: bounds prefetch memory.
     pub prefetch_budget_blocks: usize,
+    /// Once a reader's readahead is this long, blocks ahead of it are fetched this many bytes
+    /// (whole blocks) per request: a store spends less per byte on fewer, larger requests
+    /// (SeaweedFS used a sixth less CPU for a cold 1 GiB read in 16 MiB than in 4 MiB ones),
+    /// while random reads still fetch one block.
+    pub run_bytes: u64,
+}
+
+impl ReadConfig {
+    /// Blocks a prefetch request covers, at least 1.
+    fn run_blocks(&self) -> u64 {
+        (self.run_bytes / self.block_size.max(1)).max(1)
+    }
 }
 
 impl Default for ReadConfig {
@@ -40,6 +55,7 @@ impl Default for ReadConfig {
             block_size: 4 << 20,
             max_readahead_blocks: 16,
             prefetch_budget_blocks: 32,
+            run_bytes: 16 << 20,
         }
     }
 }
@@ -95,7 +111,12 @@ impl Pattern {
         self.window = (self.window * 2).clamp(1, cfg.max_readahead_blocks);
         let current = (offset + len).saturating_sub(1) / cfg.block_size;
         let from = self.prefetched_to.max(current + 1);
-        let to = (current + 1 + self.window).min(blocks_in_file);
+        let mut to = (current + 1 + self.window).min(blocks_in_file);
+        let run = cfg.run_blocks();
+        if from < to && self.window >= run {
+            // Ahead in whole runs, so each prefetch is one request of a run.
+            to = to.max(from + run).min(blocks_in_file);
+        }
         if from < to {
             self.prefetched_to = to;
             (from, to)
@@ -111,6 +132,8 @@ pub struct Reader {
     pub cfg: ReadConfig,
     pub counters: Arc<SourceCounters>,
     prefetch_permits: Arc<Semaphore>,
+    /// Inodes some open file has read at random offsets.
+    random_inodes: Arc<Mutex<HashSet<u64>>>,
 }
 
 /// The cache identity of an object version: mount URL, path and version. Eviction by path
@@ -128,6 +151,7 @@ impl Reader {
             cfg,
             counters: Arc::default(),
             prefetch_permits,
+            random_inodes: Arc::default(),
         }
     }
 
@@ -158,6 +182,11 @@ impl Reader {
         })
     }
 
+    /// Whether a file of inode `ino` was read at random offsets since the daemon started.
+    pub fn read_at_random(&self, ino: u64) -> bool {
+        lock(&self.random_inodes).contains(&ino)
+    }
+
     fn blocks_in(&self, meta: &Meta) -> u64 {
         meta.size.div_ceil(self.cfg.block_size)
     }
@@ -175,13 +204,15 @@ impl Reader {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let (pf_from, pf_to) = {
+        let (pf_from, pf_to, random) = {
             let mut p = file.pattern.lock().unwrap_or_else(|e| e.into_inner());
-            p.record(offset, end - offset, &self.cfg, self.blocks_in(&file.meta))
+            let (from, to) = p.record(offset, end - offset, &self.cfg, self.blocks_in(&file.meta));
+            (from, to, p.window == 0)
         };
-        for index in pf_from..pf_to {
-            self.prefetch(file, index);
+        if random {
+            lock(&self.random_inodes).insert(file.ino);
         }
+        self.prefetch(file, pf_from, pf_to);
         let bs = self.cfg.block_size;
         let first = offset / bs;
         let last = (end - 1) / bs;
@@ -216,6 +247,12 @@ impl Reader {
         Ok(out.freeze())
     }
 
+    /// The length of block `index` of an object of `size` bytes.
+    fn block_len(&self, size: u64, index: u64) -> usize {
+        let bs = self.cfg.block_size;
+        bs.min(size.saturating_sub(index * bs)) as usize
+    }
+
     /// One whole block, from the cache or the source.
     pub async fn block(&self, file: &OpenFile, index: u64) -> Result<Bytes> {
         let key = BlockKey {
@@ -223,50 +260,100 @@ impl Reader {
             index,
         };
         let bs = self.cfg.block_size;
-        let want = bs.min(file.meta.size.saturating_sub(index * bs));
+        let want = self.block_len(file.meta.size, index);
         let source = file.source.clone();
         let path = file.path.clone();
         let meta = file.meta.clone();
         let counters = self.counters.clone();
+        let cache = self.cache.clone();
+        let object = file.object.clone();
         self.cache
             .get_or_fetch(&key, move || async move {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let data = source.read(&path, &meta, index * bs, want).await;
+                let mut buf = cache.block_buf(&object, meta.size, bs, index, want);
+                let read = source.read_into(&path, &meta, index * bs, &mut buf).await;
                 counters.source_latency.observe(started.elapsed());
-                let data = data?;
+                read?;
                 counters
                     .bytes
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if (data.len() as u64) < want {
+                    .fetch_add(buf.filled() as u64, Ordering::Relaxed);
+                if buf.filled() < want {
                     // The object shrank since its attributes were read.
                     return Err(Error::Changed(path));
                 }
-                Ok(data)
+                Ok(buf.freeze())
             })
             .await
     }
 
-    /// Fetches a block into the cache in the background, if the prefetch budget allows.
-    fn prefetch(&self, file: &Arc<OpenFile>, index: u64) {
-        let key = BlockKey {
-            object: file.object.clone(),
-            index,
-        };
-        if self.cache.contains(&key) {
-            return;
-        }
-        let Ok(permit) = self.prefetch_permits.clone().try_acquire_owned() else {
-            return;
-        };
-        let this = self.clone_handle();
-        let file = file.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = this.block(&file, index).await {
-                tracing::debug!(path = %file.path, index, "prefetch failed: {e}");
+    /// Fetches blocks `from..to` into the cache in the background, a run of blocks per
+    /// request, as far as the prefetch budget allows.
+    fn prefetch(&self, file: &Arc<OpenFile>, from: u64, to: u64) {
+        let run = self.cfg.run_blocks();
+        let mut start = from;
+        while start < to {
+            let end = (start + run).min(to);
+            let wanted = (end - start) as usize;
+            if self.prefetch_permits.available_permits() < wanted {
+                return;
             }
-        });
+            let keys: Vec<BlockKey> = (start..end)
+                .map(|index| BlockKey {
+                    object: file.object.clone(),
+                    index,
+                })
+                .collect();
+            for (pos, claimed) in self.cache.claim_runs(&keys) {
+                // Claimed blocks are fetched even past the budget (their readers wait).
+                let permit = u32::try_from(claimed.len())
+                    .ok()
+                    .and_then(|n| self.prefetch_permits.clone().try_acquire_many_owned(n).ok());
+                let this = self.clone_handle();
+                let file = file.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    this.fetch_run(&file, start + pos as u64, claimed).await;
+                });
+            }
+            start = end;
+        }
+    }
+
+    /// Fetches the blocks of `run` (from block `first` on) with one source request.
+    async fn fetch_run(&self, file: &OpenFile, first: u64, mut run: Run) {
+        run.reserve_writes().await;
+        let bs = self.cfg.block_size;
+        let size = file.meta.size;
+        let mut bufs: VecDeque<BlockBuf> = (first..first + run.len() as u64)
+            .map(|i| {
+                let len = self.block_len(size, i);
+                self.cache.block_buf(&file.object, size, bs, i, len)
+            })
+            .collect();
+        let counters = &self.counters;
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let read = file
+            .source
+            .read_run(
+                &file.path,
+                &file.meta,
+                first * bs,
+                &mut bufs,
+                &mut |b: BlockBuf| {
+                    counters
+                        .bytes
+                        .fetch_add(b.filled() as u64, Ordering::Relaxed);
+                    run.deliver(Ok(b.freeze()));
+                },
+            )
+            .await;
+        counters.source_latency.observe(started.elapsed());
+        if let Err(e) = read {
+            tracing::debug!(path = %file.path, first, "prefetch failed: {e}");
+            run.fail(e);
+        }
     }
 
     fn clone_handle(&self) -> Reader {
@@ -276,8 +363,13 @@ impl Reader {
             cfg: self.cfg,
             counters: self.counters.clone(),
             prefetch_permits: self.prefetch_permits.clone(),
+            random_inodes: self.random_inodes.clone(),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn slice(block: &Bytes, start: usize, stop: usize, path: &str) -> Result<Bytes> {
@@ -296,6 +388,7 @@ mod tests {
             block_size: 4 << 20,
             max_readahead_blocks: 8,
             prefetch_budget_blocks: 8,
+            run_bytes: 16 << 20,
         }
     }
 
@@ -314,6 +407,15 @@ mod tests {
             "window grew to the maximum: {ranges:?}"
         );
         assert!(ranges.iter().all(|r| r.1 - r.0 <= 8));
+        // Once the window is a run long (4 blocks of 16 MiB), the reader is read ahead in
+        // whole runs, each one request: 4 blocks every 4 blocks read.
+        let steady: Vec<_> = ranges[20..].iter().filter(|r| r.0 < r.1).collect();
+        assert!(!steady.is_empty());
+        assert!(steady.iter().all(|r| r.1 - r.0 == 4), "{steady:?}");
+        assert!(
+            steady.windows(2).all(|w| w[1].0 == w[0].1),
+            "no gaps: {steady:?}"
+        );
     }
 
     #[test]

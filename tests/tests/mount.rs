@@ -231,6 +231,103 @@ fn second_read_is_served_from_cache_and_remount_reuses_the_disk_tier() {
     );
 }
 
+/// Maps `f` read-only and copies its bytes out through the mapping.
+fn read_mapped(f: &std::fs::File, len: usize) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file, unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        let out = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
+        libc::munmap(p, len);
+        out
+    }
+}
+
+#[test]
+fn files_whole_in_memory_are_read_by_kernel_passthrough() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = small_tree();
+    let bucket = s3_dataset(&server, &tree, "");
+    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    a.extend(args(&["--block-size", "1MiB", "--tier", "mem:64MiB"]));
+    let d = FuseDaemon::start(&a).unwrap();
+    let (name, want) = tree.files.iter().max_by_key(|(_, b)| b.len()).unwrap();
+    let path = d.mountpoint.join(name);
+    let len = want.len();
+    assert!(len as u64 >= 16 * MIB, "a file of several blocks: {len}");
+
+    // Cold: read through the daemon (in runs of blocks), by read() and by mmap() at once.
+    let mapped = std::fs::File::open(&path).unwrap();
+    assert!(std::fs::read(&path).unwrap() == want[..], "cold read");
+    assert!(read_mapped(&mapped, len) == want[..], "cold mmap");
+    let cold = stats(&d);
+    assert!(cold.bytes_served >= len as u64, "{cold:?}");
+    assert!(
+        cold.source_requests < 24,
+        "sequential blocks come in runs, fewer requests than blocks: {cold:?}"
+    );
+
+    // The object is whole in memory now, but a file mapped from a daemon-served open is
+    // still open: new opens must not ask for passthrough (the kernel would fail them).
+    assert!(
+        std::fs::read(&path).unwrap() == want[..],
+        "read beside a mapping"
+    );
+    drop(mapped);
+
+    // Passthrough: the kernel reads the memory tier itself; the daemon sees no reads, even
+    // once the kernel's own caches are dropped.
+    let before = stats(&d);
+    assert!(
+        std::fs::read(&path).unwrap() == want[..],
+        "passthrough read"
+    );
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let held = std::fs::File::open(&path).unwrap();
+    assert!(read_mapped(&held, len) == want[..], "passthrough mmap");
+    let after = stats(&d);
+    assert_eq!(
+        after.bytes_served,
+        before.bytes_served,
+        "passthrough reads reached the daemon: {after:?}\n{}",
+        d.log()
+    );
+    assert_eq!(after.source_requests, before.source_requests);
+    assert_eq!(
+        after.passthrough_opens,
+        before.passthrough_opens + 2,
+        "{after:?}"
+    );
+
+    // An open file keeps its bytes when the cache drops the object ...
+    let evicted = d.client("evict", &[&format!("/{name}")]).unwrap();
+    assert!(evicted.contains("evicted 24 blocks"), "{evicted}");
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut &held, &mut again).unwrap();
+    assert!(again == want[..], "held file after evict");
+    drop(held);
+    // ... and once it is closed, the next open reads through the daemon from the source.
+    assert!(
+        std::fs::read(&path).unwrap() == want[..],
+        "read after evict"
+    );
+    let refetched = stats(&d);
+    assert!(
+        refetched.source_requests > after.source_requests,
+        "{refetched:?}"
+    );
+    assert!(refetched.bytes_served > after.bytes_served, "{refetched:?}");
+    check_tree(&d, &tree);
+}
+
 #[test]
 fn corrupted_disk_block_is_detected_and_refetched() {
     let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));

@@ -2,7 +2,7 @@
 //! HDFS from MiniDFS. Each test builds a tree with the store's own client, then checks what
 //! `fuse_cache::source::open` (the retrying source the data path uses) makes of it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use fluid_tests::services::{S3Server, hdfs_url, unique_name};
 use fuse_cache::Error;
+use fuse_cache::cache::BlockBuf;
 use fuse_cache::mountpoint::MountPoint;
 use fuse_cache::source::{self, Entry, Kind, Source};
 use futures::{FutureExt, StreamExt};
@@ -247,6 +248,37 @@ async fn verify_file(src: &dyn Source, path: &str, data: &[u8]) {
             "{name}: {path:?} {offset}+{len}"
         );
     }
+    verify_run(src, &meta, path, data).await;
+}
+
+/// A run of buffers filled from one offset: each handed over full and in order, and the
+/// bytes are the file's. The last buffer ends at the end of the file.
+async fn verify_run(src: &dyn Source, meta: &source::Meta, path: &str, data: &[u8]) {
+    let name = src.name();
+    let size = data.len();
+    if size < 3 {
+        return;
+    }
+    let offset = size / 3;
+    let lens = [(size - offset) / 3, (size - offset) / 3];
+    let lens = [lens[0], lens[1], size - offset - lens[0] - lens[1]];
+    let mut bufs: VecDeque<BlockBuf> = lens.iter().map(|&l| BlockBuf::new(l)).collect();
+    let mut got: Vec<Bytes> = Vec::new();
+    src.read_run(path, meta, offset as u64, &mut bufs, &mut |b: BlockBuf| {
+        got.push(b.freeze())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name}: read_run {path:?} from {offset}: {e}"));
+    assert!(bufs.is_empty(), "{name}: every buffer handed over");
+    assert_eq!(
+        got.iter().map(Bytes::len).collect::<Vec<_>>(),
+        lens,
+        "{name}: {path:?}"
+    );
+    assert!(
+        got.concat() == data[offset..],
+        "{name}: read_run {path:?} from {offset}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

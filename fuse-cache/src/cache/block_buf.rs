@@ -3,11 +3,15 @@
 //! A cold read fills the memory tier with new blocks; a fresh 4 MiB allocation in 4 KiB pages
 //! takes 1024 page faults as it is written, and perf showed a third of the daemon's time in
 //! faulting during a cold sequential read. `MAP_POPULATE` makes the kernel allocate and zero
-//! the pages in one call instead. Blocks smaller than [`MAPPED_FROM`] use the heap.
+//! the pages in one call instead. Blocks smaller than [`MAPPED_FROM`] use the heap. Blocks of
+//! large objects headed for the memory tier are mappings of the object's memory file instead
+//! (`object_file.rs`), populated the same way.
 
 use std::ptr::NonNull;
 
 use bytes::Bytes;
+
+use super::object_file::Mapping;
 
 /// Buffers from this size up are mapped (smaller ones stay on the heap).
 const MAPPED_FROM: usize = 1 << 20;
@@ -24,6 +28,8 @@ enum Memory {
     Mapped { ptr: NonNull<u8>, map_len: usize },
     /// Small, or the mapping failed.
     Heap(Vec<u8>),
+    /// The block's range of its object's memory file.
+    File(Mapping),
 }
 
 // SAFETY: the mapping is owned by this value alone (no aliases); it is plain memory.
@@ -46,6 +52,26 @@ impl BlockBuf {
         }
     }
 
+    /// A buffer in the block's range of its object's memory file. Unlike [`BlockBuf::new`],
+    /// the bytes are not zeroed (they may be the block's from an earlier fetch).
+    pub(crate) fn in_file(mapping: Mapping, len: usize) -> BlockBuf {
+        BlockBuf {
+            mem: Memory::File(mapping),
+            len,
+            filled: 0,
+        }
+    }
+
+    /// The length the buffer was made with: what a source is asked to fill.
+    pub fn capacity(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets what was filled, for another try at filling it.
+    pub fn clear(&mut self) {
+        self.filled = 0;
+    }
+
     pub fn filled(&self) -> usize {
         self.filled
     }
@@ -57,6 +83,9 @@ impl BlockBuf {
             Memory::Mapped { ptr, .. } => unsafe {
                 std::slice::from_raw_parts_mut(ptr.as_ptr(), self.len)
             },
+            // SAFETY: the mapping holds at least `len` bytes, and this buffer is the only
+            // writer of the block's range while it fills it.
+            Memory::File(m) => unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), self.len) },
             Memory::Heap(v) => v.as_mut_slice(),
         }
     }
@@ -69,13 +98,29 @@ impl BlockBuf {
     pub fn push<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
         let n = chunk.len().min(self.len - self.filled);
         let at = self.filled;
-        self.as_mut_slice()[at..at + n].copy_from_slice(&chunk[..n]);
+        match &self.mem {
+            Memory::File(m) => {
+                if let Err(e) = m.write_at(at, &chunk[..n]) {
+                    // Out of memory for the file (its pages count like any other): the
+                    // mapping takes the bytes instead, as memory of its own would.
+                    tracing::debug!("writing a block to its memory file: {e}");
+                    self.as_mut_slice()[at..at + n].copy_from_slice(&chunk[..n]);
+                }
+            }
+            _ => self.as_mut_slice()[at..at + n].copy_from_slice(&chunk[..n]),
+        }
         self.filled += n;
         &chunk[n..]
     }
 
-    /// The bytes filled so far.
+    /// The bytes filled so far. A file-backed block filled to its length is now in its
+    /// object's memory file for good.
     pub fn freeze(self) -> Bytes {
+        if let Memory::File(m) = &self.mem
+            && self.filled == self.len
+        {
+            m.mark_complete();
+        }
         Bytes::from_owner(self)
     }
 }
@@ -87,6 +132,8 @@ impl AsRef<[u8]> for BlockBuf {
             Memory::Mapped { ptr, .. } => unsafe {
                 std::slice::from_raw_parts(ptr.as_ptr(), self.filled)
             },
+            // SAFETY: the mapping holds at least `len >= filled` bytes.
+            Memory::File(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), self.filled) },
             Memory::Heap(v) => &v[..self.filled],
         }
     }

@@ -1,6 +1,7 @@
 //! The memory tier: blocks as `Bytes` under a byte quota, least recently used dropped first.
 //! A block waiting for its disk write is pinned: it is evicted only once written, so the
-//! write queue holds no bytes of its own while the block is here.
+//! write queue holds no bytes of its own while the block is here. The blocks of a held object
+//! (open for kernel passthrough, see `object_file.rs`) are likewise evicted last.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ struct State {
     used: u64,
     /// Pin counts: a block queued twice (two promotions) is unpinned twice.
     pinned: HashMap<BlockKey, u32>,
+    /// Hold counts of objects whose blocks are evicted last.
+    held: HashMap<std::sync::Arc<str>, u32>,
 }
 
 impl MemTier {
@@ -35,6 +38,7 @@ impl MemTier {
                 lru: LruCache::unbounded(),
                 used: 0,
                 pinned: HashMap::new(),
+                held: HashMap::new(),
             }),
             hits: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -74,12 +78,15 @@ impl MemTier {
                 false
             } else {
                 while st.used + len > self.quota {
-                    let pinned = &st.pinned;
+                    let (pinned, held) = (&st.pinned, &st.held);
                     let victim = st
                         .lru
                         .iter()
                         .rev()
-                        .find(|(k, _)| pinned.is_empty() || !pinned.contains_key(*k))
+                        .find(|(k, _)| {
+                            (pinned.is_empty() || !pinned.contains_key(*k))
+                                && (held.is_empty() || !held.contains_key(&k.object))
+                        })
                         .or_else(|| st.lru.peek_lru())
                         .map(|(k, _)| k.clone());
                     let Some(old) = victim.and_then(|k| st.lru.pop(&k)) else {
@@ -107,6 +114,21 @@ impl MemTier {
             *n -= 1;
             if *n == 0 {
                 st.pinned.remove(key);
+            }
+        }
+    }
+
+    /// Keeps `object`'s blocks until nothing else is left to evict, until [`MemTier::release`].
+    pub(crate) fn hold(&self, object: &std::sync::Arc<str>) {
+        *self.state().held.entry(object.clone()).or_default() += 1;
+    }
+
+    pub(crate) fn release(&self, object: &str) {
+        let mut st = self.state();
+        if let Some(n) = st.held.get_mut(object) {
+            *n -= 1;
+            if *n == 0 {
+                st.held.remove(object);
             }
         }
     }
@@ -242,6 +264,32 @@ mod tests {
         assert!(mem.insert(key(4), block(100, 4), false));
         assert!(!mem.contains(&key(1)) && mem.contains(&key(3)) && mem.contains(&key(4)));
         mem.unpin(&key(9));
+    }
+
+    #[test]
+    fn held_objects_are_evicted_last() {
+        let mem = MemTier::new(300);
+        let held: std::sync::Arc<str> = "held".into();
+        assert!(mem.insert(BlockKey::new(held.clone(), 0), block(100, 0), false));
+        assert!(mem.insert(key(1), block(100, 1), false));
+        mem.hold(&held);
+        mem.hold(&held);
+        assert!(mem.insert(key(2), block(100, 2), false));
+        assert!(mem.insert(key(3), block(100, 3), false));
+        assert!(mem.contains(&BlockKey::new(held.clone(), 0)) && !mem.contains(&key(1)));
+        mem.release("held");
+        assert!(mem.insert(key(4), block(100, 4), false));
+        assert!(
+            mem.contains(&BlockKey::new(held.clone(), 0)),
+            "held once more"
+        );
+        mem.release("held");
+        assert!(mem.insert(key(5), block(100, 5), false));
+        assert!(
+            !mem.contains(&BlockKey::new(held, 0)),
+            "released: least recently used"
+        );
+        mem.release("never held");
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   tier): a burst of misses runs at the source's pace and the disk catches up after it.
 //! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
 //!   block evicted from memory is dropped (it was written through to disk when fetched).
+//! - Blocks of large objects fetched for the memory tier live in one memory file per object
+//!   (`object_file.rs`); [`BlockCache::hold_resident`] hands out such a file once it holds the
+//!   whole object, for kernel passthrough.
 //! - The disk indexes are written periodically, on [`BlockCache::flush`] and when the cache
 //!   is dropped, and reused at the next open; `disk.rs` describes the file layout.
 //!
@@ -32,8 +35,9 @@ mod config;
 mod disk;
 mod key;
 mod mem;
+mod object_file;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -55,6 +59,7 @@ pub use key::BlockKey;
 use crate::error::{Error, Result};
 use disk::DiskTier;
 use mem::MemTier;
+use object_file::ObjectFiles;
 
 /// Tunables of a [`BlockCache`] besides its tiers.
 #[derive(Clone, Debug)]
@@ -131,6 +136,8 @@ pub struct BlockCache {
 struct Inner {
     specs: Vec<TierSpec>,
     mem: Option<MemTier>,
+    /// Memory files of large objects' memory-tier blocks.
+    object_files: Arc<ObjectFiles>,
     disks: Vec<DiskTier>,
     flights: Mutex<HashMap<BlockKey, Flight>>,
     next_flight: AtomicU64,
@@ -221,6 +228,7 @@ impl BlockCache {
         let inner = Arc::new(Inner {
             specs,
             mem,
+            object_files: Arc::default(),
             disks,
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
@@ -264,7 +272,7 @@ impl BlockCache {
         if let Some(data) = self.inner.get(key).await {
             return Ok(data);
         }
-        let (flight, tx) = {
+        let (flight, claimed) = {
             let mut flights = self.inner.flights();
             if let Some(f) = flights.get(key) {
                 (f.result.clone(), None)
@@ -273,49 +281,92 @@ impl BlockCache {
                 if let Some(data) = self.inner.mem.as_ref().and_then(|m| m.get(key)) {
                     return Ok(data);
                 }
-                let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel::<Result<Bytes>>();
-                let result = async move {
-                    rx.await.unwrap_or_else(|_| {
-                        Err(Error::unavailable(
-                            "block cache",
-                            "the fetch of a block was abandoned (it panicked)",
-                        ))
-                    })
-                }
-                .boxed()
-                .shared();
-                flights.insert(
-                    key.clone(),
-                    Flight {
-                        id,
-                        result: result.clone(),
-                    },
-                );
-                (result, Some((id, tx)))
+                let (result, claimed) = self.inner.claim(&mut flights, key);
+                (result, Some(claimed))
             }
         };
-        if let Some((id, tx)) = tx {
-            self.inner.misses.fetch_add(1, Ordering::Relaxed);
-            // Removes the flight however this ends, a panicking `fetch` included.
-            let guard = FlightGuard {
+        if let Some(claimed) = claimed {
+            let mut run = Run {
                 inner: self.inner.clone(),
-                key: key.clone(),
-                id,
+                pending: VecDeque::from([claimed]),
             };
             let fut = fetch();
             tokio::spawn(async move {
-                let slot = guard.inner.write_slot(&guard.key).await;
-                let result = fut.await;
-                if let Ok(data) = &result {
-                    guard.inner.keep(&guard.key, data, slot);
-                }
-                // Out of the flight table first: a caller coming after the error starts anew.
-                drop(guard);
-                let _ = tx.send(result);
+                run.reserve_writes().await;
+                run.deliver(fut.await);
             });
         }
         flight.await
+    }
+
+    /// Claims for fetching the blocks of `keys` that no tier holds and no fetch is getting, in
+    /// runs of consecutive keys (the caller passes consecutive blocks of one object, to fetch
+    /// each run with one request): each run with the position of its first key in `keys`.
+    /// Readers of a claimed block wait for it until the run delivers it or is dropped.
+    pub fn claim_runs(&self, keys: &[BlockKey]) -> Vec<(usize, Run)> {
+        let mut runs: Vec<(usize, Run)> = Vec::new();
+        let mut flights = self.inner.flights();
+        for (i, key) in keys.iter().enumerate() {
+            if flights.contains_key(key) || self.contains(key) {
+                continue;
+            }
+            let (_, claimed) = self.inner.claim(&mut flights, key);
+            match runs.last_mut() {
+                Some((first, run)) if *first + run.pending.len() == i => {
+                    run.pending.push_back(claimed)
+                }
+                _ => runs.push((
+                    i,
+                    Run {
+                        inner: self.inner.clone(),
+                        pending: VecDeque::from([claimed]),
+                    },
+                )),
+            }
+        }
+        runs
+    }
+
+    /// A buffer for block `index` (`len` bytes) of `object` (`size` bytes, in blocks of
+    /// `block_size`), to fetch it into: in the object's memory file when there is a memory
+    /// tier and the object is large, else memory of its own.
+    pub fn block_buf(
+        &self,
+        object: &Arc<str>,
+        size: u64,
+        block_size: u64,
+        index: u64,
+        len: usize,
+    ) -> BlockBuf {
+        self.inner
+            .mem
+            .as_ref()
+            .and_then(|_| {
+                let m = self
+                    .inner
+                    .object_files
+                    .map_block(object, size, block_size, index, len)?;
+                Some(BlockBuf::in_file(m, len))
+            })
+            .unwrap_or_else(|| BlockBuf::new(len))
+    }
+
+    /// Whether blocks of an object of `size` bytes are kept in its memory file, so the object
+    /// can be opened for passthrough once the memory tier holds all of it.
+    pub fn file_backed(&self, size: u64) -> bool {
+        self.inner.mem.is_some() && size >= object_file::FILE_BACKED_FROM
+    }
+
+    /// The memory file of `object` when it holds every block of it, kept whole (and its blocks
+    /// evicted last) while the returned value lives.
+    pub fn hold_resident(&self, object: &Arc<str>) -> Option<Resident> {
+        let mem = self.inner.mem.as_ref()?;
+        let hold = self.inner.object_files.hold_complete(object)?;
+        mem.hold(object);
+        Some(Resident {
+            hold,
+            cache: self.inner.clone(),
+        })
     }
 
     /// Whether any tier holds the block (no I/O; a disk block may still turn out corrupt).
@@ -421,6 +472,46 @@ impl Inner {
         self.flights.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Registers a fetch of `key` (not in flight): the result its readers wait on, and what
+    /// the fetcher answers it with.
+    fn claim(
+        self: &Arc<Self>,
+        flights: &mut HashMap<BlockKey, Flight>,
+        key: &BlockKey,
+    ) -> (Shared<BoxFuture<'static, Result<Bytes>>>, Claimed) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel::<Result<Bytes>>();
+        let result = async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(Error::unavailable(
+                    "block cache",
+                    "the fetch of a block was abandoned (it panicked)",
+                ))
+            })
+        }
+        .boxed()
+        .shared();
+        flights.insert(
+            key.clone(),
+            Flight {
+                id,
+                result: result.clone(),
+            },
+        );
+        let claimed = Claimed {
+            // Removes the flight however the fetch ends, a panic included.
+            guard: FlightGuard {
+                inner: self.clone(),
+                key: key.clone(),
+                id,
+            },
+            tx,
+            slot: None,
+        };
+        (result, claimed)
+    }
+
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
         if let Some(data) = self.mem.as_ref().and_then(|m| m.get(key)) {
             return Some(data);
@@ -484,6 +575,91 @@ impl Inner {
     fn unpin(&self, key: &BlockKey, pinned: bool) {
         if let (true, Some(m)) = (pinned, &self.mem) {
             m.unpin(key);
+        }
+    }
+}
+
+/// Blocks claimed for one fetch ([`BlockCache::claim_runs`]), in order. Each is answered by
+/// [`Run::deliver`] as it arrives; any left when the run is dropped fail.
+pub struct Run {
+    inner: Arc<Inner>,
+    pending: VecDeque<Claimed>,
+}
+
+struct Claimed {
+    guard: FlightGuard,
+    tx: oneshot::Sender<Result<Bytes>>,
+    /// Its place in the disk write queue, once reserved.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Run {
+    /// Blocks not delivered yet.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Waits for a place in the disk write queue for each block (see the module notes), so
+    /// the fetch goes no faster than the disk keeps up.
+    pub async fn reserve_writes(&mut self) {
+        for c in &mut self.pending {
+            c.slot = self.inner.write_slot(&c.guard.key).await;
+        }
+    }
+
+    /// Answers the next block: kept in the cache when it is data, handed to its readers.
+    pub fn deliver(&mut self, result: Result<Bytes>) {
+        let Some(c) = self.pending.pop_front() else {
+            return;
+        };
+        if let Ok(data) = &result {
+            self.inner.keep(&c.guard.key, data, c.slot);
+        }
+        // Out of the flight table first: a caller coming after an error starts anew.
+        drop(c.guard);
+        let _ = c.tx.send(result);
+    }
+
+    /// Answers every block not delivered yet with `err`.
+    pub fn fail(mut self, err: Error) {
+        while !self.pending.is_empty() {
+            self.deliver(Err(err.clone()));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        while !self.pending.is_empty() {
+            self.deliver(Err(Error::unavailable(
+                "block cache",
+                "the fetch of a block was abandoned",
+            )));
+        }
+    }
+}
+
+/// An object whose memory file holds all of it; see [`BlockCache::hold_resident`].
+pub struct Resident {
+    hold: object_file::Hold,
+    cache: Arc<Inner>,
+}
+
+impl Resident {
+    /// The memory file, to register as a passthrough backing file.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.hold.fd()
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        if let Some(m) = &self.cache.mem {
+            m.release(self.hold.object());
         }
     }
 }

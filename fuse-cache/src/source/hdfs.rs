@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use hdfs_native::client::{FileStatus, ListStatusIterator};
 use hdfs_native::{Client, ClientBuilder, HdfsError};
 
@@ -348,32 +347,40 @@ impl Source for HdfsSource {
         Ok(Page { entries, next })
     }
 
-    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes> {
+    async fn read_into(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        buf: &mut BlockBuf,
+    ) -> Result<()> {
         let full = self.full(path)?;
+        buf.clear();
+        let len = buf.capacity() as u64;
         if len == 0 || offset >= meta.size {
-            return Ok(Bytes::new());
+            return Ok(());
         }
         let end = offset.saturating_add(len).min(meta.size);
+        let want = (end - offset) as usize;
         let changed = || Error::Changed(self.shown(path));
         let reader = self.call(path, self.client.read(&full)).await?;
         // read_range panics past the end: only a file of the expected length is read.
         if reader.file_length() as u64 != meta.size {
             return Err(changed());
         }
-        let mut buf = BlockBuf::new((end - offset) as usize);
         self.call(
             path,
-            reader.read_range_buf(buf.as_mut_slice(), offset as usize),
+            reader.read_range_buf(&mut buf.as_mut_slice()[..want], offset as usize),
         )
         .await?;
-        buf.set_filled((end - offset) as usize);
         // HDFS has no version tag. A rewrite of the same length shows in the modification
         // time; checked after the read, so bytes of a file replaced meanwhile are refused.
         let now = self.call(path, self.client.get_file_info(&full)).await?;
         if now.length as u64 != meta.size || mtime_of(&now) != meta.mtime {
             return Err(changed());
         }
-        Ok(buf.freeze())
+        buf.set_filled(want);
+        Ok(())
     }
 }
 

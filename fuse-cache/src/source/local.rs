@@ -123,21 +123,34 @@ impl Source for LocalSource {
         })
     }
 
-    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes> {
+    async fn read_into(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        buf: &mut BlockBuf,
+    ) -> Result<()> {
         let full = self.full(path)?;
         let expect = meta.clone();
         let shown = format!("{}/{path}", self.name);
-        blocking(move || read_range(&full, &expect, offset, len, &shown)).await
+        let len = buf.capacity();
+        // The blocking read cannot borrow `buf` (a timed-out try would leave it lent), so it
+        // reads into memory of its own and this copies: local files are the demo and test
+        // source, not the fast path.
+        let data = blocking(move || read_range(&full, &expect, offset, len, &shown)).await?;
+        buf.clear();
+        buf.push(&data);
+        Ok(())
     }
 }
 
-fn read_range(full: &Path, expect: &Meta, offset: u64, len: u64, shown: &str) -> Result<Bytes> {
+fn read_range(full: &Path, expect: &Meta, offset: u64, len: usize, shown: &str) -> Result<Bytes> {
     let mut f = std::fs::File::open(full).map_err(|e| Error::io(shown, e))?;
     let now = meta_of(&f.metadata().map_err(|e| Error::io(shown, e))?);
     if now.size != expect.size || now.mtime != expect.mtime {
         return Err(Error::Changed(shown.to_string()));
     }
-    let len = len.min(now.size.saturating_sub(offset)) as usize;
+    let len = (len as u64).min(now.size.saturating_sub(offset)) as usize;
     let mut buf = BlockBuf::new(len);
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| Error::io(shown, e))?;

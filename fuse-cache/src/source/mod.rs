@@ -1,12 +1,14 @@
 //! Remote stores behind one trait. Paths are relative to the mount's root, `/`-separated,
 //! without leading or trailing slash; `""` is the root itself.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 use crate::mountpoint::{MountPoint, Store};
 
@@ -96,12 +98,64 @@ pub trait Source: Send + Sync + 'static {
     /// within a page is not required.
     async fn list(&self, dir: &str, token: Option<String>) -> Result<Page>;
 
-    /// `len` bytes of `path` from `offset` (fewer only at the end of the object). `meta` is the
-    /// version the caller expects; a store that can check it fails with [`Error::Changed`].
-    /// The bytes are an allocation of their own ([`crate::cache::BlockBuf`]), never a slice of
-    /// a larger buffer: the memory tier counts a block by its length, and a slice would keep
-    /// the whole buffer alive.
-    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes>;
+    /// Fills `buf` from its start with `buf.capacity()` bytes of `path` from `offset` (fewer
+    /// only at the end of the object). `meta` is the version the caller expects; a store that
+    /// can check it fails with [`Error::Changed`]. The caller picks the buffer, so a block
+    /// lands in the memory it is kept in (its own allocation, or its object's memory file)
+    /// with one copy.
+    async fn read_into(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        buf: &mut BlockBuf,
+    ) -> Result<()>;
+
+    /// Fills the buffers of `bufs` in turn with the bytes of `path` from `offset` on, handing
+    /// each to `done` once full and taking it out of `bufs`; on an error, the buffers not
+    /// handed over stay in `bufs`. A store that streams one request into them all overrides
+    /// this; by default each is one [`Source::read_into`].
+    async fn read_run(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        bufs: &mut VecDeque<BlockBuf>,
+        done: &mut (dyn FnMut(BlockBuf) + Send),
+    ) -> Result<()> {
+        read_each(self, path, meta, offset, bufs, done).await
+    }
+
+    /// `len` bytes of `path` from `offset` (fewer only at the end of the object), in an
+    /// allocation of their own.
+    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes> {
+        let len = len.min(meta.size.saturating_sub(offset));
+        let mut buf = BlockBuf::new(usize::try_from(len).unwrap_or(usize::MAX));
+        self.read_into(path, meta, offset, &mut buf).await?;
+        Ok(buf.freeze())
+    }
+}
+
+/// [`Source::read_run`] as one [`Source::read_into`] per buffer.
+pub async fn read_each<S: Source + ?Sized>(
+    source: &S,
+    path: &str,
+    meta: &Meta,
+    mut offset: u64,
+    bufs: &mut VecDeque<BlockBuf>,
+    done: &mut (dyn FnMut(BlockBuf) + Send),
+) -> Result<()> {
+    while let Some(buf) = bufs.front_mut() {
+        source.read_into(path, meta, offset, buf).await?;
+        if buf.filled() < buf.capacity() {
+            return Err(Error::Changed(path.to_string()));
+        }
+        offset += buf.capacity() as u64;
+        if let Some(buf) = bufs.pop_front() {
+            done(buf);
+        }
+    }
+    Ok(())
 }
 
 /// Opens the store of a mount point, wrapped in bounded retries.

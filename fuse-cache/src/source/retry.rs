@@ -2,15 +2,16 @@
 //! at most `attempts` times, so a dead store fails a FUSE request within a known time instead
 //! of hanging it; only errors that may pass ([`Error::is_retryable`]) are tried again.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use super::{Meta, Page, Source};
+use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 
 /// How often and how long a call is tried.
@@ -139,9 +140,47 @@ impl Source for Retrying {
         .await
     }
 
-    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes> {
-        self.run(&format!("read {path:?} at {offset}+{len}"), || {
-            self.inner.read(path, meta, offset, len)
+    async fn read_run(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        bufs: &mut VecDeque<BlockBuf>,
+        done: &mut (dyn FnMut(BlockBuf) + Send),
+    ) -> Result<()> {
+        // A try resumes after the buffers handed over by the tries before it.
+        let state = tokio::sync::Mutex::new((bufs, offset, done));
+        let what = format!("read {path:?} from {offset}");
+        self.run(&what, || async {
+            let mut st = state.lock().await;
+            let (bufs, at, done) = &mut *st;
+            if let Some(front) = bufs.front_mut() {
+                front.clear();
+            }
+            let from = *at;
+            self.inner
+                .read_run(path, meta, from, bufs, &mut |b: BlockBuf| {
+                    *at += b.capacity() as u64;
+                    done(b)
+                })
+                .await
+        })
+        .await
+    }
+
+    async fn read_into(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        buf: &mut BlockBuf,
+    ) -> Result<()> {
+        // Each try borrows the buffer in turn (a timed-out try is dropped before the next).
+        let buf = tokio::sync::Mutex::new(buf);
+        let what = format!("read {path:?} at {offset}");
+        self.run(&what, || async {
+            let mut buf = buf.lock().await;
+            self.inner.read_into(path, meta, offset, &mut buf).await
         })
         .await
     }
@@ -213,10 +252,11 @@ mod tests {
                 next: token,
             })
         }
-        async fn read(&self, _: &str, _: &Meta, _: u64, len: u64) -> Result<Bytes> {
-            self.next()
-                .await
-                .map(|_| Bytes::from(vec![7; len as usize]))
+        async fn read_into(&self, _: &str, _: &Meta, _: u64, buf: &mut BlockBuf) -> Result<()> {
+            self.next().await?;
+            buf.clear();
+            buf.push(&vec![7; buf.capacity()]);
+            Ok(())
         }
     }
 

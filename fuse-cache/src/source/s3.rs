@@ -2,7 +2,7 @@
 //! source. S3 has no directories: they are inferred from the common prefixes of a delimited
 //! listing and from zero-byte `dir/` marker objects that tools like the AWS console create.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -16,9 +16,8 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::DateTime;
-use bytes::Bytes;
 
-use super::{Entry, Kind, Meta, Page, Source, check_relative};
+use super::{Entry, Kind, Meta, Page, Source, check_relative, read_each};
 use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
 use crate::mountpoint::{MountPoint, Store};
@@ -54,6 +53,33 @@ pub struct S3Source {
 }
 
 impl S3Source {
+    /// GET of bytes `offset..end` of the version `meta` names.
+    async fn get_range(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        end: u64,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(path))
+            .range(format!("bytes={offset}-{}", end - 1))
+            .set_if_match(meta.etag.clone())
+            .send()
+            .await
+            .map_err(|e| self.error(path, e))?;
+        // Some stores ignore If-Match; the ETag of the answer tells as well.
+        if let (Some(want), Some(got)) = (meta.etag.as_deref(), out.e_tag())
+            && !same_etag(want, got)
+        {
+            return Err(Error::Changed(self.shown(path)));
+        }
+        Ok(out)
+    }
+
     pub async fn new(mp: &MountPoint) -> Result<Self> {
         let Store::S3 {
             bucket,
@@ -422,32 +448,72 @@ impl Source for S3Source {
         Ok(Page { entries, next })
     }
 
-    async fn read(&self, path: &str, meta: &Meta, offset: u64, len: u64) -> Result<Bytes> {
+    async fn read_run(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        bufs: &mut VecDeque<BlockBuf>,
+        done: &mut (dyn FnMut(BlockBuf) + Send),
+    ) -> Result<()> {
         check_relative(path)?;
+        let total: u64 = bufs.iter().map(|b| b.capacity() as u64).sum();
+        let end = offset.saturating_add(total).min(meta.size); // exclusive
+        if bufs.len() < 2 || offset >= end {
+            return read_each(self, path, meta, offset, bufs, done).await;
+        }
+        let out = self.get_range(path, meta, offset, end).await?;
+        if out.content_length() != Some((end - offset) as i64) {
+            // The store ignored the range: one block at a time copes with that.
+            return read_each(self, path, meta, offset, bufs, done).await;
+        }
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| self.unavailable(path, causes(&e)))?
+        {
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let Some(front) = bufs.front_mut() else {
+                    return Err(Error::Changed(self.shown(path)));
+                };
+                rest = front.push(rest);
+                if front.filled() == front.capacity()
+                    && let Some(full) = bufs.pop_front()
+                {
+                    done(full);
+                }
+            }
+        }
+        while let Some(empty) = bufs.pop_front_if(|b| b.capacity() == 0) {
+            done(empty);
+        }
+        if bufs.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Changed(self.shown(path)))
+        }
+    }
+
+    async fn read_into(
+        &self,
+        path: &str,
+        meta: &Meta,
+        offset: u64,
+        buf: &mut BlockBuf,
+    ) -> Result<()> {
+        check_relative(path)?;
+        buf.clear();
+        let len = buf.capacity() as u64;
         if len == 0 || offset >= meta.size {
-            return Ok(Bytes::new());
+            return Ok(());
         }
         let end = offset.saturating_add(len).min(meta.size); // exclusive
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.key(path))
-            .range(format!("bytes={offset}-{}", end - 1))
-            .set_if_match(meta.etag.clone())
-            .send()
-            .await
-            .map_err(|e| self.error(path, e))?;
-        // Some stores ignore If-Match; the ETag of the answer tells as well.
-        if let (Some(want), Some(got)) = (meta.etag.as_deref(), out.e_tag())
-            && !same_etag(want, got)
-        {
-            return Err(Error::Changed(self.shown(path)));
-        }
-        // The body goes straight into the block's own buffer (see `BlockBuf`); bytes beyond
-        // the range asked for are kept aside in case the store ignored the range.
+        let out = self.get_range(path, meta, offset, end).await?;
+        // The body goes straight into the caller's buffer; bytes beyond it are kept aside in
+        // case the store ignored the range.
         let want = (end - offset) as usize;
-        let mut buf = BlockBuf::new(want);
         let mut beyond: Vec<u8> = Vec::new();
         let mut body = out.body;
         while let Some(chunk) = body
@@ -458,14 +524,14 @@ impl Source for S3Source {
             beyond.extend_from_slice(buf.push(&chunk));
         }
         match buf.filled() + beyond.len() {
-            n if n == want => Ok(buf.freeze()),
+            n if n == want && beyond.is_empty() => Ok(()),
             // A store that ignored the range sent the whole (unchanged) object.
             n if n as u64 == meta.size => {
-                let mut whole = buf.freeze().to_vec();
+                let mut whole = buf.as_ref().to_vec();
                 whole.extend_from_slice(&beyond);
-                Ok(Bytes::copy_from_slice(
-                    &whole[offset as usize..end as usize],
-                ))
+                buf.clear();
+                buf.push(&whole[offset as usize..end as usize]);
+                Ok(())
             }
             _ => Err(Error::Changed(self.shown(path))),
         }
