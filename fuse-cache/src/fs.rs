@@ -38,8 +38,8 @@ pub struct FluidFs {
     opens: Mutex<HashMap<u64, InodeOpens>>,
     /// Wanted, granted by the kernel at init, and not refused since.
     passthrough: AtomicBool,
-    /// Open files that will be read by passthrough later without the kernel page cache
-    /// until then (needs passthrough, and mmap of such files).
+    /// Open files that may be read by passthrough later with direct I/O until then, rather
+    /// than through the kernel page cache (needs passthrough, and mmap of direct I/O files).
     direct_cold: AtomicBool,
     dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream>>>>,
     /// The object version each inode was last opened at: the kernel page cache is kept
@@ -241,7 +241,7 @@ impl Filesystem for FluidFs {
             None => {
                 io.cached += 1;
                 let flags = if self.direct_cold.load(Ordering::Relaxed)
-                    && self.reader.cache.file_backed(node.meta.size)
+                    && self.reader.cache.may_become_resident(node.meta.size)
                     && !self.reader.read_at_random(ino.0)
                 {
                     // Will be read by passthrough once whole in memory: meanwhile the

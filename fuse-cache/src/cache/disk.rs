@@ -519,10 +519,11 @@ impl Inner {
             .unwrap_or_default();
         let tmp = path.with_file_name(format!("{name}.tmp.{}.{seq}", std::process::id()));
         let result = (|| {
-            let mut file = match create_block_file(&tmp) {
+            let direct = data.len() >= DIRECT_FROM;
+            let mut file = match create_block_file(&tmp, direct) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir_all(tmp.parent().unwrap_or(&self.root))?;
-                    create_block_file(&tmp)?
+                    create_block_file(&tmp, direct)?
                 }
                 other => other?,
             };
@@ -662,8 +663,15 @@ fn block_image<'a>(buf: &'a mut Vec<u8>, key: &BlockKey, data: &[u8]) -> &'a [u8
     image
 }
 
-/// Creates a block's temp file for writing, with `O_DIRECT` where the file system takes it.
-fn create_block_file(path: &Path) -> io::Result<File> {
+/// Blocks from this size up are written with `O_DIRECT`. A smaller block costs little to copy
+/// into the page cache, while waiting for the device on each one (writes are one at a time)
+/// held a cold read of many small files to the disk's pace: epoch 1 of the bench, 20,000
+/// files of 50-200 KiB, ran at 1000 files/s with the disk tier against 1200 without.
+const DIRECT_FROM: usize = 1 << 20;
+
+/// Creates a block's temp file for writing, with `O_DIRECT` when `direct` and the file system
+/// takes it.
+fn create_block_file(path: &Path, direct: bool) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let open = |flags| {
         fs::OpenOptions::new()
@@ -673,6 +681,9 @@ fn create_block_file(path: &Path) -> io::Result<File> {
             .custom_flags(flags)
             .open(path)
     };
+    if !direct {
+        return open(0);
+    }
     match open(libc::O_DIRECT) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(0),
         other => other,

@@ -351,10 +351,13 @@ impl BlockCache {
             .unwrap_or_else(|| BlockBuf::new(len))
     }
 
-    /// Whether blocks of an object of `size` bytes are kept in its memory file, so the object
-    /// can be opened for passthrough once the memory tier holds all of it.
-    pub fn file_backed(&self, size: u64) -> bool {
-        self.inner.mem.is_some() && size >= object_file::FILE_BACKED_FROM
+    /// Whether an object of `size` bytes can come to be held whole in a memory file (see
+    /// [`BlockCache::hold_resident`]): it is kept in one and fits the memory tier.
+    pub fn may_become_resident(&self, size: u64) -> bool {
+        self.inner
+            .mem
+            .as_ref()
+            .is_some_and(|m| size >= object_file::FILE_BACKED_FROM && size <= m.quota())
     }
 
     /// The memory file of `object` when it holds every block of it, kept whole (and its blocks

@@ -175,13 +175,14 @@ impl ObjectFile {
         // Allocating the block's pages in one call takes them from the allocator together
         // (mostly adjacent, which later reads of the file run faster on) and finds a lack of
         // memory here rather than half way through the fetch.
-        // SAFETY: fallocate on our own fd, inside its size.
+        // SAFETY: fallocate on our own fd, inside its size (so the size stays the object's:
+        // a passthrough reader finds the end of the file there).
         if unsafe {
             libc::fallocate(
                 self.fd.as_raw_fd(),
                 0,
                 libc::off_t::try_from(offset).ok()?,
-                map_len as libc::off_t,
+                len as libc::off_t,
             )
         } != 0
         {
@@ -397,6 +398,14 @@ mod tests {
             })
             .collect();
         assert!(files.hold_complete("o").is_none(), "nothing complete yet");
+        // SAFETY: fstat into a zeroed struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let fd = blocks[2].file.fd.as_raw_fd();
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        assert_eq!(
+            st.st_size as u64, size,
+            "the file ends where the object does"
+        );
         blocks[0].mark_complete();
         blocks[1].mark_complete();
         assert!(files.hold_complete("o").is_none(), "block 2 missing");
