@@ -233,6 +233,17 @@ fn run(args: Args) -> Result<()> {
 
     let mut results = Vec::new();
     for &w in &workloads {
+        if w == Workload::Seq {
+            // After an idle spell this machine runs the first second or so of work up to
+            // 1.5x faster (a first source pass measured 1143-1250 MiB/s, the next ones
+            // 713-818): an unrecorded pass spends that on no one's figure.
+            let warmup = source::run(&client, &bucket, &spec, &params, w);
+            if let Err(e) =
+                rt.block_on(async { tokio::time::timeout(params.timeout, warmup).await })
+            {
+                eprintln!("[bench] seq warm-up pass: not done within the limit: {e}");
+            }
+        }
         let mut runs: Vec<(System, SystemRun)> = Vec::new();
         // The limits first, so the progress lines have a yardstick.
         let order: Vec<System> = systems
@@ -251,7 +262,7 @@ fn run(args: Args) -> Result<()> {
                 let run = match sys {
                     System::Source => run_source(&rt, &client, &bucket, &spec, &params, w),
                     System::Memory => run_memory(&args.tmpfs, &spec, &params, w),
-                    _ => run_mounted(sys, w, &cfg, &spec, &params),
+                    _ => run_mounted_best(sys, w, &cfg, &spec, &params),
                 };
                 if let Some(msg) = &run.message {
                     eprintln!("[bench] {label}: {:?}: {msg}", run.status);
@@ -448,6 +459,51 @@ fn run_mounted(
         );
     }
     run
+}
+
+/// The seq workload on `limit_repeats` fresh mounts, each phase its best pass: its cold phase
+/// can run only once per mount, and a single pass against the best of the limit's passes
+/// would weigh the machine's noise against the mount (one cold pass measured 0.53x the
+/// source in a run whose first source pass was 1170 MiB/s and the two after 757 and 640).
+/// Other workloads run once.
+fn run_mounted_best(
+    sys: System,
+    w: Workload,
+    cfg: &MountConfig,
+    spec: &DatasetSpec,
+    params: &Params,
+) -> SystemRun {
+    let repeats = if w == Workload::Seq {
+        params.limit_repeats.max(1)
+    } else {
+        1
+    };
+    let mut best = run_mounted(sys, w, cfg, spec, params);
+    let metric = w.main_metric();
+    for _ in 1..repeats {
+        if best.status != Status::Ok {
+            break;
+        }
+        let next = run_mounted(sys, w, cfg, spec, params);
+        if next.status != Status::Ok {
+            best.notes.push(format!(
+                "a repeat ended {:?}: {}",
+                next.status,
+                next.message.unwrap_or_default()
+            ));
+            break;
+        }
+        for m in next.phases {
+            match best.phases.iter_mut().find(|p| p.phase == m.phase) {
+                Some(p) if m.value(metric) > p.value(metric) => *p = m,
+                Some(_) => {}
+                None => best.phases.push(m),
+            }
+        }
+        best.peak_rss_bytes = best.peak_rss_bytes.max(next.peak_rss_bytes);
+        best.notes.extend(next.notes);
+    }
+    best
 }
 
 fn run_source(
