@@ -466,9 +466,10 @@ impl Report {
              phase starts after `sync; echo 3 > /proc/sys/vm/drop_caches`{}. `source` is \
              aws-sdk-s3 straight at the server (parallel ranged GETs, one LIST), `memory` the \
              same bytes in tmpfs through the same read code: each is the best of {} runs, \
-             shown on every row of its metric (seq starts with one unrecorded source pass, since \
-             the machine runs faster for a second after an idle spell; so is each seq phase of every system: seq runs on \
-             that many fresh mounts, since cold can run only once per mount). Ratios are fluid-fuse / column (for RSS, lower is better). \
+             shown on every row of its metric. So is each seq phase of every system (seq runs on \
+             that many fresh mounts, since cold can run only once per mount), and seq starts with \
+             one unrecorded source pass (the machine runs faster for a second after an idle \
+             spell). Ratios are fluid-fuse / column (for RSS, lower is better). \
              `*`: cut short by the {} s per-workload limit (rate of the part done). Ratios, not \
              absolute figures, are the point: this machine is shared.\n",
             self.bucket,

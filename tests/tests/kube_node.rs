@@ -227,18 +227,21 @@ async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
     );
     assert!(read_uncached(file.clone()).await == data);
     let warm = stats(&cache, &dataset).await.unwrap();
+    // The file is whole in the memory tier now: the daemon serves it from there, or (where
+    // the kernel has FUSE passthrough) the kernel reads the tier's memory itself.
     assert!(
-        warm.hits >= cold.hits + 4,
+        warm.hits >= cold.hits + 4 || warm.passthrough_opens > cold.passthrough_opens,
         "second read from the cache: {cold:?} -> {warm:?}"
     );
     assert_eq!(warm.source_bytes_read, cold.source_bytes_read, "{warm:?}");
     assert!(warm.tiers[0].used_bytes >= data.len() as u64, "{warm:?}");
     eprintln!(
-        "dataset {dataset} on node {}: cold read: {} misses, {} source bytes; warm read: {} hits",
+        "dataset {dataset} on node {}: cold read: {} misses, {} source bytes; warm read: {} hits, {} passthrough opens",
         node.name,
         cold.misses,
         cold.source_bytes_read,
-        warm.hits - cold.hits
+        warm.hits - cold.hits,
+        warm.passthrough_opens - cold.passthrough_opens
     );
 
     // Bad and unknown Datasets.

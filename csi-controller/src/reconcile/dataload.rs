@@ -58,6 +58,13 @@ pub async fn reconcile(dl: Arc<DataLoad>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(WAITING));
     }
     let ns = dl.namespace().unwrap_or_default();
+    // The watch cache can lag our own status writes: a load that has just finished (its
+    // result written, then no longer running) would look unfinished there and run again.
+    let loads: Api<DataLoad> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(dl) = loads.get_opt(&dl.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let dl = Arc::new(dl);
     let status = dl.status.clone().unwrap_or_default();
     if let Some(other) = dl.spec.dataset.namespace.as_deref().filter(|o| *o != ns) {
         let message = format!(
