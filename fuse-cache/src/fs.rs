@@ -22,6 +22,7 @@ use tokio::runtime::Handle as Runtime;
 
 use crate::cache::Resident;
 use crate::error::Error;
+use crate::lock;
 use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
 use crate::source::Kind;
@@ -66,10 +67,6 @@ struct Passthrough {
     backing: BackingId,
     /// Keeps the memory file whole meanwhile.
     _resident: Resident,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn errno(e: &Error) -> Errno {

@@ -16,3 +16,9 @@ pub mod source;
 pub mod volume;
 
 pub use error::{Error, Result};
+
+/// Locks `m`, also after a panic of another holder: every holder leaves what the mutex guards
+/// consistent between statements, so the data is still good.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{BlockBuf, BlockCache, BlockKey, Run};
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::metrics::Histogram;
 use crate::namespace::{Location, Namespace, Node};
 use crate::source::{Kind, Meta, Source};
@@ -205,7 +206,7 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let (pf_from, pf_to, random) = {
-            let mut p = file.pattern.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = lock(&file.pattern);
             let (from, to) = p.record(offset, end - offset, &self.cfg, self.blocks_in(&file.meta));
             (from, to, p.window == 0)
         };
@@ -366,10 +367,6 @@ impl Reader {
             random_inodes: self.random_inodes.clone(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn slice(block: &Bytes, start: usize, stop: usize, path: &str) -> Result<Bytes> {

@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::lock;
 
 /// Objects from this size up keep their memory-tier blocks in a memory file.
 pub(crate) const FILE_BACKED_FROM: u64 = 1 << 20;
@@ -70,10 +72,6 @@ unsafe impl Sync for Mapping {}
 /// Keeps every byte of an object's memory file in place while a passthrough open reads it.
 pub struct Hold {
     file: Arc<ObjectFile>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ObjectFiles {

@@ -545,3 +545,82 @@ async fn capacity_and_used_add_up_the_tiers() {
     assert_eq!(cache.used(), s.tiers[0].used_bytes + s.tiers[1].used_bytes);
     assert!(format!("{cache:?}").contains("Mem"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_claim_missing_stretches_and_answer_their_readers_in_order() {
+    let cache = Arc::new(
+        BlockCache::open(vec![TierSpec::Mem { quota: 1 << 20 }])
+            .await
+            .unwrap(),
+    );
+    let keys: Vec<BlockKey> = (0..6).map(|i| key("obj", i)).collect();
+    // Block 2 is cached and block 4 is being fetched: the runs are 0..2, 3 and 5.
+    let count = Arc::new(AtomicUsize::new(0));
+    assert!(
+        cache
+            .get_or_fetch(&keys[2], fetch(&count, block(2, 100), 0))
+            .await
+            .is_ok()
+    );
+    let slow = {
+        let (cache, k) = (cache.clone(), keys[4].clone());
+        let count = count.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_fetch(&k, fetch(&count, block(4, 100), 300))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let runs = cache.claim_runs(&keys);
+    let shape: Vec<(usize, usize)> = runs.iter().map(|(at, r)| (*at, r.len())).collect();
+    assert_eq!(shape, vec![(0, 2), (3, 1), (5, 1)]);
+    assert!(cache.claim_runs(&keys).is_empty(), "all claimed or there");
+
+    // A reader of a claimed block waits for the run, which answers blocks as they come.
+    let mut runs = runs.into_iter();
+    let (_, mut first) = runs.next().unwrap();
+    let reader = {
+        let (cache, k) = (cache.clone(), keys[1].clone());
+        let count = count.clone();
+        tokio::spawn(async move { cache.get_or_fetch(&k, fetch(&count, Bytes::new(), 0)).await })
+    };
+    first.deliver(Ok(block(0, 100)));
+    first.deliver(Ok(block(1, 100)));
+    assert_eq!(reader.await.unwrap().unwrap(), block(1, 100));
+    assert_eq!(cache.get(&keys[0]).await.unwrap(), block(0, 100), "kept");
+
+    // A failed run fails its waiting readers; a dropped one too; neither is remembered.
+    let (_, second) = runs.next().unwrap();
+    let waiting = {
+        let (cache, k) = (cache.clone(), keys[3].clone());
+        let count = count.clone();
+        tokio::spawn(async move { cache.get_or_fetch(&k, fetch(&count, Bytes::new(), 0)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    second.fail(Error::unavailable("test", "down"));
+    assert!(
+        waiting
+            .await
+            .unwrap()
+            .unwrap_err()
+            .to_string()
+            .contains("down")
+    );
+    let (_, third) = runs.next().unwrap();
+    drop(third);
+    assert!(
+        cache.claim_runs(&keys[3..4]).len() == 1,
+        "failed block claimable again"
+    );
+    assert!(
+        cache.claim_runs(&keys[5..6]).len() == 1,
+        "dropped block claimable again"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), block(4, 100));
+    assert_eq!(
+        count.load(SeqCst),
+        2,
+        "only blocks 2 and 4 were fetched by readers"
+    );
+}
