@@ -5,7 +5,7 @@
 //! faulting during a cold sequential read. `MAP_POPULATE` makes the kernel allocate and zero
 //! the pages in one call instead. Blocks smaller than [`MAPPED_FROM`] use the heap. Blocks of
 //! large objects headed for the memory tier are mappings of the object's memory file instead
-//! (`object_file.rs`), populated the same way.
+//! (`object_file.rs`): their pages are allocated in one call too, and filled through the file.
 
 use std::ptr::NonNull;
 
@@ -101,8 +101,8 @@ impl BlockBuf {
         match &self.mem {
             Memory::File(m) => {
                 if let Err(e) = m.write_at(at, &chunk[..n]) {
-                    // Out of memory for the file (its pages count like any other): the
-                    // mapping takes the bytes instead, as memory of its own would.
+                    // The block's pages were allocated when it was mapped, so this is not a
+                    // lack of memory; the mapping reaches the same pages.
                     tracing::debug!("writing a block to its memory file: {e}");
                     self.as_mut_slice()[at..at + n].copy_from_slice(&chunk[..n]);
                 }

@@ -2,7 +2,8 @@
 //! offsets in the object.
 //!
 //! A block fetched for the memory tier is a shared mapping of its range of the object's memory
-//! file, so the source writes it there directly and the tier reads it from there as before.
+//! file: the source's bytes are written into the file, and the tier reads them through the
+//! mapping as before.
 //! Once every block of an object is in the file, the file is a complete copy of the object,
 //! and a FUSE open can hand it to the kernel as a passthrough backing file: reads then go from
 //! shmem straight to the reader with no daemon round trip and no second copy through the FUSE
@@ -76,7 +77,7 @@ pub struct Hold {
 
 impl ObjectFiles {
     /// A mapping of block `index` (`len` bytes, its length in the object) in `object`'s memory
-    /// file, made with its pages present. `None` when the object is too small to be file
+    /// file, with its pages allocated. `None` when the object is too small to be file
     /// backed, the block does not start on a page, or the kernel refuses the file or mapping
     /// (out of descriptors, say): the caller then uses memory of its own.
     pub(crate) fn map_block(
