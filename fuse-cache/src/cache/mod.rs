@@ -35,6 +35,7 @@ mod config;
 mod disk;
 mod key;
 mod mem;
+mod memory_file;
 mod object_file;
 
 use std::collections::{HashMap, VecDeque};
