@@ -45,10 +45,7 @@ static TMPFS: OnceLock<Option<OwnedFd>> = OnceLock::new();
 /// A new empty memory file for an object cached in blocks of `block_size` bytes, on the
 /// tmpfs when `large_pages` and it can be had (else a memfd); the flag says which it is.
 pub(crate) fn create(block_size: u64, large_pages: bool) -> Option<(OwnedFd, bool)> {
-    if large_pages
-        && block_size.is_multiple_of(HUGE_PAGE)
-        && let Some(root) = TMPFS.get_or_init(mount_tmpfs)
-    {
+    if large_pages && let Some(root) = tmpfs_for(block_size) {
         match tmpfile(root) {
             Ok(fd) => return Some((fd, true)),
             Err(e) => tracing::debug!("a file on the private tmpfs: {e}; using a memfd"),
@@ -60,7 +57,15 @@ pub(crate) fn create(block_size: u64, large_pages: bool) -> Option<(OwnedFd, boo
 /// Whether memory files of objects in `block_size` blocks go on the tmpfs.
 #[cfg(test)]
 pub(crate) fn on_tmpfs(block_size: u64) -> bool {
-    block_size.is_multiple_of(HUGE_PAGE) && TMPFS.get_or_init(mount_tmpfs).is_some()
+    tmpfs_for(block_size).is_some()
+}
+
+/// The tmpfs's root (made on first use) when files in `block_size` blocks may go there.
+fn tmpfs_for(block_size: u64) -> Option<&'static OwnedFd> {
+    if !block_size.is_multiple_of(HUGE_PAGE) {
+        return None;
+    }
+    TMPFS.get_or_init(mount_tmpfs).as_ref()
 }
 
 fn mount_tmpfs() -> Option<OwnedFd> {

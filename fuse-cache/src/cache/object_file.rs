@@ -237,15 +237,13 @@ impl ObjectFile {
             return fallocate(&self.fd, 0, offset, len);
         }
         let mut st = lock(&self.state);
-        if offset >= st.file_len {
-            let mut at = offset;
-            while at < offset + len {
-                let piece = FOLIO.min(offset + len - at);
-                fallocate(&self.fd, libc::FALLOC_FL_KEEP_SIZE, at, piece)?;
-                at += piece;
-            }
-        } else {
-            fallocate(&self.fd, libc::FALLOC_FL_KEEP_SIZE, offset, len)?;
+        // Inside the file the pieces' size would change nothing: one call.
+        let piece = if offset >= st.file_len { FOLIO } else { len };
+        let mut at = offset;
+        while at < offset + len {
+            let n = piece.min(offset + len - at);
+            fallocate(&self.fd, libc::FALLOC_FL_KEEP_SIZE, at, n)?;
+            at += n;
         }
         if offset + len > st.file_len {
             self.set_len(&mut st, offset + len)?;
