@@ -28,10 +28,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fuse_cache::cache::{TierSpec, parse_size};
-use fuse_cache::dataset::MountSpec;
-use fuse_cache::mountpoint::is_secret_option;
-use fuse_cache::volume::{CleanPolicy, VolumeContext};
+use fluid_volume::context::{CleanPolicy, VolumeContext};
+use fluid_volume::dataset::MountSpec;
+use fluid_volume::options::is_secret;
+use fluid_volume::size::BlockSize;
+use fluid_volume::tier::{TierSpec, Tiers};
 use serde_yaml::Value;
 
 use crate::crd;
@@ -48,8 +49,9 @@ pub struct Dataset {
     pub name: String,
     /// `spec.mounts[]` with `spec.sharedOptions` merged in and encrypt options removed.
     pub mounts: Vec<MountSpec>,
-    pub tiers: Vec<String>,
-    pub block_size: Option<String>,
+    /// Absent: the node's default tiers.
+    pub tiers: Option<Tiers>,
+    pub block_size: Option<BlockSize>,
     /// Fluid's `placement: Exclusive`: no other Dataset's cache on its nodes.
     pub exclusive: bool,
     /// When nodes stop its daemons: the CacheRuntime's `fuse.cleanPolicy` (a catalogue file
@@ -69,7 +71,7 @@ impl Dataset {
             dataset: Some(self.key()),
             mounts: self.mounts.clone(),
             tiers: self.tiers.clone(),
-            block_size: self.block_size.clone(),
+            block_size: self.block_size,
             sub_path: None,
             exclusive: self.exclusive,
             clean_policy: self.clean_policy,
@@ -92,14 +94,14 @@ impl Dataset {
         let key = format!("{namespace}/{name}");
         let err =
             |field: &str, message: String| Error::dataset(&key, format!("{field}: {message}"));
-        if let Some(k) = ds.spec.shared_options.keys().find(|k| is_secret_option(k)) {
+        if let Some(k) = ds.spec.shared_options.keys().find(|k| is_secret(k)) {
             return Err(err(&format!("spec.sharedOptions.{k}"), secret_message()));
         }
         let mut mounts = Vec::with_capacity(ds.spec.mounts.len());
         for (i, m) in ds.spec.mounts.iter().enumerate() {
             let mut m = MountSpec::from(m.clone());
             m.encrypt_options = None;
-            if let Some(k) = m.options.keys().find(|k| is_secret_option(k)) {
+            if let Some(k) = m.options.keys().find(|k| is_secret(k)) {
                 return Err(err(
                     &format!("spec.mounts[{i}].options.{k}"),
                     secret_message(),
@@ -110,24 +112,18 @@ impl Dataset {
             }
             mounts.push(m);
         }
-        fuse_cache::dataset::resolve(mounts.clone(), "spec.mounts")
+        fluid_volume::dataset::resolve(mounts.clone(), "spec.mounts")
             .map_err(|e| Error::dataset(&key, e.to_string()))?;
         let tiers = runtime
             .map(|r| r.tier_specs())
             .transpose()
             .map_err(|(field, message)| err(&format!("CacheRuntime {field}"), message))?
-            .unwrap_or_default();
-        let block_size = runtime.and_then(|r| r.block_size.clone());
-        if let Some(bs) = &block_size {
-            let n =
-                parse_size(bs).map_err(|e| err("CacheRuntime spec.blockSize", e.to_string()))?;
-            if n == 0 {
-                return Err(err(
-                    "CacheRuntime spec.blockSize",
-                    "must be more than 0".into(),
-                ));
-            }
-        }
+            .filter(|t| !t.is_empty());
+        let block_size = runtime
+            .and_then(|r| r.block_size.as_deref())
+            .map(|bs| BlockSize::parse(bs, "CacheRuntime spec.blockSize"))
+            .transpose()
+            .map_err(|e| Error::dataset(&key, e.to_string()))?;
         let dataset = Dataset {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -324,7 +320,7 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         None | Some(Value::Null) => BTreeMap::new(),
         Some(v) => string_map(v).map_err(|m| err("spec.sharedOptions", m))?,
     };
-    if let Some(k) = shared.keys().find(|k| is_secret_option(k)) {
+    if let Some(k) = shared.keys().find(|k| is_secret(k)) {
         return Err(err(&format!("spec.sharedOptions.{k}"), secret_message()));
     }
     if spec
@@ -342,7 +338,7 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         let field = format!("spec.mounts[{i}]");
         let mut m: MountSpec =
             serde_yaml::from_value(raw.clone()).map_err(|e| err(&field, e.to_string()))?;
-        if let Some(k) = m.options.keys().find(|k| is_secret_option(k)) {
+        if let Some(k) = m.options.keys().find(|k| is_secret(k)) {
             return Err(err(&format!("{field}.options.{k}"), secret_message()));
         }
         for (k, v) in &shared {
@@ -359,11 +355,11 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
     }
 
     // Checked here first for errors that name spec.mounts (the volume context calls them mounts).
-    fuse_cache::dataset::resolve(mounts.clone(), "spec.mounts")
+    fluid_volume::dataset::resolve(mounts.clone(), "spec.mounts")
         .map_err(|e| err("", e.to_string()))?;
 
     let tiers = match spec.get("tiers") {
-        None | Some(Value::Null) => Vec::new(),
+        None | Some(Value::Null) => None,
         Some(v) => {
             let seq = v.as_sequence().ok_or_else(|| {
                 err(
@@ -380,10 +376,9 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
                 if t.contains(';') {
                     return Err(err(&field, "must not contain ';'".into()));
                 }
-                TierSpec::parse(t).map_err(|e| err(&field, e.to_string()))?;
-                tiers.push(t.to_string());
+                tiers.push(TierSpec::parse(t).map_err(|e| err(&field, e.to_string()))?);
             }
-            tiers
+            Some(Tiers::new(tiers).map_err(|e| err("spec.tiers", e.to_string()))?)
         }
     };
     let block_size = match spec.get("blockSize") {
@@ -391,11 +386,7 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         Some(v) => {
             let s = scalar_string(v)
                 .ok_or_else(|| err("spec.blockSize", "expected a size such as \"4MiB\"".into()))?;
-            let n = parse_size(&s).map_err(|e| err("spec.blockSize", e.to_string()))?;
-            if n == 0 {
-                return Err(err("spec.blockSize", "must be more than 0".into()));
-            }
-            Some(s)
+            Some(BlockSize::parse(&s, "spec.blockSize").map_err(|e| err("", e.to_string()))?)
         }
     };
 
@@ -549,8 +540,8 @@ spec:
             "Secret references are dropped"
         );
         assert!(d.mounts[1].read_only);
-        assert_eq!(d.tiers.len(), 2);
-        assert_eq!(d.block_size.as_deref(), Some("8MiB"));
+        assert_eq!(d.tiers.as_ref().map(|t| t.specs().len()), Some(2));
+        assert_eq!(d.block_size.map(|b| b.to_string()).as_deref(), Some("8MiB"));
         // Resolved only in its own namespace.
         assert!(c.get("default", "imagenet").is_none());
         assert!(c.get("default", "other").is_some());

@@ -117,7 +117,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
 }
 
 fn parse_dataset_ref(s: &str) -> Result<String, String> {
-    match fuse_cache::volume::parse_dataset(s) {
+    match fluid_volume::context::parse_dataset(s) {
         Some(_) => Ok(s.to_string()),
         None => Err(format!("{s:?}: give the Dataset as NAMESPACE/NAME")),
     }

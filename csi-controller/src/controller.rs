@@ -29,10 +29,12 @@ use fluid_proto::csi::list_volumes_response::Entry;
 use fluid_proto::csi::validate_volume_capabilities_response::Confirmed;
 use fluid_proto::csi::volume_capability::{AccessType, access_mode};
 use fluid_proto::csi::*;
-use fuse_cache::cache::{TierSpec, parse_size};
-use fuse_cache::dataset::MountSpec;
-use fuse_cache::mountpoint::{MountPoint, is_secret_option};
-use fuse_cache::volume::{VolumeContext, check_sub_path};
+use fluid_volume::context::{VolumeContext, check_sub_path};
+use fluid_volume::dataset::MountSpec;
+use fluid_volume::mountpoint::MountPoint;
+use fluid_volume::options::is_secret;
+use fluid_volume::size::BlockSize;
+use fluid_volume::tier::Tiers;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
@@ -112,7 +114,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
         .filter(|(k, _)| !k.starts_with(K8S_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(k) = own.keys().find(|k| is_secret_option(k)) {
+    if let Some(k) = own.keys().find(|k| is_secret(k)) {
         return Err(Error::invalid(
             format!("parameters.{k}"),
             "looks like a secret; secrets are not StorageClass parameters: reference a Secret with csi.storage.k8s.io/node-stage-secret-name/-namespace",
@@ -196,7 +198,7 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 Some(ds.key()),
                 ds.mounts.clone(),
                 ds.tiers.clone(),
-                ds.block_size.clone(),
+                ds.block_size,
                 ds.exclusive,
                 ds.clean_policy,
             )
@@ -227,42 +229,18 @@ pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<P
                 options,
                 ..Default::default()
             };
-            (
-                None,
-                vec![mount],
-                Vec::new(),
-                None,
-                false,
-                Default::default(),
-            )
+            (None, vec![mount], None, None, false, Default::default())
         }
     };
 
     if let Some(t) = own.get(PARAM_TIERS) {
-        let field = format!("parameters.{PARAM_TIERS}");
-        tiers = t
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        if tiers.is_empty() {
-            return Err(Error::invalid(
-                field,
-                "no tier given; e.g. mem:2GiB;ssd:/var/cache/fluid:100GiB",
-            ));
-        }
-        for spec in &tiers {
-            TierSpec::parse(spec).map_err(|e| Error::invalid(&field, e.to_string()))?;
-        }
+        tiers = Some(Tiers::parse_list(t, &format!("parameters.{PARAM_TIERS}"))?);
     }
     if let Some(bs) = non_empty(PARAM_BLOCK_SIZE)? {
-        let field = format!("parameters.{PARAM_BLOCK_SIZE}");
-        let n = parse_size(bs).map_err(|e| Error::invalid(&field, e.to_string()))?;
-        if n == 0 {
-            return Err(Error::invalid(field, "must be more than 0"));
-        }
-        block_size = Some(bs.trim().to_string());
+        block_size = Some(BlockSize::parse(
+            bs,
+            &format!("parameters.{PARAM_BLOCK_SIZE}"),
+        )?);
     }
     let sub_path = match own.get(PARAM_SUB_PATH).map(|s| s.trim_end_matches('/')) {
         None | Some("") => None,
@@ -306,7 +284,7 @@ pub fn parse_mount_options(s: &str) -> Result<BTreeMap<String, String>> {
         if k.is_empty() {
             return Err(Error::invalid(&field, "an option with an empty name"));
         }
-        if is_secret_option(k) {
+        if is_secret(k) {
             return Err(Error::invalid(
                 format!("{field}.{k}"),
                 "secrets are not StorageClass parameters: reference a Secret with csi.storage.k8s.io/node-stage-secret-name/-namespace",
@@ -832,7 +810,7 @@ spec:
         .unwrap();
         assert_eq!(p.namespace, "ml");
         assert_eq!(p.context.dataset.as_deref(), Some("ml/imagenet"));
-        assert_eq!(p.context.tiers, ["mem:1GiB"]);
+        assert_eq!(p.context.tiers.unwrap().to_string(), "mem:1GiB");
         assert_eq!(
             p.parameters,
             BTreeMap::from([("dataset".to_string(), "imagenet".to_string())])
@@ -866,8 +844,13 @@ spec:
             &c,
         )
         .unwrap();
-        assert_eq!(p.context.tiers, ["mem:2GiB", "ssd:/c:1GiB"]);
-        assert_eq!(p.context.block_size.as_deref(), Some("1MiB"));
+        assert_eq!(
+            p.context.tiers.as_ref().unwrap().specs(),
+            Tiers::parse_list("mem:2GiB;ssd:/c:1GiB", "t")
+                .unwrap()
+                .specs()
+        );
+        assert_eq!(p.context.block_size.unwrap().to_string(), "1MiB");
         assert_eq!(p.context.sub_path.as_deref(), Some("a/b"));
     }
 

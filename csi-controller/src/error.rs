@@ -83,16 +83,23 @@ impl Error {
         }
     }
 
-    /// An error of the data-path library about a request value: its field name is prefixed
+    /// An error of the volume contract about a request value: its field name is prefixed
     /// with where the value came from (e.g. `parameters`), so the caller sees which one.
-    pub fn from_data(prefix: &str, e: fuse_cache::Error) -> Self {
+    pub fn from_data(prefix: &str, e: fluid_volume::Error) -> Self {
         match e {
-            fuse_cache::Error::Invalid { field, message } => Error::Invalid {
+            fluid_volume::Error::Invalid { field, message } => Error::Invalid {
                 field: format!("{prefix}{field}"),
                 message,
             },
             other => Error::invalid(prefix.trim_end_matches('.'), other.to_string()),
         }
+    }
+}
+
+/// A value the volume contract refused, its field already named by the caller.
+impl From<fluid_volume::Error> for Error {
+    fn from(e: fluid_volume::Error) -> Self {
+        Error::from_data("", e)
     }
 }
 
@@ -142,7 +149,7 @@ mod tests {
         );
         let status = tonic::Status::from(Error::from_data(
             "parameters.",
-            fuse_cache::Error::invalid("blockSize", "bad size"),
+            fluid_volume::Error::invalid("blockSize", "bad size"),
         ));
         assert!(
             status.message().contains("parameters.blockSize"),

@@ -88,7 +88,7 @@ fn cache_auth(token: Option<&str>) -> Result<fluid_proto::cache_auth::BearerToke
 /// one line per node on stdout; fails if any node could not be reached or refused.
 pub async fn evict(dataset: &str, paths: &[String], token: Option<&str>) -> Result<()> {
     let auth = cache_auth(token)?;
-    let (ns, name) = fuse_cache::volume::parse_dataset(dataset)
+    let (ns, name) = fluid_volume::context::parse_dataset(dataset)
         .ok_or_else(|| Error::invalid("dataset", "give it as NAMESPACE/NAME"))?;
     let client = kube::Client::try_default().await?;
     let nodes = reconcile::nodes::list_serving(&client, ns, name).await?;
@@ -122,7 +122,7 @@ pub async fn evict(dataset: &str, paths: &[String], token: Option<&str>) -> Resu
                     "{}: {} blocks, {} freed",
                     node.name,
                     r.blocks_evicted,
-                    fuse_cache::cache::human_size(r.bytes_freed)
+                    fluid_volume::size::human_size(r.bytes_freed)
                 );
                 blocks += r.blocks_evicted;
                 bytes += r.bytes_freed;
@@ -132,7 +132,7 @@ pub async fn evict(dataset: &str, paths: &[String], token: Option<&str>) -> Resu
     }
     println!(
         "total: {blocks} blocks, {} freed",
-        fuse_cache::cache::human_size(bytes)
+        fluid_volume::size::human_size(bytes)
     );
     if failed.is_empty() {
         Ok(())

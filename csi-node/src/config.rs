@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use fluid_proto::Endpoint;
 use fluid_proto::identity::check_driver_name;
-use fuse_cache::cache::{TierSpec, parse_size};
+use fluid_volume::size::BlockSize;
+use fluid_volume::tier::{TierSpec, Tiers};
 
 /// The CSI driver name unless `--drivername` says otherwise (the CSIDriver object's name).
 pub const DEFAULT_DRIVER_NAME: &str = "fuse.csi.fluid.io";
@@ -60,11 +61,16 @@ pub struct Config {
     /// `hdd:DIR:SIZE`. Every volume gets its own subdirectory `<DIR>/<volume>` of a disk tier,
     /// with the full quota, so two volumes never share a cache directory.
     #[arg(long = "tier", value_name = "SPEC", default_value = "mem:1GiB", value_parser = parse_tier)]
-    pub tiers: Vec<String>,
+    tier_specs: Vec<TierSpec>,
 
-    /// Node default cache block size (volumes may set `fluid.io/blockSize`).
-    #[arg(long, default_value = "4MiB", value_parser = parse_block_size)]
-    pub block_size: String,
+    /// The tiers of --tier, checked as a list (memory first, no folder twice) by
+    /// [`Config::try_from_args`].
+    #[arg(skip)]
+    pub tiers: Tiers,
+
+    /// Node default cache block size, 64KiB to 64MiB (volumes may set `fluid.io/blockSize`).
+    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = parse_block_size)]
+    pub block_size: BlockSize,
 
     /// Most volumes staged on this node at once (NodeGetInfo max_volumes_per_node); 0 means
     /// no limit.
@@ -108,6 +114,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parses a command line and checks what clap cannot see flag by flag: the --tier list as
+    /// a whole.
+    pub fn try_from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cfg = Config::try_parse_from(args)?;
+        cfg.tiers = Tiers::new(cfg.tier_specs.clone()).map_err(|e| {
+            <Config as clap::CommandFactory>::command().error(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--tier: {e}"),
+            )
+        })?;
+        Ok(cfg)
+    }
+
     /// The fluid-fuse executable to run: `--fuse-binary`, else `fluid-fuse` beside our own
     /// executable, else the bare name (looked up on PATH when started).
     pub fn fuse_binary(&self) -> PathBuf {
@@ -216,17 +239,12 @@ fn parse_state_dir(s: &str) -> Result<PathBuf, String> {
     Ok(p.to_path_buf())
 }
 
-fn parse_tier(s: &str) -> Result<String, String> {
-    TierSpec::parse(s).map_err(|e| e.to_string())?;
-    Ok(s.to_string())
+fn parse_tier(s: &str) -> Result<TierSpec, String> {
+    TierSpec::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_block_size(s: &str) -> Result<String, String> {
-    let n = parse_size(s).map_err(|e| e.to_string())?;
-    if !(64 << 10..=64 << 20).contains(&n) {
-        return Err("must be between 64KiB and 64MiB".into());
-    }
-    Ok(s.to_string())
+fn parse_block_size(s: &str) -> Result<BlockSize, String> {
+    BlockSize::parse(s, "block size").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -241,16 +259,16 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let c = Config::try_parse_from(["fluid-csi-node", "--nodeid", "n1"]).unwrap();
+        let c = Config::try_from_args(["fluid-csi-node", "--nodeid", "n1"]).unwrap();
         assert_eq!(c.endpoint, Endpoint::Unix("/csi/csi.sock".into()));
         assert_eq!(c.drivername, DEFAULT_DRIVER_NAME);
-        assert_eq!(c.tiers, vec!["mem:1GiB".to_string()]);
+        assert_eq!(c.tiers.to_string(), "mem:1GiB");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/fluid/node"));
         assert_eq!(c.ready_timeout, Duration::from_secs(30));
         assert_eq!(c.max_volumes, 0);
         assert!(!c.kubernetes && c.cache_endpoint.is_none() && c.cache_advertise.is_none());
 
-        let c = Config::try_parse_from([
+        let c = Config::try_from_args([
             "fluid-csi-node",
             "--nodeid=n1",
             "--tier=mem:64MiB",
@@ -259,9 +277,10 @@ mod tests {
             "--ready-timeout=5s",
         ])
         .unwrap();
-        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers.specs().len(), 2);
+        assert_eq!(c.block_size.bytes(), 1 << 20);
 
-        let c = Config::try_parse_from([
+        let c = Config::try_from_args([
             "fluid-csi-node",
             "--nodeid=n1",
             "--kubernetes",
@@ -282,6 +301,9 @@ mod tests {
         for bad in [
             vec!["--tier=mem:lots"],
             vec!["--block-size=1KiB"],
+            vec!["--block-size=128MiB"],
+            vec!["--tier=ssd:/c:1GiB", "--tier=mem:1GiB"],
+            vec!["--tier=ssd:/c:1GiB", "--tier=hdd:/c/:2GiB"],
             vec!["--state-dir=relative"],
             vec!["--drivername=-bad"],
             vec!["--max-volumes=-1"],
@@ -295,7 +317,7 @@ mod tests {
         ] {
             let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
             args.extend(bad.iter().copied());
-            assert!(Config::try_parse_from(&args).is_err(), "{bad:?}");
+            assert!(Config::try_from_args(&args).is_err(), "{bad:?}");
         }
     }
 
@@ -304,7 +326,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
             args.extend(extra);
-            Config::try_parse_from(&args).unwrap()
+            Config::try_from_args(&args).unwrap()
         };
         let c = parse(&[]);
         let any: SocketAddr = "0.0.0.0:9600".parse().unwrap();

@@ -112,16 +112,12 @@ impl Error {
     }
 }
 
-/// Errors of the shared volume-context code (validation of the context, the dataset file).
-impl From<fuse_cache::Error> for Error {
-    fn from(e: fuse_cache::Error) -> Self {
+/// Errors of the volume contract (validation of the context, the dataset file).
+impl From<fluid_volume::Error> for Error {
+    fn from(e: fluid_volume::Error) -> Self {
         match e {
-            fuse_cache::Error::Invalid { field, message } => Error::Invalid { field, message },
-            fuse_cache::Error::NotFound(p) => {
-                Error::NotFound(format!("{p}: no such file or directory"))
-            }
-            fuse_cache::Error::Io { context, source } => Error::Io { context, source },
-            other => Error::Daemon(other.to_string()),
+            fluid_volume::Error::Invalid { field, message } => Error::Invalid { field, message },
+            fluid_volume::Error::Io { context, source } => Error::Io { context, source },
         }
     }
 }
@@ -175,7 +171,7 @@ mod tests {
             tonic::Code::Unimplemented
         );
         assert_eq!(
-            code(fuse_cache::Error::invalid("subPath", "bad").into()),
+            code(fluid_volume::Error::invalid("subPath", "bad").into()),
             tonic::Code::InvalidArgument
         );
         let s = tonic::Status::from(Error::Missing("volume_id"));

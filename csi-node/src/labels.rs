@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuse_cache::volume::{
+use fluid_volume::context::parse_dataset;
+use fluid_volume::labels::{
     CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_PREFIX, DATASET_LABEL_VALUE, EXCLUSIVE_LABEL,
-    dataset_label_key, exclusive_label_value, is_label_name, parse_dataset,
+    dataset_label_key, exclusive_label_value, is_label_name,
 };
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -16,7 +16,6 @@ mod supervisor;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use fluid_proto::Endpoint;
 use fluid_proto::csi::identity_server::IdentityServer;
 use fluid_proto::csi::node_server::NodeServer;
@@ -28,15 +27,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 fn main() -> ExitCode {
-    let cfg = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let cfg = Config::try_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    fluid_volume::logging::init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,10 +10,10 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-pub use fuse_cache::mountinfo::MountEntry;
+pub use fluid_volume::mountinfo::MountEntry;
 
 pub fn read_mountinfo() -> Result<Vec<MountEntry>> {
-    fuse_cache::mountinfo::read().map_err(|e| Error::io("reading /proc/self/mountinfo", e))
+    fluid_volume::mountinfo::read().map_err(|e| Error::io("reading /proc/self/mountinfo", e))
 }
 
 /// The mounts whose mount point is exactly `path`, bottom first (stacked mounts follow their

@@ -15,8 +15,7 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType};
 use fluid_proto::csi::*;
 use fluid_proto::fluid::GetStatsRequest;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fuse_cache::cache::TierSpec;
-use fuse_cache::volume::{
+use fluid_volume::context::{
     CleanPolicy, SUB_PATH, VolumeContext, check_sub_path, write_dataset_file,
 };
 use tonic::{Request, Response, Status};
@@ -89,33 +88,6 @@ fn check_capability(cap: Option<&VolumeCapability>) -> Result<bool> {
     }
 }
 
-/// Disk tiers get a folder of their own per volume, so two volumes never share cache files.
-fn per_volume_tiers(tiers: &[String], volume_id: &str) -> Result<Vec<String>> {
-    tiers
-        .iter()
-        .map(|t| {
-            let spec = TierSpec::parse(t)?;
-            Ok(match spec {
-                TierSpec::Disk {
-                    medium,
-                    dir,
-                    quota,
-                    high,
-                    low,
-                } => TierSpec::Disk {
-                    medium,
-                    dir: dir.join(dir_name(volume_id)),
-                    quota,
-                    high,
-                    low,
-                }
-                .to_string(),
-                mem => mem.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Replaces every secret value in a message (daemon logs are meant to hold none; this makes
 /// sure an error never carries one either).
 fn redact(mut msg: String, secrets: &HashMap<String, String>) -> String {
@@ -174,17 +146,14 @@ impl NodeService {
             return Err(e);
         }
         let cfg = self.sup.config();
-        let tiers = if ctx.tiers.is_empty() {
-            &cfg.tiers
-        } else {
-            &ctx.tiers
-        };
+        // Disk tiers get a folder of their own per volume, so two volumes never share cache files.
+        let tiers = ctx
+            .tiers
+            .as_ref()
+            .unwrap_or(&cfg.tiers)
+            .in_subdirectories(&dir_name(&id));
+        let block_size = ctx.block_size.unwrap_or(cfg.block_size);
         let result = async {
-            let tiers = per_volume_tiers(tiers, &id)?;
-            let block_size = ctx
-                .block_size
-                .clone()
-                .unwrap_or_else(|| cfg.block_size.clone());
             let mut record = self.sup.state().new_record(
                 &id,
                 &staging,
@@ -706,26 +675,6 @@ mod tests {
         ));
         assert!(check_capability(Some(&cap(None, Some(Mode::SingleNodeWriter)))).is_err());
         assert!(check_capability(Some(&cap(mount(), None))).is_err());
-    }
-
-    #[test]
-    fn disk_tiers_get_a_folder_per_volume() {
-        let t = per_volume_tiers(
-            &[
-                "mem:1GiB".into(),
-                "ssd:/var/cache/fluid:10GiB,high=0.9,low=0.5".into(),
-            ],
-            "pvc-1",
-        )
-        .unwrap();
-        assert_eq!(t[0], "mem:1GiB");
-        match TierSpec::parse(&t[1]).unwrap() {
-            TierSpec::Disk { dir, high, low, .. } => {
-                assert_eq!(dir, PathBuf::from("/var/cache/fluid/pvc-1"));
-                assert_eq!((high, low), (0.9, 0.5));
-            }
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]

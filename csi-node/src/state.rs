@@ -9,7 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use fuse_cache::cache::TierSpec;
+use fluid_volume::size::BlockSize;
+use fluid_volume::tier::Tiers;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -46,8 +47,8 @@ pub struct VolumeRecord {
     pub ready_file: PathBuf,
     pub log_file: PathBuf,
     /// `fluid-fuse --tier` specs, disk tier directories already made per volume.
-    pub tiers: Vec<String>,
-    pub block_size: String,
+    pub tiers: Tiers,
+    pub block_size: BlockSize,
     /// `namespace/name` of the Dataset, for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
@@ -81,13 +82,7 @@ impl VolumeRecord {
 
     /// The volume's own folders of its disk tiers.
     pub fn disk_dirs(&self) -> Vec<PathBuf> {
-        self.tiers
-            .iter()
-            .filter_map(|t| match TierSpec::parse(t) {
-                Ok(TierSpec::Disk { dir, .. }) => Some(dir),
-                _ => None,
-            })
-            .collect()
+        self.tiers.disk_dirs()
     }
 }
 
@@ -155,8 +150,8 @@ impl StateDir {
         &self,
         volume_id: &str,
         staging_path: &Path,
-        tiers: Vec<String>,
-        block_size: String,
+        tiers: Tiers,
+        block_size: BlockSize,
         dataset: Option<String>,
     ) -> Result<VolumeRecord> {
         let dir = self.volume_dir(volume_id);
@@ -300,8 +295,8 @@ mod tests {
             .new_record(
                 "vol/1",
                 Path::new("/stage"),
-                vec!["mem:1GiB".into()],
-                "4MiB".into(),
+                Tiers::parse_each(&["mem:1GiB"]).unwrap(),
+                BlockSize::DEFAULT,
                 None,
             )
             .unwrap();

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+use fluid_volume::logging::LOG_ENV;
+
 use crate::cache_dirs::CacheDirs;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -90,6 +92,8 @@ pub struct Supervisor {
     index: std::sync::Mutex<Index>,
     generation: AtomicU64,
     boot_id: Option<String>,
+    /// The log filter of the daemons ([`LOG_ENV`]): the plugin's own.
+    log_filter: String,
     /// Staged volumes by id (see the module doc), and a signal sent on each change.
     staged: std::sync::Mutex<BTreeMap<String, Staged>>,
     staged_changed: watch::Sender<()>,
@@ -115,6 +119,7 @@ impl Supervisor {
             index: Default::default(),
             generation: AtomicU64::new(1),
             boot_id: read_boot_id(),
+            log_filter: fluid_volume::logging::filter_for_children(),
             staged: Default::default(),
             staged_changed: watch::Sender::new(()),
         }))
@@ -330,15 +335,16 @@ impl Supervisor {
             .arg(&staging)
             .arg("--dataset")
             .arg(&rec.dataset_file);
-        for t in &rec.tiers {
-            cmd.arg("--tier").arg(t);
+        for t in rec.tiers.specs() {
+            cmd.arg("--tier").arg(t.to_string());
         }
         cmd.arg("--block-size")
-            .arg(&rec.block_size)
+            .arg(rec.block_size.to_string())
             .arg("--control")
             .arg(format!("unix://{}", rec.control_socket.display()))
             .arg("--ready-file")
             .arg(&rec.ready_file)
+            .env(LOG_ENV, &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -1087,10 +1093,9 @@ mod tests {
 
     #[test]
     fn placement_is_claimed_in_one_step() {
-        use clap::Parser;
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let cfg = Config::try_parse_from([
+        let cfg = Config::try_from_args([
             "fluid-csi-node",
             "--nodeid",
             "n1",

@@ -10,9 +10,12 @@ use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 use fluid_proto::fluid::{EvictRequest, GetStatsRequest, WarmupRequest};
 
-use crate::cache::{BlockCache, CacheOptions, TierSpec, parse_size};
+use fluid_volume::dataset::{self, Mount};
+use fluid_volume::size::BlockSize;
+use fluid_volume::tier::{TierSpec, Tiers};
+
+use crate::cache::{BlockCache, CacheOptions};
 use crate::control::Control;
-use crate::dataset::{self, Mount};
 use crate::error::{Error, Result};
 use crate::fs::FluidFs;
 use crate::namespace::{Namespace, Ttl};
@@ -61,9 +64,10 @@ pub struct MountArgs {
     /// or `hdd:DIR:SIZE`. Repeat for several tiers. Default: mem:1GiB.
     #[arg(long = "tier", value_name = "SPEC")]
     pub tiers: Vec<String>,
-    /// Cache block size (e.g. 4MiB).
-    #[arg(long, default_value = "4MiB")]
-    pub block_size: String,
+    /// Cache block size, 64KiB to 64MiB (e.g. 4MiB). Disk tiers remember the size their blocks
+    /// were cut at and drop blocks of another size when reopened.
+    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = parse_block_size)]
+    pub block_size: BlockSize,
     /// How long file attributes are trusted before asking the source again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub attr_ttl: Duration,
@@ -139,10 +143,19 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--block-size`: the flag's name in the error, as clap shows it.
+fn parse_block_size(s: &str) -> std::result::Result<BlockSize, String> {
+    BlockSize::parse(s, "block size").map_err(|e| match e {
+        fluid_volume::Error::Invalid { message, .. } => message,
+        other => other.to_string(),
+    })
+}
+
+/// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.
 fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
-    let mut mounts = match &args.dataset {
-        Some(file) => dataset::load_file(file)?,
-        None => dataset::from_urls(&args.mount)?,
+    let (mut specs, field) = match &args.dataset {
+        Some(file) => (dataset::load_file(file)?, "spec.mounts"),
+        None => (dataset::from_urls(&args.mount), "--mount"),
     };
     for opt in &args.options {
         let (k, v) = opt.split_once('=').ok_or_else(|| {
@@ -151,31 +164,24 @@ fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
                 format!("{:?} is not KEY=VALUE", opt.split('=').next().unwrap_or("")),
             )
         })?;
-        for m in &mut mounts {
-            m.mount_point.options.insert(k.to_string(), v.to_string());
+        for m in &mut specs {
+            m.options.insert(k.to_string(), v.to_string());
         }
     }
-    Ok(mounts)
+    Ok(dataset::resolve(specs, field)?)
 }
 
-fn tier_specs(args: &MountArgs) -> Result<Vec<TierSpec>> {
+fn tiers(args: &MountArgs) -> Result<Tiers> {
     if args.tiers.is_empty() {
-        return Ok(vec![TierSpec::Mem { quota: 1 << 30 }]);
+        return Ok(Tiers::new(vec![TierSpec::Mem { quota: 1 << 30 }])?);
     }
-    args.tiers.iter().map(|t| TierSpec::parse(t)).collect()
+    Ok(Tiers::parse_each(&args.tiers)?)
 }
 
 fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     let mounts = load_mounts(&args)?;
-    let block_size =
-        parse_size(&args.block_size).map_err(|e| Error::invalid("--block-size", e.to_string()))?;
-    if !(64 << 10..=64 << 20).contains(&block_size) {
-        return Err(Error::invalid(
-            "--block-size",
-            "must be between 64KiB and 64MiB",
-        ));
-    }
-    let specs = tier_specs(&args)?;
+    let block_size = args.block_size.bytes();
+    let tiers = tiers(&args)?;
     check_mountpoint(&args.mountpoint)?;
     // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)
@@ -197,7 +203,7 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
             block_size,
             ..CacheOptions::default()
         };
-        let cache = Arc::new(BlockCache::open_with(specs, options).await?);
+        let cache = Arc::new(BlockCache::open_with(tiers, options).await?);
         let ttl = Ttl {
             attr: args.attr_ttl,
             entry: args.entry_ttl,
@@ -238,7 +244,7 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
-        fuser::MountOption::FSName(crate::mountinfo::FLUID_SOURCE.into()),
+        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
         fuser::MountOption::Subtype("fluid".into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
@@ -309,7 +315,7 @@ fn raise_kernel_readahead(mountpoint: &Path) {
 async fn unmounted_elsewhere(dir: &Path) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(false) = crate::mountinfo::is_mounted(dir) {
+        if let Ok(false) = fluid_volume::mountinfo::is_mounted(dir) {
             return;
         }
     }

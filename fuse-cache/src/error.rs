@@ -87,6 +87,15 @@ impl Error {
     }
 }
 
+impl From<fluid_volume::Error> for Error {
+    fn from(e: fluid_volume::Error) -> Self {
+        match e {
+            fluid_volume::Error::Invalid { field, message } => Error::Invalid { field, message },
+            fluid_volume::Error::Io { context, source } => Error::Io { context, source },
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();

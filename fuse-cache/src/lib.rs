@@ -1,19 +1,16 @@
-//! The data path of Fluid: mount point URLs, sources, the dataset namespace, the tiered block
-//! cache and the FUSE adapter. The `fluid-fuse` binary is a thin command line over this.
+//! The data path of Fluid: sources, the dataset namespace, the tiered block cache and the FUSE
+//! adapter. The `fluid-fuse` binary is a thin command line over this; the types its command
+//! line shares with the CSI plugins (mount points, tiers, sizes) are in `fluid-volume`.
 
 pub mod cache;
 pub mod cli;
 pub mod control;
-pub mod dataset;
 pub mod error;
 pub mod fs;
 pub mod metrics;
-pub mod mountinfo;
-pub mod mountpoint;
 pub mod namespace;
 pub mod reader;
 pub mod source;
-pub mod volume;
 
 pub use error::{Error, Result};
 

@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dataset::Mount;
 use crate::error::{Error, Result};
 use crate::source::{self, Entry, Kind, Meta, Source};
+use fluid_volume::dataset::Mount;
 
 pub const ROOT: u64 = 1;
 
@@ -534,8 +534,8 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{MountSpec, resolve};
     use crate::source::local::LocalSource;
+    use fluid_volume::dataset::{MountSpec, resolve};
 
     fn namespace(dirs: &[(&std::path::Path, &str)], ttl: Ttl) -> Namespace {
         let specs = dirs
@@ -552,7 +552,7 @@ mod tests {
         let with_sources = mounts
             .into_iter()
             .map(|m| {
-                let crate::mountpoint::Store::Local { root } = &m.mount_point.store else {
+                let fluid_volume::mountpoint::Store::Local { root } = &m.mount_point.store else {
                     unreachable!()
                 };
                 let src: Arc<dyn Source> =

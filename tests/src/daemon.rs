@@ -177,5 +177,5 @@ pub fn lazy_unmount(dir: &Path) {
 
 /// Whether `dir` is a mount point in this process's mount namespace.
 pub fn is_mounted(dir: &Path) -> bool {
-    fuse_cache::mountinfo::is_mounted(dir).unwrap_or(false)
+    fluid_volume::mountinfo::is_mounted(dir).unwrap_or(false)
 }

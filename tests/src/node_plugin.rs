@@ -19,8 +19,8 @@ use fluid_proto::csi::node_client::NodeClient;
 use fluid_proto::csi::volume_capability::access_mode::Mode;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use fluid_proto::csi::{NodeStageVolumeRequest, NodeUnstageVolumeRequest, VolumeCapability};
-use fuse_cache::dataset::MountSpec;
-use fuse_cache::volume::VolumeContext;
+use fluid_volume::context::VolumeContext;
+use fluid_volume::dataset::MountSpec;
 use tonic::transport::Channel;
 
 use crate::daemon::{binary, lazy_unmount};
@@ -58,7 +58,7 @@ impl PluginDir {
     /// Mount points under the folder (none once everything is unstaged).
     pub fn mounts(&self) -> Vec<PathBuf> {
         let prefix = format!("{}/", self.dir.path().display());
-        fuse_cache::mountinfo::read()
+        fluid_volume::mountinfo::read()
             .unwrap_or_default()
             .into_iter()
             .map(|m| m.mount_point)
@@ -128,7 +128,7 @@ impl NodePlugin {
             .arg("--tier=mem:64MiB")
             .arg("--block-size=1MiB")
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("FLUID_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);

@@ -19,7 +19,8 @@ use fluid_proto::csi::volume_capability::{
 };
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
-use fuse_cache::volume::VolumeContext;
+use fluid_tests::node_plugin::{NodePlugin, PluginDir};
+use fluid_volume::context::{BLOCK_SIZE, MOUNTS, TIERS, VolumeContext};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
@@ -217,6 +218,187 @@ fn expect_code<T: Debug>(
             );
         }
     }
+}
+
+/// One setting that the daemon would refuse, written as a StorageClass would give it and as a
+/// volume context carries it; what the controller's and the node's errors must name.
+struct BadSetting {
+    what: &'static str,
+    mount_point: &'static str,
+    options: &'static [(&'static str, &'static str)],
+    tiers: Option<&'static str>,
+    block_size: Option<&'static str>,
+    /// In CreateVolume's INVALID_ARGUMENT message.
+    controller_field: &'static str,
+    /// In NodeStageVolume's INVALID_ARGUMENT message.
+    node_field: &'static str,
+}
+
+const BAD_SETTINGS: &[BadSetting] = &[
+    BadSetting {
+        what: "block size above 64MiB",
+        mount_point: "local:///tmp",
+        options: &[],
+        tiers: None,
+        block_size: Some("128MiB"),
+        controller_field: "parameters.blockSize",
+        node_field: "volume_context.fluid.io/blockSize",
+    },
+    BadSetting {
+        what: "block size below 64KiB",
+        mount_point: "local:///tmp",
+        options: &[],
+        tiers: None,
+        block_size: Some("1KiB"),
+        controller_field: "parameters.blockSize",
+        node_field: "volume_context.fluid.io/blockSize",
+    },
+    BadSetting {
+        what: "memory tier not first",
+        mount_point: "local:///tmp",
+        options: &[],
+        tiers: Some("ssd:/var/cache/fluid:1GiB;mem:1GiB"),
+        block_size: None,
+        controller_field: "parameters.tiers",
+        node_field: "volume_context.fluid.io/tiers",
+    },
+    BadSetting {
+        what: "one folder in two tiers",
+        mount_point: "local:///tmp",
+        options: &[],
+        tiers: Some("ssd:/var/cache/fluid:1GiB;hdd:/var/cache/fluid/:2GiB"),
+        block_size: None,
+        controller_field: "parameters.tiers",
+        node_field: "volume_context.fluid.io/tiers",
+    },
+    BadSetting {
+        what: "unknown store",
+        mount_point: "ftp://host/data",
+        options: &[],
+        tiers: None,
+        block_size: None,
+        controller_field: "parameters.mountPoint",
+        node_field: "mounts[0].mountPoint",
+    },
+    BadSetting {
+        what: "OSS without an endpoint",
+        mount_point: "oss://bucket/data",
+        options: &[("region", "cn-hangzhou")],
+        tiers: None,
+        block_size: None,
+        controller_field: "option endpoint",
+        node_field: "option endpoint",
+    },
+    BadSetting {
+        what: "path-style not a boolean",
+        mount_point: "s3://bucket",
+        options: &[("path-style", "sometimes")],
+        tiers: None,
+        block_size: None,
+        controller_field: "option path-style",
+        node_field: "option path-style",
+    },
+    BadSetting {
+        what: "a session token as an option",
+        mount_point: "s3://bucket",
+        options: &[("aws.sessionToken", SECRET_VALUE)],
+        tiers: None,
+        block_size: None,
+        controller_field: "parameters.mountOptions.aws.sessionToken",
+        node_field: "mounts[0].options.aws.sessionToken",
+    },
+    BadSetting {
+        what: "an OSS security token as an option",
+        mount_point: "oss://bucket",
+        options: &[
+            ("endpoint", "oss-cn-hangzhou.aliyuncs.com"),
+            ("fs.oss.securityToken", SECRET_VALUE),
+        ],
+        tiers: None,
+        block_size: None,
+        controller_field: "parameters.mountOptions.fs.oss.securityToken",
+        node_field: "mounts[0].options.fs.oss.securityToken",
+    },
+];
+
+/// CreateVolume refuses every setting NodeStageVolume would refuse, so that a bad StorageClass
+/// fails at provisioning with the field named, not later as a mount error in a pod's events.
+/// The same table runs against both plugins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_volume_refuses_what_node_stage_refuses() {
+    let dir = tempfile::Builder::new()
+        .prefix("csi-controller")
+        .tempdir()
+        .unwrap();
+    let mut controller = Plugin::start(dir.path());
+    let (_, mut c) = controller.connect().await;
+    let node_dir = PluginDir::new().unwrap();
+    let node = NodePlugin::start(&node_dir, "n1", &[], &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    for (i, case) in BAD_SETTINGS.iter().enumerate() {
+        let options: Vec<String> = case
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let options = options.join(",");
+        let mut kv = vec![("mountPoint", case.mount_point)];
+        if !options.is_empty() {
+            kv.push(("mountOptions", &options));
+        }
+        kv.extend(case.tiers.map(|t| ("tiers", t)));
+        kv.extend(case.block_size.map(|b| ("blockSize", b)));
+        let created = c.create_volume(create_req(&format!("bad-{i}"), &kv)).await;
+        expect_code(
+            case.what,
+            created,
+            Code::InvalidArgument,
+            case.controller_field,
+        );
+
+        let mounts = serde_json::json!([{
+            "mountPoint": case.mount_point,
+            "name": "data",
+            "path": "/",
+            "options": case.options.iter().copied().collect::<HashMap<_, _>>(),
+        }]);
+        let mut context = HashMap::from([(MOUNTS.to_string(), mounts.to_string())]);
+        context.extend(case.tiers.map(|t| (TIERS.to_string(), t.to_string())));
+        context.extend(
+            case.block_size
+                .map(|b| (BLOCK_SIZE.to_string(), b.to_string())),
+        );
+        let staging = node_dir.path(&format!("stage-{i}"));
+        let staged = node
+            .stage(&format!("bad-{i}"), &staging, &context, &HashMap::new())
+            .await;
+        let status = staged.expect_err(case.what);
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{}: {status:?}",
+            case.what
+        );
+        assert!(
+            status.message().contains(case.node_field),
+            "{}: {:?} should name {:?}",
+            case.what,
+            status.message(),
+            case.node_field
+        );
+        assert!(!status.message().contains(SECRET_VALUE), "{}", case.what);
+    }
+    assert!(node_dir.mounts().is_empty(), "nothing was mounted");
+    assert!(
+        !controller.log().contains(SECRET_VALUE),
+        "a secret reached the log"
+    );
+    assert!(
+        !node.log().contains(SECRET_VALUE),
+        "a secret reached the node log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,8 +715,14 @@ async fn create_is_idempotent_lists_in_pages_and_survives_restart() {
     let ctx = VolumeContext::from_map(&v1.volume_context).expect("the node can read the context");
     assert_eq!(ctx.dataset.as_deref(), Some("ml/imagenet"));
     assert_eq!(ctx.mounts.len(), 2);
-    assert_eq!(ctx.tiers, ["mem:512MiB"]);
-    assert_eq!(ctx.block_size.as_deref(), Some("1MiB"));
+    assert_eq!(
+        ctx.tiers.map(|t| t.to_string()).as_deref(),
+        Some("mem:512MiB")
+    );
+    assert_eq!(
+        ctx.block_size.map(|b| b.to_string()).as_deref(),
+        Some("1MiB")
+    );
     assert_eq!(ctx.sub_path.as_deref(), Some("train"));
 
     // The same request again (a provisioner retry): the same volume.

@@ -222,7 +222,7 @@ impl Plugin {
             cmd.arg(format!("--fuse-binary={}", binary("fluid-fuse").display()));
         }
         let child = cmd
-            .env("RUST_LOG", "info")
+            .env("FLUID_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

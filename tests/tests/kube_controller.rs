@@ -26,8 +26,9 @@ use fluid_tests::kube::{
 };
 use fluid_tests::node_plugin::{NodePlugin, PluginDir};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
-use fuse_cache::cache::human_size;
-use fuse_cache::volume::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS, dataset_label_key};
+use fluid_volume::context::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS};
+use fluid_volume::labels::dataset_label_key;
+use fluid_volume::size::human_size;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::serde_json::{self, json};
 use kube::ResourceExt;

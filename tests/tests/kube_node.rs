@@ -23,9 +23,9 @@ use fluid_proto::fluid::{
 use fluid_tests::kube::{self as k, Kube, Temp, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, free_port};
-use fuse_cache::volume::{
-    CACHE_ENDPOINT_ANNOTATION, CLEAN_POLICY, EXCLUSIVE, EXCLUSIVE_LABEL, PLACEMENT, TIERS,
-    dataset_label_key, exclusive_label_value,
+use fluid_volume::context::{CLEAN_POLICY, EXCLUSIVE, PLACEMENT, TIERS};
+use fluid_volume::labels::{
+    CACHE_ENDPOINT_ANNOTATION, EXCLUSIVE_LABEL, dataset_label_key, exclusive_label_value,
 };
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};

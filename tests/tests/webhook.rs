@@ -21,7 +21,7 @@ use fluid_tests::controller::ControllerProcess;
 use fluid_tests::daemon::binary;
 use fluid_tests::kube::{Kube, Temp, apply_crds, kubeconfig_path, unique_name, wait_for};
 use fluid_tests::services::free_port;
-use fuse_cache::volume::dataset_label_key;
+use fluid_volume::labels::dataset_label_key;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConditionStatus;
 
-/// Schemes that fluid-fuse can read (`fuse_cache::mountpoint`); anything else is refused by
+/// Schemes that fluid-fuse can read (`fluid_volume::mountpoint`); anything else is refused by
 /// the API server instead of failing later on a node.
 pub const MOUNT_POINT_PATTERN: &str = r"^(s3|oss|hdfs|local)://.+";
 
@@ -63,7 +63,7 @@ pub struct DatasetSpec {
     pub placement: Placement,
 }
 
-/// One remote location. Field names are those of `fuse_cache::dataset::MountSpec`, which is
+/// One remote location. Field names are those of `fluid_volume::dataset::MountSpec`, which is
 /// what the node serves; see the `From` impl.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -197,12 +197,12 @@ pub struct DatasetCondition {
 /// The node-side mount, so that the catalogue and the reconcilers build volume contexts the
 /// same way. Secret references cannot travel in a volume context: they are kept as a YAML
 /// value in `encrypt_options` for the caller to resolve or drop.
-impl From<DatasetMount> for fuse_cache::dataset::MountSpec {
+impl From<DatasetMount> for fluid_volume::dataset::MountSpec {
     fn from(m: DatasetMount) -> Self {
         let encrypt_options = (!m.encrypt_options.is_empty()).then(|| {
             serde_yaml::to_value(&m.encrypt_options).expect("encrypt options always serialize")
         });
-        fuse_cache::dataset::MountSpec {
+        fluid_volume::dataset::MountSpec {
             mount_point: m.mount_point,
             name: m.name,
             path: m.path,

@@ -191,7 +191,7 @@ status:
     #[test]
     fn mount_converts_to_the_node_mount_spec() {
         let d: Dataset = serde_yaml::from_str(FLUID_DATASET).unwrap();
-        let spec: fuse_cache::dataset::MountSpec = d.spec.mounts[0].clone().into();
+        let spec: fluid_volume::dataset::MountSpec = d.spec.mounts[0].clone().into();
         assert_eq!(spec.mount_point, "s3://imagenet/train");
         assert_eq!(spec.name, "train");
         assert_eq!(spec.path.as_deref(), Some("/"));
@@ -204,7 +204,7 @@ status:
         );
         // The same YAML read as the node's type gives the same mount.
         let mount_yaml = serde_yaml::to_string(&d.spec.mounts[0]).unwrap();
-        let direct: fuse_cache::dataset::MountSpec = serde_yaml::from_str(&mount_yaml).unwrap();
+        let direct: fluid_volume::dataset::MountSpec = serde_yaml::from_str(&mount_yaml).unwrap();
         assert_eq!(direct.mount_point, "s3://imagenet/train");
         assert_eq!(direct.path.as_deref(), Some("/"));
         let plain = DatasetMount {
@@ -216,7 +216,7 @@ status:
             encrypt_options: vec![],
         };
         assert!(
-            fuse_cache::dataset::MountSpec::from(plain)
+            fluid_volume::dataset::MountSpec::from(plain)
                 .encrypt_options
                 .is_none()
         );

@@ -12,6 +12,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use fluid_volume::tier::Tiers;
+
 use super::ConditionStatus;
 
 /// The desired cache of the Dataset with the same name and namespace.
@@ -157,7 +159,7 @@ pub struct RuntimeCondition {
 impl CacheRuntimeSpec {
     /// The tiers as `fluid-fuse --tier` specs, fastest first: `mem:QUOTA` or
     /// `ssd:PATH:QUOTA[,high=H][,low=L]`. Errors name the level and field.
-    pub fn tier_specs(&self) -> Result<Vec<String>, (String, String)> {
+    pub fn tier_specs(&self) -> Result<Tiers, (String, String)> {
         let mut specs = Vec::with_capacity(self.tieredstore.levels.len());
         for (i, level) in self.tieredstore.levels.iter().enumerate() {
             let field = |f: &str| format!("spec.tieredstore.levels[{i}].{f}");
@@ -206,7 +208,9 @@ impl CacheRuntimeSpec {
             }
             specs.push(spec);
         }
-        Ok(specs)
+        // The rules on the list as a whole (memory first, no folder twice).
+        Tiers::parse_each(&specs)
+            .map_err(|e| ("spec.tieredstore.levels".to_string(), e.to_string()))
     }
 }
 
@@ -267,15 +271,9 @@ mod tier_tests {
             fuse: FuseSpec::default(),
         };
         assert_eq!(
-            spec.tier_specs().unwrap(),
-            vec![
-                format!("mem:{}", 2u64 << 30),
-                format!("ssd:/var/cache/fluid:{},high=0.95,low=0.7", 100u64 << 30)
-            ]
+            spec.tier_specs().unwrap().to_strings(),
+            vec!["mem:2GiB", "ssd:/var/cache/fluid:100GiB,high=0.95,low=0.7"]
         );
-        for s in spec.tier_specs().unwrap() {
-            fuse_cache::cache::TierSpec::parse(&s).unwrap();
-        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use fluid_proto::cache_auth::BearerToken;
 use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
-use fuse_cache::cache::human_size;
+use fluid_volume::size::human_size;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};

@@ -167,7 +167,7 @@ pub async fn reconcile(dl: Arc<DataLoad>, ctx: Arc<Context>) -> Result<Action> {
         "conditions": [condition("Executing", true, "Started", &format!("loading on {}", node_names(&plan).join(", ")))],
         "lastScheduleTime": started,
         "filesLoaded": 0, "bytesLoaded": 0, "bytesAlreadyCached": 0,
-        "loaded": fuse_cache::cache::human_size(0),
+        "loaded": fluid_volume::size::human_size(0),
         "nodes": node_names(&plan),
     }});
     patch_status(&ctx, &dl, &patch).await?;
@@ -407,7 +407,7 @@ fn totals(outcomes: &[Outcome]) -> serde_json::Value {
         "filesLoaded": files,
         "bytesLoaded": bytes,
         "bytesAlreadyCached": cached,
-        "loaded": fuse_cache::cache::human_size(bytes),
+        "loaded": fluid_volume::size::human_size(bytes),
     })
 }
 

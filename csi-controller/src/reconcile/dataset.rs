@@ -180,7 +180,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
                 "Scanning",
                 format!(
                     "counting the files of the sources: {files} files, {} so far ({} s)",
-                    fuse_cache::cache::human_size(*bytes),
+                    fluid_volume::size::human_size(*bytes),
                     ctx.scans.elapsed(&uid).unwrap_or_default()
                 ),
             ),
@@ -190,7 +190,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
             (
                 true,
                 "Scanned",
-                format!("{files} files, {}", fuse_cache::cache::human_size(*bytes)),
+                format!("{files} files, {}", fluid_volume::size::human_size(*bytes)),
             ),
             Some((*files, *bytes)),
         ),
@@ -409,7 +409,7 @@ async fn write_status(
             &scan_message,
         );
         if let Some((files, bytes)) = totals {
-            status.ufs_total = Some(fuse_cache::cache::human_size(bytes));
+            status.ufs_total = Some(fluid_volume::size::human_size(bytes));
             status.file_num = Some(files.to_string());
         }
     }

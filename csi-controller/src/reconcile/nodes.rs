@@ -6,7 +6,7 @@ use std::time::Duration;
 use fluid_proto::Endpoint;
 use fluid_proto::cache_auth::{BearerToken, NodeClient};
 use fluid_proto::fluid::ReleaseRequest;
-use fuse_cache::volume::{CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_VALUE, dataset_label_key};
+use fluid_volume::labels::{CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_VALUE, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};

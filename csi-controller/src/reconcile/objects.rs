@@ -151,7 +151,7 @@ pub fn claim(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolumeClaim {
     }
 }
 
-/// The node-stage Secret: one key (`fuse_cache::volume::MOUNT_SECRETS`) whose value is a JSON
+/// The node-stage Secret: one key (`fluid_volume::context::MOUNT_SECRETS`) whose value is a JSON
 /// list, per mount in order, of option name to value. It exists for every bound Dataset, empty
 /// maps when no mount has encrypt options, so that a StorageClass can always name it.
 pub fn credentials(
@@ -171,7 +171,7 @@ pub fn credentials(
         },
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
-            fuse_cache::volume::MOUNT_SECRETS.to_string(),
+            fluid_volume::context::MOUNT_SECRETS.to_string(),
             ByteString(json),
         )])),
         ..Default::default()
@@ -280,7 +280,7 @@ mod tests {
         let s = credentials(&ds, &parts, &per_mount);
         let staged = stage_secrets(&s);
         let back: Vec<BTreeMap<String, String>> =
-            serde_json::from_str(&staged[fuse_cache::volume::MOUNT_SECRETS]).unwrap();
+            serde_json::from_str(&staged[fluid_volume::context::MOUNT_SECRETS]).unwrap();
         assert_eq!(back, per_mount);
     }
 }

@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fuse_cache::dataset::{self, MountSpec};
+use fluid_volume::dataset::{self, MountSpec};
 use fuse_cache::source::{self, walk};
 
 /// Where one walk stands.

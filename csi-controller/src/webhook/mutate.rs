@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use fuse_cache::volume::{DATASET_LABEL_VALUE, EXCLUSIVE_LABEL, dataset_label_key};
+use fluid_volume::labels::{DATASET_LABEL_VALUE, EXCLUSIVE_LABEL, dataset_label_key};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorTerm, Pod};

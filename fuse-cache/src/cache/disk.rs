@@ -31,6 +31,12 @@
 //! take no such lock.
 //!
 //! A directory is used by one tier at a time: `fluid-blocks/lock` is held with `flock`.
+//!
+//! The block size is part of a tier's identity: `fluid-blocks/block-size` names the size its
+//! blocks were cut at, written before the first block. A tier opened with another block size
+//! (or one written before the file existed, whose size is unknown) drops its blocks and index
+//! first: block `i` of an object means other bytes at another size, so serving it would be
+//! serving wrong bytes.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -46,9 +52,9 @@ use futures::future::BoxFuture;
 use lru::LruCache;
 
 use super::background;
-use super::config::Medium;
 use super::key::BlockKey;
 use crate::error::{Error, Result};
+use fluid_volume::tier::Medium;
 
 const BLOCK_MAGIC: [u8; 4] = *b"FLBK";
 const BLOCK_VERSION: u16 = 1;
@@ -63,6 +69,7 @@ const INDEX_VERSION: u32 = 1;
 
 const SUBDIR: &str = "fluid-blocks";
 const INDEX: &str = "index";
+const BLOCK_SIZE_FILE: &str = "block-size";
 const LOCK: &str = "lock";
 /// How long `open` waits for another user of the directory (a previous instance still
 /// shutting down) to let go of it.
@@ -82,6 +89,8 @@ pub(crate) struct OpenReport {
     pub stale: u64,
     /// Blocks evicted because the tier held more than its high watermark (a smaller quota).
     pub evicted: u64,
+    /// Blocks dropped because they were cut at another (or an unknown) block size.
+    pub other_block_size: u64,
 }
 
 /// The result of [`DiskTier::put`].
@@ -162,13 +171,15 @@ enum ReadError {
 }
 
 impl DiskTier {
-    /// Opens (creating) the tier in `dir`, loading or rebuilding its index.
+    /// Opens (creating) the tier in `dir` for blocks of `block_size` bytes, loading or
+    /// rebuilding its index.
     pub(crate) async fn open(
         medium: Medium,
         dir: PathBuf,
         quota: u64,
         high: f64,
         low: f64,
+        block_size: u64,
     ) -> Result<DiskTier> {
         let root = dir.join(SUBDIR);
         let lock = {
@@ -203,7 +214,7 @@ impl DiskTier {
         let low_bytes = (low * quota as f64) as u64;
         let (state, report) = {
             let root = root.clone();
-            blocking(move || load(&root, high_bytes, low_bytes)).await?
+            blocking(move || load(&root, high_bytes, low_bytes, block_size)).await?
         };
         tracing::info!(
             dir = %dir.display(),
@@ -212,6 +223,7 @@ impl DiskTier {
             from_index = report.from_index,
             from_headers = report.from_headers,
             removed = report.removed,
+            other_block_size = report.other_block_size,
             "opened {} cache tier",
             medium.name()
         );
@@ -219,7 +231,8 @@ impl DiskTier {
             || report.from_headers > 0
             || report.removed > 0
             || report.stale > 0
-            || report.evicted > 0;
+            || report.evicted > 0
+            || report.other_block_size > 0;
         let tier = DiskTier {
             inner: Arc::new(Inner {
                 medium,
@@ -868,9 +881,58 @@ struct Found {
     mtime: SystemTime,
 }
 
+/// Makes `root` a tier of blocks of `block_size` bytes: blocks cut at another size, or at a
+/// size not recorded, are deleted with the index, and the size is recorded before any block of
+/// it is written. Returns how many block files were deleted.
+fn claim_block_size(root: &Path, block_size: u64) -> Result<u64> {
+    let marker = root.join(BLOCK_SIZE_FILE);
+    let recorded = match fs::read_to_string(&marker) {
+        Ok(text) => text.trim().parse::<u64>().ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("reading {}", marker.display()), e)),
+    };
+    if recorded == Some(block_size) {
+        return Ok(0);
+    }
+    let mut dropped = 0;
+    let listing = |dir: &Path| {
+        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))
+    };
+    for entry in listing(root)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() == 2 && is_hex(&name) && entry.path().is_dir() {
+            dropped += listing(&entry.path())?.flatten().count() as u64;
+            fs::remove_dir_all(entry.path())
+                .map_err(|e| Error::io(format!("removing {}", entry.path().display()), e))?;
+        }
+    }
+    remove_quietly(&root.join(INDEX));
+    if dropped > 0 {
+        let was = recorded.map_or("an unrecorded size".to_string(), |b| format!("{b} bytes"));
+        tracing::warn!(
+            dir = %root.display(),
+            "dropping {dropped} cached blocks cut at {was}: this tier now holds blocks of {block_size} bytes"
+        );
+    }
+    let tmp = root.join(format!("{BLOCK_SIZE_FILE}.tmp"));
+    fs::write(&tmp, format!("{block_size}\n"))
+        .and_then(|()| File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, &marker))
+        .map_err(|e| Error::io(format!("writing {}", marker.display()), e))?;
+    Ok(dropped)
+}
+
 /// Builds the tier's state from the index and the files; see the module comment.
-fn load(root: &Path, high_bytes: u64, low_bytes: u64) -> Result<(State, OpenReport)> {
-    let mut report = OpenReport::default();
+fn load(
+    root: &Path,
+    high_bytes: u64,
+    low_bytes: u64,
+    block_size: u64,
+) -> Result<(State, OpenReport)> {
+    let mut report = OpenReport {
+        other_block_size: claim_block_size(root, block_size)?,
+        ..OpenReport::default()
+    };
     let index_path = root.join(INDEX);
     let listed = match fs::read(&index_path) {
         Ok(buf) => match decode_index(&buf) {
@@ -1015,11 +1077,19 @@ mod tests {
     use super::*;
 
     const KIB: u64 = 1024;
+    const TEST_BLOCK_SIZE: u64 = 64 * KIB;
 
     async fn open(dir: &Path, quota: u64) -> DiskTier {
-        DiskTier::open(Medium::Ssd, dir.to_path_buf(), quota, 0.9, 0.5)
-            .await
-            .unwrap()
+        DiskTier::open(
+            Medium::Ssd,
+            dir.to_path_buf(),
+            quota,
+            0.9,
+            0.5,
+            TEST_BLOCK_SIZE,
+        )
+        .await
+        .unwrap()
     }
 
     fn key(i: u64) -> BlockKey {
@@ -1125,6 +1195,7 @@ mod tests {
         let mut file = encode_header(&key(3), &body);
         file.extend_from_slice(&body);
         fs::write(&path, &file).unwrap();
+        fs::write(root.join(BLOCK_SIZE_FILE), TEST_BLOCK_SIZE.to_string()).unwrap();
         // No index: the tier takes the file from its header.
         let tier = open(tmp.path(), 1 << 20).await;
         assert_eq!(tier.usage(), (file.len() as u64, 1));
@@ -1209,7 +1280,8 @@ mod tests {
                 from_headers: 0,
                 removed: 0,
                 stale: 0,
-                evicted: 0
+                evicted: 0,
+                other_block_size: 0,
             }
         );
         let order: Vec<u64> = tier.inner.snapshot().iter().map(|(k, _)| k.index).collect();
@@ -1277,10 +1349,17 @@ mod tests {
     async fn one_tier_per_directory() {
         let tmp = tempfile::tempdir().unwrap();
         let first = open(tmp.path(), 100 * KIB).await;
-        let err = DiskTier::open(Medium::Hdd, tmp.path().to_path_buf(), 100 * KIB, 0.9, 0.5)
-            .await
-            .err()
-            .unwrap();
+        let err = DiskTier::open(
+            Medium::Hdd,
+            tmp.path().to_path_buf(),
+            100 * KIB,
+            0.9,
+            0.5,
+            TEST_BLOCK_SIZE,
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
         drop(first);
         open(tmp.path(), 100 * KIB).await;
@@ -1333,11 +1412,16 @@ mod tests {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         let upper = open(a.path(), 20 * KIB).await;
-        let lower = [
-            DiskTier::open(Medium::Hdd, b.path().to_path_buf(), 1 << 20, 0.95, 0.7)
-                .await
-                .unwrap(),
-        ];
+        let lower = [DiskTier::open(
+            Medium::Hdd,
+            b.path().to_path_buf(),
+            1 << 20,
+            0.95,
+            0.7,
+            TEST_BLOCK_SIZE,
+        )
+        .await
+        .unwrap()];
         for i in 0..30 {
             upper.put(key(i), data(i, 1000), &lower).await;
             assert!(upper.used() <= 20 * KIB);
@@ -1371,5 +1455,53 @@ mod tests {
         assert_eq!(files_on_disk(tmp.path()), (blocks, used));
         assert_eq!(blocks, 1);
         assert!(tier.contains(&BlockKey::new("m2/a@1", 0)));
+    }
+
+    #[tokio::test]
+    async fn blocks_of_another_block_size_are_dropped_never_served() {
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |size: u64| {
+            DiskTier::open(
+                Medium::Ssd,
+                tmp.path().to_path_buf(),
+                100 * KIB,
+                0.9,
+                0.5,
+                size,
+            )
+        };
+        {
+            let tier = at(4 * TEST_BLOCK_SIZE).await.unwrap();
+            for i in 0..3 {
+                tier.put(key(i), data(i, 1000), &[]).await;
+            }
+        }
+        // The same size again: every block is reused.
+        {
+            let tier = at(4 * TEST_BLOCK_SIZE).await.unwrap();
+            assert_eq!(tier.report().from_index, 3);
+            assert_eq!(tier.report().other_block_size, 0);
+        }
+        // Another size: nothing of the old blocks is listed or read, index or headers.
+        let tier = at(TEST_BLOCK_SIZE).await.unwrap();
+        assert_eq!(tier.report().other_block_size, 3);
+        assert_eq!(tier.report().from_index + tier.report().from_headers, 0);
+        for i in 0..3 {
+            assert!(tier.get(&key(i)).await.is_none(), "block {i}");
+        }
+        let marker = fs::read_to_string(tmp.path().join(SUBDIR).join(BLOCK_SIZE_FILE)).unwrap();
+        assert_eq!(marker.trim(), TEST_BLOCK_SIZE.to_string());
+        drop(tier);
+
+        // A tier from before the size was recorded: its size is unknown, its blocks go.
+        fs::remove_file(tmp.path().join(SUBDIR).join(BLOCK_SIZE_FILE)).unwrap();
+        {
+            let tier = at(TEST_BLOCK_SIZE).await.unwrap();
+            tier.put(key(7), data(7, 1000), &[]).await;
+        }
+        fs::remove_file(tmp.path().join(SUBDIR).join(BLOCK_SIZE_FILE)).unwrap();
+        let tier = at(TEST_BLOCK_SIZE).await.unwrap();
+        assert_eq!(tier.report().other_block_size, 1);
+        assert!(tier.get(&key(7)).await.is_none());
     }
 }

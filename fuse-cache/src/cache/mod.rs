@@ -31,7 +31,6 @@
 
 mod background;
 mod block_buf;
-mod config;
 mod disk;
 mod key;
 mod mem;
@@ -52,13 +51,11 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use block_buf::BlockBuf;
-pub use config::{
-    DEFAULT_HIGH, DEFAULT_LOW, Medium, TierSpec, format_size, human_size, parse_size,
-};
 pub use key::BlockKey;
 
 use crate::error::{Error, Result};
 use disk::DiskTier;
+use fluid_volume::tier::{TierSpec, Tiers};
 use mem::MemTier;
 use object_file::ObjectFiles;
 
@@ -172,27 +169,20 @@ enum Job {
 }
 
 impl BlockCache {
-    /// Opens the tiers in order, loading the disk tiers' indexes.
+    /// Opens the tiers in order, loading the disk tiers' indexes; the list must keep the rules
+    /// of [`Tiers`].
     pub async fn open(specs: Vec<TierSpec>) -> Result<BlockCache> {
-        Self::open_with(specs, CacheOptions::default()).await
+        Self::open_with(Tiers::new(specs)?, CacheOptions::default()).await
     }
 
-    pub async fn open_with(specs: Vec<TierSpec>, options: CacheOptions) -> Result<BlockCache> {
+    pub async fn open_with(tiers: Tiers, options: CacheOptions) -> Result<BlockCache> {
+        let specs = tiers.into_specs();
         let mut mem = None;
         let mut disks: Vec<DiskTier> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            spec.validate()?;
+        for spec in &specs {
             match spec {
-                TierSpec::Mem { quota } => {
-                    if i != 0 {
-                        return Err(Error::invalid(
-                            format!("tier {spec}"),
-                            "the memory tier must be the first tier, and there can be only one",
-                        ));
-                    }
-                    mem = Some(MemTier::new(*quota));
-                }
+                TierSpec::Mem { quota } => mem = Some(MemTier::new(*quota)),
                 TierSpec::Disk {
                     medium,
                     dir,
@@ -200,6 +190,7 @@ impl BlockCache {
                     high,
                     low,
                 } => {
+                    // `Tiers` compared the names; two names can still reach one directory.
                     let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
                     if dirs.contains(&canonical) {
                         return Err(Error::invalid(
@@ -208,7 +199,15 @@ impl BlockCache {
                         ));
                     }
                     dirs.push(canonical);
-                    disks.push(DiskTier::open(*medium, dir.clone(), *quota, *high, *low).await?);
+                    let tier = DiskTier::open(
+                        *medium,
+                        dir.clone(),
+                        *quota,
+                        *high,
+                        *low,
+                        options.block_size,
+                    );
+                    disks.push(tier.await?);
                 }
             }
         }

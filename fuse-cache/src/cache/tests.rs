@@ -10,6 +10,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::*;
+use fluid_volume::tier::Medium;
 
 const KIB: u64 = 1024;
 
@@ -470,7 +471,7 @@ async fn a_slow_disk_slows_misses_instead_of_losing_blocks() {
     };
     // A memory tier too small for the blocks: whatever is not on disk is gone.
     let cache = BlockCache::open_with(
-        vec![TierSpec::Mem { quota: 500 }, ssd(dir.path(), 4 << 20)],
+        Tiers::new(vec![TierSpec::Mem { quota: 500 }, ssd(dir.path(), 4 << 20)]).unwrap(),
         options,
     )
     .await

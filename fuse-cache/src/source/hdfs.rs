@@ -22,7 +22,8 @@ use hdfs_native::{Client, ClientBuilder, HdfsError};
 use super::{Entry, Kind, Meta, Page, Source, check_relative};
 use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
-use crate::mountpoint::{MountPoint, Store};
+use fluid_volume::mountpoint::{MountPoint, Store};
+use fluid_volume::options;
 
 /// Entries a listing page returns (the NameNode's own default batch, `dfs.ls.limit`).
 const PAGE_SIZE: usize = 1000;
@@ -74,15 +75,13 @@ impl HdfsSource {
         config.extend(
             mp.options
                 .iter()
-                .filter(|(k, _)| {
-                    k.starts_with("dfs.") || k.starts_with("hadoop.") || k.starts_with("fs.")
-                })
+                .filter(|(k, _)| options::hdfs::is_passthrough(k))
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
         let mut builder = ClientBuilder::new()
             .with_url(namenode.as_str())
             .with_config(config);
-        if let Some(user) = mp.option(&["user", "hdfs.user"]).filter(|u| !u.is_empty()) {
+        if let Some(user) = mp.option(&options::hdfs::USER) {
             builder = builder.with_user(user);
         }
         let client = builder

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
-use crate::mountpoint::{MountPoint, Store};
+use fluid_volume::mountpoint::{MountPoint, Store};
 
 pub mod hdfs;
 pub mod local;

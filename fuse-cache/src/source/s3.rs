@@ -20,16 +20,10 @@ use aws_sdk_s3::primitives::DateTime;
 use super::{Entry, Kind, Meta, Page, Source, check_relative, read_each};
 use crate::cache::BlockBuf;
 use crate::error::{Error, Result};
-use crate::mountpoint::{MountPoint, Store};
-
-/// Option names, first the canonical one, then the Fluid/Alluxio/Hadoop spellings users copy
-/// from existing Dataset specs.
-const ENDPOINT: &[&str] = &["endpoint", "fs.oss.endpoint", "alluxio.underfs.s3.endpoint"];
-const REGION: &[&str] = &["region", "aws.region", "alluxio.underfs.s3.region"];
-const PATH_STYLE: &[&str] = &["path-style", "alluxio.underfs.s3.disable.dns.buckets"];
-const ACCESS_KEY: &[&str] = &["access-key", "aws.accessKeyId", "fs.oss.accessKeyId"];
-const SECRET_KEY: &[&str] = &["secret-key", "aws.secretKey", "fs.oss.accessKeySecret"];
-const SESSION_TOKEN: &[&str] = &["session-token", "aws.sessionToken", "fs.oss.securityToken"];
+use fluid_volume::mountpoint::{MountPoint, Store};
+use fluid_volume::options::s3::{
+    ACCESS_KEY, ENDPOINT, PATH_STYLE, REGION, SECRET_KEY, SESSION_TOKEN,
+};
 
 /// Keys a listing page asks for: S3's own maximum, so a huge directory costs few round trips.
 const PAGE_SIZE: i32 = 1000;
@@ -92,22 +86,14 @@ impl S3Source {
                 format!("{}: not an s3:// or oss:// URL", mp.url),
             ));
         };
-        let endpoint = option(mp, ENDPOINT).map(with_scheme);
-        if *oss && endpoint.is_none() {
-            return Err(Error::invalid(
-                "option endpoint",
-                format!(
-                    "{}: oss:// needs an endpoint, e.g. oss-cn-hangzhou.aliyuncs.com",
-                    mp.url
-                ),
-            ));
-        }
+        // MountPoint::parse made sure an oss:// mount has one.
+        let endpoint = mp.option(&ENDPOINT).map(with_scheme);
         // Self-hosted servers (RGW, SeaweedFS, MinIO) rarely have wildcard DNS for buckets;
         // Aliyun OSS refuses path-style requests; AWS itself prefers virtual-hosted.
         let path_style = mp
-            .bool_option(PATH_STYLE)?
+            .bool_option(&PATH_STYLE)?
             .unwrap_or(!oss && endpoint.is_some());
-        let region = Region::new(option(mp, REGION).unwrap_or("us-east-1").to_string());
+        let region = Region::new(mp.option(&REGION).unwrap_or("us-east-1").to_string());
         let credentials = credentials(mp, &region).await?;
 
         let timeouts = TimeoutConfig::builder()
@@ -328,11 +314,6 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
-/// The first non-empty value of an option by any of its names.
-fn option<'a>(mp: &'a MountPoint, names: &[&str]) -> Option<&'a str> {
-    mp.option(names).map(str::trim).filter(|v| !v.is_empty())
-}
-
 /// Endpoints are often given as a bare host (`oss-cn-hangzhou.aliyuncs.com`); the SDK needs
 /// a URL.
 fn with_scheme(endpoint: &str) -> String {
@@ -346,9 +327,9 @@ fn with_scheme(endpoint: &str) -> String {
 /// Static keys from the mount's options, or else the AWS default chain (environment,
 /// ~/.aws/credentials, web identity, instance metadata).
 async fn credentials(mp: &MountPoint, region: &Region) -> Result<SharedCredentialsProvider> {
-    match (option(mp, ACCESS_KEY), option(mp, SECRET_KEY)) {
+    match (mp.option(&ACCESS_KEY), mp.option(&SECRET_KEY)) {
         (Some(access), Some(secret)) => {
-            let token = option(mp, SESSION_TOKEN).map(str::to_string);
+            let token = mp.option(&SESSION_TOKEN).map(str::to_string);
             Ok(SharedCredentialsProvider::new(Credentials::new(
                 access,
                 secret,
@@ -366,11 +347,11 @@ async fn credentials(mp: &MountPoint, region: &Region) -> Result<SharedCredentia
             Ok(SharedCredentialsProvider::new(chain))
         }
         (Some(_), None) => Err(Error::invalid(
-            "option secret-key",
+            format!("option {}", SECRET_KEY.name()),
             format!("{}: an access key is given without a secret key", mp.url),
         )),
         (None, Some(_)) => Err(Error::invalid(
-            "option access-key",
+            format!("option {}", ACCESS_KEY.name()),
             format!("{}: a secret key is given without an access key", mp.url),
         )),
     }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::options::{self, MountOption, redacted};
 
 /// Where a mount's data lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,38 +29,6 @@ pub struct MountPoint {
     pub url: String,
     pub store: Store,
     pub options: BTreeMap<String, String>,
-}
-
-/// Option names whose values are secrets: never printed.
-const SECRET_OPTIONS: &[&str] = &[
-    "secret-key",
-    "secret-access-key",
-    "session-token",
-    "aws.secretKey",
-    "fs.oss.accessKeySecret",
-    "password",
-];
-
-pub fn is_secret_option(name: &str) -> bool {
-    SECRET_OPTIONS.iter().any(|s| s.eq_ignore_ascii_case(name))
-        || name.to_ascii_lowercase().contains("secret")
-}
-
-/// The options as they may be shown: secret values replaced.
-pub fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    options
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str(),
-                if is_secret_option(k) {
-                    "<redacted>"
-                } else {
-                    v.as_str()
-                },
-            )
-        })
-        .collect()
 }
 
 impl fmt::Debug for MountPoint {
@@ -138,29 +107,51 @@ impl MountPoint {
                 )));
             }
         };
-        Ok(MountPoint {
+        let mp = MountPoint {
             url: url.to_string(),
             store,
             options,
-        })
+        };
+        mp.check_options()?;
+        Ok(mp)
     }
 
-    /// An option by any of its accepted names.
-    pub fn option(&self, names: &[&str]) -> Option<&str> {
-        names
+    /// The rules on options that hold whatever the credentials: they are checked wherever a
+    /// mount point is parsed, at CreateVolume as on the node.
+    fn check_options(&self) -> Result<()> {
+        if let Store::S3 { oss, .. } = self.store {
+            if oss && self.option(&options::s3::ENDPOINT).is_none() {
+                return Err(Error::invalid(
+                    format!("option {}", options::s3::ENDPOINT.name()),
+                    format!(
+                        "{}: oss:// needs an endpoint among the options, e.g. oss-cn-hangzhou.aliyuncs.com",
+                        self.url
+                    ),
+                ));
+            }
+            self.bool_option(&options::s3::PATH_STYLE)?;
+        }
+        Ok(())
+    }
+
+    /// The first non-empty value of an option by any of its spellings, trimmed.
+    pub fn option(&self, option: &MountOption) -> Option<&str> {
+        option
+            .names
             .iter()
-            .find_map(|n| self.options.get(*n))
-            .map(String::as_str)
+            .filter_map(|n| self.options.get(*n))
+            .map(|v| v.trim())
+            .find(|v| !v.is_empty())
     }
 
-    /// A boolean option; `field` names it in the error for a value that is not a boolean.
-    pub fn bool_option(&self, names: &[&str]) -> Result<Option<bool>> {
-        match self.option(names) {
+    /// A boolean option; the error names it for a value that is not a boolean.
+    pub fn bool_option(&self, option: &MountOption) -> Result<Option<bool>> {
+        match self.option(option) {
             None => Ok(None),
             Some("true" | "1" | "yes") => Ok(Some(true)),
             Some("false" | "0" | "no") => Ok(Some(false)),
             Some(v) => Err(Error::invalid(
-                format!("option {}", names[0]),
+                format!("option {}", option.name()),
                 format!("{v:?} is not true or false"),
             )),
         }
@@ -194,7 +185,13 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("oss://b").unwrap().store,
+            MountPoint::parse(
+                "oss://b",
+                BTreeMap::from([("endpoint".into(), "oss-cn-hangzhou.aliyuncs.com".into())]),
+                "mountPoint"
+            )
+            .unwrap()
+            .store,
             Store::S3 {
                 bucket: "b".into(),
                 prefix: "".into(),
@@ -242,14 +239,40 @@ mod tests {
     }
 
     #[test]
+    fn oss_needs_an_endpoint_and_path_style_a_boolean() {
+        let with = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let err = parse("oss://b/x").unwrap_err().to_string();
+        assert!(
+            err.contains("option endpoint") && err.contains("oss://"),
+            "{err}"
+        );
+        MountPoint::parse(
+            "oss://b",
+            with("fs.oss.endpoint", "oss-cn-hangzhou.aliyuncs.com"),
+            "m",
+        )
+        .unwrap();
+        let err = MountPoint::parse("s3://b", with("path-style", "sometimes"), "m")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("option path-style"), "{err}");
+        let mp = MountPoint::parse("s3://b", with("region", "  "), "m").unwrap();
+        assert_eq!(mp.option(&options::s3::REGION), None, "blank is unset");
+    }
+
+    #[test]
     fn debug_redacts_secrets() {
         let opts = BTreeMap::from([
             ("access-key".to_string(), "AK".to_string()),
             ("secret-key".to_string(), "TOPSECRET".to_string()),
+            ("aws.sessionToken".to_string(), "SESSIONTOKEN".to_string()),
         ]);
         let mp = MountPoint::parse("s3://b", opts, "m").unwrap();
         let shown = format!("{mp:?} {mp}");
-        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(
+            !shown.contains("TOPSECRET") && !shown.contains("SESSIONTOKEN"),
+            "{shown}"
+        );
         assert!(shown.contains("AK"));
     }
 }

@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sha2::{Digest, Sha256};
-
-use crate::cache::{TierSpec, parse_size};
 use crate::dataset::{self, Mount, MountSpec};
 use crate::error::{Error, Result};
-use crate::mountpoint::is_secret_option;
+use crate::options::is_secret;
+use crate::size::BlockSize;
+use crate::tier::Tiers;
 
 /// `namespace/name` of the Dataset, for messages and node labels.
 pub const DATASET: &str = "fluid.io/dataset";
@@ -24,86 +23,11 @@ pub const SUB_PATH: &str = "subPath";
 /// mount in order, a map of option name to value (Secret keys cannot hold `NAME/OPTION`).
 pub const MOUNT_SECRETS: &str = "fluid.io.mountSecrets";
 
-/// Node annotation the node plugin writes: `HOST:PORT` of its `fluid.v1.CacheNode` endpoint
-/// (plain gRPC), where the controller asks for a Dataset's cache figures, warm-up and eviction.
-pub const CACHE_ENDPOINT_ANNOTATION: &str = "fluid.io/cache-endpoint";
-/// Every node label key made by [`dataset_label_key`] starts with this.
-pub const DATASET_LABEL_PREFIX: &str = "fluid.io/s-";
-/// The value of a dataset label while the node holds cache for the Dataset.
-pub const DATASET_LABEL_VALUE: &str = "true";
-/// Longest name part of a label key (the part after `prefix/`).
-const MAX_LABEL_NAME: usize = 63;
-/// Hex digits of sha256 in a shortened label key.
-const LABEL_HASH_HEX: usize = 8;
-
 /// `(namespace, name)` of a Dataset written `namespace/name` (as in the volume context's
 /// [`DATASET`]); `None` unless both parts are non-empty and there is exactly one `/`.
 pub fn parse_dataset(s: &str) -> Option<(&str, &str)> {
     let (namespace, name) = s.split_once('/')?;
     (!namespace.is_empty() && !name.is_empty() && !name.contains('/')).then_some((namespace, name))
-}
-
-/// The node label key that says a node holds cache for a Dataset: `fluid.io/s-<namespace>-<name>`,
-/// Fluid's own convention (the scheduler and the admission webhook prefer nodes with it).
-///
-/// A label name (after `fluid.io/`) has at most 63 characters. A longer one keeps its first 54
-/// characters (less trailing `-`, `.`, `_`) and ends with `-` and the first 8 hex digits of
-/// sha256(`<namespace>/<name>`), so it stays within the limit, ends alphanumeric and still tells
-/// Datasets apart. The short form is ambiguous when names hold `-` (`a-b/c` and `a/b-c`), as
-/// it is upstream; keep it for compatibility. Namespace and name are Kubernetes object names,
-/// so every character is valid in a label name.
-pub fn dataset_label_key(namespace: &str, name: &str) -> String {
-    format!(
-        "fluid.io/{}",
-        fit_label(format!("s-{namespace}-{name}"), namespace, name)
-    )
-}
-
-/// Node label set while the node serves a Dataset with `placement: Exclusive` (Fluid's
-/// `fluid_exclusive`); its value is [`exclusive_label_value`]. Pods of other Datasets are kept
-/// off such nodes (webhook) and their volumes are refused there (node plugin).
-pub const EXCLUSIVE_LABEL: &str = "fluid_exclusive";
-
-/// The value of [`EXCLUSIVE_LABEL`]: `<namespace>_<name>` (Fluid's), shortened with a hash
-/// like [`dataset_label_key`] when it would pass 63 characters.
-pub fn exclusive_label_value(namespace: &str, name: &str) -> String {
-    fit_label(format!("{namespace}_{name}"), namespace, name)
-}
-
-/// `label` if it is short enough for a label name (or value), else its head and a hash of
-/// `<namespace>/<name>`.
-fn fit_label(label: String, namespace: &str, name: &str) -> String {
-    if label.len() <= MAX_LABEL_NAME {
-        return label;
-    }
-    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
-    let hash: String = digest
-        .iter()
-        .take(LABEL_HASH_HEX / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let keep = MAX_LABEL_NAME - 1 - LABEL_HASH_HEX;
-    // Object names are ASCII; the boundary search only keeps odd input from panicking.
-    let cut = (0..=keep)
-        .rev()
-        .find(|&i| label.is_char_boundary(i))
-        .unwrap_or(0);
-    let head = label[..cut].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
-    format!("{head}-{hash}")
-}
-
-/// Whether `s` is a valid label name (the part of a key after `prefix/`): at most 63
-/// characters of `[-A-Za-z0-9_.]`, alphanumeric at both ends.
-pub fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    let (Some(first), Some(last)) = (b.first(), b.last()) else {
-        return false;
-    };
-    b.len() <= MAX_LABEL_NAME
-        && first.is_ascii_alphanumeric()
-        && last.is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// `Exclusive` when the Dataset's cache must have its nodes to itself; absent: shared.
@@ -149,8 +73,10 @@ impl CleanPolicy {
 pub struct VolumeContext {
     pub dataset: Option<String>,
     pub mounts: Vec<MountSpec>,
-    pub tiers: Vec<String>,
-    pub block_size: Option<String>,
+    /// Absent: the node's default tiers.
+    pub tiers: Option<Tiers>,
+    /// Absent: the node's default block size.
+    pub block_size: Option<BlockSize>,
     pub sub_path: Option<String>,
     /// No other Dataset's cache may share a node with this one.
     pub exclusive: bool,
@@ -158,21 +84,16 @@ pub struct VolumeContext {
 }
 
 impl VolumeContext {
-    /// Validates every field so a bad volume fails at CreateVolume, not at mount time.
+    /// Validates the fields that are still text (the mounts and the sub path) so a bad volume
+    /// fails at CreateVolume, not at mount time; tiers and block size were checked when built.
     pub fn validate(&self) -> Result<Vec<Mount>> {
         for (i, m) in self.mounts.iter().enumerate() {
-            if let Some(k) = m.options.keys().find(|k| is_secret_option(k)) {
+            if let Some(k) = m.options.keys().find(|k| is_secret(k)) {
                 return Err(Error::invalid(
                     format!("mounts[{i}].options.{k}"),
                     "secret values go in CSI secrets or encryptOptions, not in the volume context",
                 ));
             }
-        }
-        for t in &self.tiers {
-            TierSpec::parse(t)?;
-        }
-        if let Some(bs) = &self.block_size {
-            parse_size(bs).map_err(|e| Error::invalid(BLOCK_SIZE, e.to_string()))?;
         }
         if let Some(sub) = &self.sub_path {
             check_sub_path(sub)?;
@@ -190,11 +111,11 @@ impl VolumeContext {
         if let Some(d) = &self.dataset {
             m.insert(DATASET.to_string(), d.clone());
         }
-        if !self.tiers.is_empty() {
-            m.insert(TIERS.to_string(), self.tiers.join(";"));
+        if let Some(tiers) = &self.tiers {
+            m.insert(TIERS.to_string(), tiers.to_string());
         }
         if let Some(bs) = &self.block_size {
-            m.insert(BLOCK_SIZE.to_string(), bs.clone());
+            m.insert(BLOCK_SIZE.to_string(), bs.to_string());
         }
         if let Some(sub) = &self.sub_path {
             m.insert(SUB_PATH.to_string(), sub.clone());
@@ -222,14 +143,14 @@ impl VolumeContext {
             mounts,
             tiers: ctx
                 .get(TIERS)
-                .map(|t| {
-                    t.split(';')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            block_size: ctx.get(BLOCK_SIZE).cloned(),
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| Tiers::parse_list(t, &format!("volume_context.{TIERS}")))
+                .transpose()?,
+            block_size: ctx
+                .get(BLOCK_SIZE)
+                .filter(|b| !b.trim().is_empty())
+                .map(|b| BlockSize::parse(b, &format!("volume_context.{BLOCK_SIZE}")))
+                .transpose()?,
             sub_path: ctx.get(SUB_PATH).cloned().filter(|s| !s.is_empty()),
             exclusive: match ctx.get(PLACEMENT).map(String::as_str) {
                 None | Some("") | Some("Shared") => false,
@@ -336,85 +257,19 @@ mod tests {
                 options: BTreeMap::from([("endpoint".into(), "http://127.0.0.1:8333".into())]),
                 ..Default::default()
             }],
-            tiers: vec![
-                "mem:1GiB".into(),
-                "ssd:/var/cache/fluid:10GiB,high=0.9,low=0.5".into(),
-            ],
-            block_size: Some("4MiB".into()),
+            tiers: Some(
+                Tiers::parse_list("mem:1GiB;ssd:/var/cache/fluid:10GiB,high=0.9,low=0.5", "t")
+                    .unwrap(),
+            ),
+            block_size: Some(BlockSize::DEFAULT),
             sub_path: None,
             exclusive: true,
             clean_policy: CleanPolicy::OnDemand,
         }
     }
 
-    fn label_name(key: &str) -> &str {
-        key.strip_prefix("fluid.io/").unwrap()
-    }
-
     #[test]
-    fn dataset_label_keys() {
-        assert_eq!(
-            dataset_label_key("default", "imagenet"),
-            "fluid.io/s-default-imagenet"
-        );
-        assert!(dataset_label_key("default", "imagenet").starts_with(DATASET_LABEL_PREFIX));
-
-        // Exactly 63 characters after the prefix: kept as is. One more: shortened to 63.
-        let name63 = "n".repeat(63 - "s-ns-".len());
-        let key = dataset_label_key("ns", &name63);
-        assert_eq!(key, format!("fluid.io/s-ns-{name63}"));
-        assert_eq!(label_name(&key).len(), 63);
-        let name64 = format!("{name63}x");
-        let key = dataset_label_key("ns", &name64);
-        assert_eq!(label_name(&key).len(), 63, "{key}");
-        assert_ne!(key, format!("fluid.io/s-ns-{name64}"));
-
-        // Long names: the first 8 hex digits of sha256("ns/name") at the end.
-        let (ns, name) = ("a".repeat(63), "b".repeat(253));
-        let key = dataset_label_key(&ns, &name);
-        let hash = Sha256::digest(format!("{ns}/{name}").as_bytes());
-        let hex = format!(
-            "{:02x}{:02x}{:02x}{:02x}",
-            hash[0], hash[1], hash[2], hash[3]
-        );
-        assert_eq!(key, format!("fluid.io/s-{}-{hex}", &ns[..52]));
-        assert!(key.starts_with(DATASET_LABEL_PREFIX));
-
-        // Deterministic, and distinct for names that share the kept prefix.
-        assert_eq!(dataset_label_key(&ns, &name), key);
-        assert_ne!(dataset_label_key(&ns, &format!("{name}c")), key);
-        assert_ne!(dataset_label_key("x", &name), dataset_label_key("y", &name));
-
-        // Valid whatever the cut lands on (a '-' or '.' just before the hash is dropped).
-        for (ns, name) in [
-            ("default".to_string(), "imagenet".to_string()),
-            ("ns".to_string(), name63.clone()),
-            ("ns".to_string(), name64.clone()),
-            (ns.clone(), name.clone()),
-            (
-                "kube-system".into(),
-                format!("{}-.-{}", "d".repeat(40), "e".repeat(40)),
-            ),
-            ("x".into(), format!("{}.{}", "a".repeat(49), "z".repeat(30))),
-            ("x".into(), format!("{}-{}", "a".repeat(50), "z".repeat(30))),
-        ] {
-            let key = dataset_label_key(&ns, &name);
-            assert!(is_label_name(label_name(&key)), "{ns}/{name} -> {key}");
-        }
-        assert!(
-            !dataset_label_key("x", &format!("{}-{}", "a".repeat(50), "z".repeat(30)))
-                .contains("--")
-        );
-    }
-
-    #[test]
-    fn label_names_and_dataset_names() {
-        for good in ["a", "s-default-x", "A_b.c-9", &"z".repeat(63)] {
-            assert!(is_label_name(good), "{good}");
-        }
-        for bad in ["", "-a", "a-", "a/b", "a b", &"z".repeat(64), "ä"] {
-            assert!(!is_label_name(bad), "{bad}");
-        }
+    fn dataset_names() {
         assert_eq!(parse_dataset("ml/imagenet"), Some(("ml", "imagenet")));
         for bad in ["", "imagenet", "/x", "x/", "a/b/c"] {
             assert_eq!(parse_dataset(bad), None, "{bad}");
@@ -442,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn placement_and_exclusive_label() {
+    fn placement() {
         let mut map: HashMap<String, String> = ctx().to_map().into_iter().collect();
         assert_eq!(map.get(PLACEMENT).map(String::as_str), Some(EXCLUSIVE));
         map.insert(PLACEMENT.into(), "Shared".into());
@@ -450,13 +305,6 @@ mod tests {
         map.insert(PLACEMENT.into(), "Sometimes".into());
         let err = VolumeContext::from_map(&map).unwrap_err().to_string();
         assert!(err.contains(PLACEMENT), "{err}");
-        assert_eq!(exclusive_label_value("ml", "imagenet"), "ml_imagenet");
-        let long = exclusive_label_value(&"n".repeat(40), &"d".repeat(40));
-        assert!(is_label_name(&long) && long.len() <= 63, "{long}");
-        assert_ne!(
-            long,
-            exclusive_label_value(&"n".repeat(40), &"d".repeat(41))
-        );
     }
 
     #[test]
@@ -464,13 +312,46 @@ mod tests {
         let mut c = ctx();
         c.mounts[0].options.insert("secret-key".into(), "x".into());
         assert!(c.validate().unwrap_err().to_string().contains("secret-key"));
-        let mut c = ctx();
-        c.tiers = vec!["mem:lots".into()];
-        assert!(c.validate().is_err());
+        let mut map: HashMap<String, String> = ctx().to_map().into_iter().collect();
+        for (key, bad) in [
+            (TIERS, "ssd:/x:1GiB;mem:1GiB"),
+            (TIERS, "mem:lots"),
+            (BLOCK_SIZE, "128MiB"),
+        ] {
+            map.insert(key.into(), bad.into());
+            let err = VolumeContext::from_map(&map).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("volume_context.{key}")),
+                "{bad}: {err}"
+            );
+            map = ctx().to_map().into_iter().collect();
+        }
         for bad in ["/abs", "../up", "a/../../b", "./x"] {
             assert!(check_sub_path(bad).is_err(), "{bad}");
         }
         assert!(check_sub_path("a/b c").is_ok());
+    }
+
+    #[test]
+    fn every_secret_spelling_is_refused_and_never_shown() {
+        for (store, table) in crate::options::STORES {
+            for option in table.iter().filter(|o| o.secret) {
+                for name in option.names {
+                    let mut c = ctx();
+                    c.mounts[0]
+                        .options
+                        .insert(name.to_string(), "S3CRET-VALUE".into());
+                    let err = c.validate().unwrap_err().to_string();
+                    assert!(
+                        err.contains(&format!("options.{name}")),
+                        "{store} {name}: {err}"
+                    );
+                    assert!(!err.contains("S3CRET-VALUE"), "{err}");
+                    let shown = format!("{:?}", c.mounts[0]);
+                    assert!(!shown.contains("S3CRET-VALUE"), "{store} {name}: {shown}");
+                }
+            }
+        }
     }
 
     #[test]

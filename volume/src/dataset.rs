@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mountpoint::{MountPoint, redacted};
+use crate::mountpoint::MountPoint;
+use crate::options::redacted;
 
 /// One entry of `spec.mounts[]`, as Fluid writes it. Its Debug output hides secret options.
 #[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -64,28 +65,26 @@ struct SpecDoc {
 }
 
 /// Reads a Dataset YAML file: a whole Dataset object, or a document with a top-level `mounts:`.
-pub fn load_file(path: &Path) -> Result<Vec<Mount>> {
+/// The list is not checked yet: the caller may add options before [`resolve`].
+pub fn load_file(path: &Path) -> Result<Vec<MountSpec>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading dataset {}", path.display()), e))?;
     parse_yaml(&text, &path.display().to_string())
 }
 
-pub fn parse_yaml(text: &str, origin: &str) -> Result<Vec<Mount>> {
+pub fn parse_yaml(text: &str, origin: &str) -> Result<Vec<MountSpec>> {
     let doc: DatasetDoc =
         serde_yaml::from_str(text).map_err(|e| Error::invalid(origin, e.to_string()))?;
-    let specs = doc
-        .spec
+    doc.spec
         .map(|s| s.mounts)
         .or(doc.mounts)
-        .ok_or_else(|| Error::invalid(origin, "no spec.mounts (or mounts) list"))?;
-    resolve(specs, "spec.mounts")
+        .ok_or_else(|| Error::invalid(origin, "no spec.mounts (or mounts) list"))
 }
 
 /// Mounts from `--mount URL` flags: each named after its position, one alone sits at `/`.
-pub fn from_urls(urls: &[String]) -> Result<Vec<Mount>> {
+pub fn from_urls(urls: &[String]) -> Vec<MountSpec> {
     let single = urls.len() == 1;
-    let specs = urls
-        .iter()
+    urls.iter()
         .enumerate()
         .map(|(i, url)| MountSpec {
             mount_point: url.clone(),
@@ -93,8 +92,7 @@ pub fn from_urls(urls: &[String]) -> Result<Vec<Mount>> {
             path: single.then(|| "/".to_string()),
             ..Default::default()
         })
-        .collect();
-    resolve(specs, "--mount")
+        .collect()
 }
 
 /// Validates the list: parses URLs, applies Fluid's default path `/<name>`, refuses
@@ -183,13 +181,13 @@ spec:
       path: /meta/labels
       readOnly: true
 "#;
-        let mounts = parse_yaml(yaml, "ds.yaml").unwrap();
+        let mounts = resolve(parse_yaml(yaml, "ds.yaml").unwrap(), "spec.mounts").unwrap();
         assert_eq!(mounts.len(), 2);
         assert_eq!(mounts[0].path, "/train");
         assert_eq!(mounts[1].path, "/meta/labels");
         assert!(mounts[1].read_only);
         assert_eq!(
-            mounts[0].mount_point.option(&["endpoint"]),
+            mounts[0].mount_point.option(&crate::options::s3::ENDPOINT),
             Some("http://127.0.0.1:8333")
         );
     }
@@ -228,8 +226,10 @@ spec:
 
     #[test]
     fn one_url_sits_at_root() {
-        assert_eq!(from_urls(&["local:///tmp".into()]).unwrap()[0].path, "/");
-        let two = from_urls(&["local:///tmp".into(), "local:///var".into()]).unwrap();
+        let one = resolve(from_urls(&["local:///tmp".into()]), "--mount").unwrap();
+        assert_eq!(one[0].path, "/");
+        let two = from_urls(&["local:///tmp".into(), "local:///var".into()]);
+        let two = resolve(two, "--mount").unwrap();
         assert_eq!((two[0].path.as_str(), two[1].path.as_str()), ("/m0", "/m1"));
     }
 }

@@ -1,10 +1,11 @@
-//! Tier specifications (Fluid's `tieredstore.levels`) and the size parser of the command line.
+//! Cache tiers (Fluid's `tieredstore.levels`): one tier's spec and the rules on a whole list.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::size::{format_size, size};
 
 /// The high watermark of a disk tier unless given: eviction starts above it.
 pub const DEFAULT_HIGH: f64 = 0.95;
@@ -192,137 +193,150 @@ impl fmt::Display for TierSpec {
     }
 }
 
-/// Parses a byte size: a plain number is bytes; units `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers
-/// of 1024) and `KB`, `MB`, `GB`, `TB` (powers of 1000), case-insensitive, with an optional
-/// space; a fraction is allowed with a unit (`1.5GiB`).
-pub fn parse_size(s: &str) -> Result<u64> {
-    size(s).map_err(|m| Error::invalid("size", m))
-}
+/// An ordered list of tiers, fastest first, that a cache can open: every spec valid, at most
+/// one memory tier and only in first place, no directory used by two disk tiers. Empty means no
+/// cache (every read goes to the source).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tiers(Vec<TierSpec>);
 
-fn size(s: &str) -> std::result::Result<u64, String> {
-    let bad = |why: &str| format!("bad size {s:?} ({why})");
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err(bad(
-            "expected a number with an optional unit, as in 4MiB, 2GiB, 100GB or 4096",
-        ));
+impl Tiers {
+    pub fn new(specs: Vec<TierSpec>) -> Result<Tiers> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            spec.validate()?;
+            let refuse = |message: &str| Err(Error::invalid(format!("tier {spec}"), message));
+            match spec {
+                TierSpec::Mem { .. } if i != 0 => {
+                    return refuse(
+                        "the memory tier must be the first tier, and there can be only one",
+                    );
+                }
+                TierSpec::Mem { .. } => {}
+                TierSpec::Disk { dir, .. } => {
+                    let dir = normalize(dir);
+                    if dirs.contains(&dir) {
+                        return refuse("another tier uses the same directory");
+                    }
+                    dirs.push(dir);
+                }
+            }
+        }
+        Ok(Tiers(specs))
     }
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        _ => {
-            return Err(bad(
-                "unknown unit; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB",
+
+    /// Tiers written one spec each (repeated `--tier` flags).
+    pub fn parse_each<S: AsRef<str>>(specs: &[S]) -> Result<Tiers> {
+        Tiers::new(
+            specs
+                .iter()
+                .map(|s| TierSpec::parse(s.as_ref()))
+                .collect::<Result<_>>()?,
+        )
+    }
+
+    /// Tiers written as one `;`-separated list (a StorageClass parameter, a volume context
+    /// entry); `field` names it in errors. Empty items are skipped; no item at all is refused.
+    pub fn parse_list(list: &str, field: &str) -> Result<Tiers> {
+        let specs: Vec<&str> = list
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        if specs.is_empty() {
+            return Err(Error::invalid(
+                field,
+                "no tier given; e.g. mem:2GiB;ssd:/var/cache/fluid:100GiB",
             ));
         }
-    };
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult).ok_or_else(|| bad("too large"));
+        Tiers::parse_each(&specs).map_err(|e| e.in_field(field))
     }
-    let x: f64 = num.parse().map_err(|_| bad("not a number"))?;
-    if mult == 1 {
-        return Err(bad("not a whole number of bytes"));
+
+    pub fn specs(&self) -> &[TierSpec] {
+        &self.0
     }
-    // A fraction of a unit, to the nearest byte.
-    let bytes = (x * mult as f64).round();
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad("too large"));
+
+    pub fn into_specs(self) -> Vec<TierSpec> {
+        self.0
     }
-    Ok(bytes as u64)
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The same tiers with each disk directory replaced by its subdirectory `name`, so that
+    /// the volumes of a node never share a cache directory. The rules still hold: distinct
+    /// directories stay distinct.
+    pub fn in_subdirectories(&self, name: &str) -> Tiers {
+        Tiers(
+            self.0
+                .iter()
+                .map(|t| match t {
+                    TierSpec::Disk {
+                        medium,
+                        dir,
+                        quota,
+                        high,
+                        low,
+                    } => TierSpec::Disk {
+                        medium: *medium,
+                        dir: dir.join(name),
+                        quota: *quota,
+                        high: *high,
+                        low: *low,
+                    },
+                    mem => mem.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The directories of the disk tiers, in order.
+    pub fn disk_dirs(&self) -> Vec<PathBuf> {
+        self.0
+            .iter()
+            .filter_map(|t| match t {
+                TierSpec::Disk { dir, .. } => Some(dir.clone()),
+                TierSpec::Mem { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Each spec in its command line form.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
 }
 
-/// The shortest exact form of a size in binary units (`2GiB`, `1536KiB`, `1000`).
-pub fn format_size(n: u64) -> String {
-    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n != 0 && n.trailing_zeros() >= shift {
-            return format!("{}{unit}", n >> shift);
-        }
+/// The `;`-separated list form, which [`Tiers::parse_list`] reads back.
+impl fmt::Display for Tiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_strings().join(";"))
     }
-    n.to_string()
 }
 
-/// A size for people, as Fluid shows it in `kubectl get dataset`: two decimals in the largest
-/// binary unit that keeps the number at least 1 (`14.65KiB`, `2.00GiB`, `512B`).
-pub fn human_size(n: u64) -> String {
-    for (unit, shift) in [
-        ("PiB", 50),
-        ("TiB", 40),
-        ("GiB", 30),
-        ("MiB", 20),
-        ("KiB", 10),
-    ] {
-        if n >= 1 << shift {
-            return format!("{:.2}{unit}", n as f64 / (1u64 << shift) as f64);
-        }
+/// A list of specs in their command line form, as the node plugin's volume records keep it.
+impl serde::Serialize for Tiers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToString::to_string))
     }
-    format!("{n}B")
+}
+
+impl<'de> serde::Deserialize<'de> for Tiers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let specs = Vec::<String>::deserialize(d)?;
+        Tiers::parse_each(&specs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `/a//b/` and `/a/b` name one directory; symbolic links are for the cache to resolve when
+/// it opens the tiers on the node.
+fn normalize(dir: &Path) -> PathBuf {
+    dir.components().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(1023), "1023B");
-        assert_eq!(human_size(15000), "14.65KiB");
-        assert_eq!(human_size(2 << 30), "2.00GiB");
-        assert_eq!(human_size(3 << 50), "3.00PiB");
-    }
-
-    #[test]
-    fn sizes() {
-        for (text, want) in [
-            ("0", 0),
-            ("4096", 4096),
-            ("12B", 12),
-            ("4KiB", 4096),
-            ("4MiB", 4 << 20),
-            ("2GiB", 2 << 30),
-            ("1TiB", 1 << 40),
-            ("10KB", 10_000),
-            ("3MB", 3_000_000),
-            ("100GB", 100_000_000_000),
-            ("2TB", 2_000_000_000_000),
-            ("2gib", 2 << 30),
-            (" 2 GiB ", 2 << 30),
-            ("1.5GiB", 3 << 29),
-            ("0.5KiB", 512),
-            ("1.1GB", 1_100_000_000),
-        ] {
-            assert_eq!(parse_size(text).unwrap(), want, "{text}");
-        }
-    }
-
-    #[test]
-    fn size_errors_name_the_text() {
-        for text in [
-            "",
-            "lots",
-            "GiB",
-            "4 XB",
-            "1.2.3MiB",
-            "0.3B",
-            "99999999999TiB",
-            "-1",
-            "1e9",
-        ] {
-            let err = parse_size(text).unwrap_err().to_string();
-            assert!(err.contains(&format!("bad size {text:?}")), "{text}: {err}");
-        }
-    }
 
     #[test]
     fn tiers() {
@@ -400,6 +414,38 @@ mod tests {
     }
 
     #[test]
+    fn tier_lists() {
+        let tiers = Tiers::parse_list("mem:1GiB; ssd:/a:1GiB;hdd:/b:2GiB;", "t").unwrap();
+        assert_eq!(tiers.specs().len(), 3);
+        assert_eq!(Tiers::parse_list(&tiers.to_string(), "t").unwrap(), tiers);
+        assert_eq!(
+            tiers.in_subdirectories("vol").disk_dirs(),
+            vec![PathBuf::from("/a/vol"), PathBuf::from("/b/vol")]
+        );
+        assert!(Tiers::new(Vec::new()).unwrap().is_empty());
+        let json = serde_json::to_string(&tiers).unwrap();
+        assert_eq!(serde_json::from_str::<Tiers>(&json).unwrap(), tiers);
+        assert!(serde_json::from_str::<Tiers>(r#"["ssd:/a:1GiB","mem:1GiB"]"#).is_err());
+        for (list, want) in [
+            ("ssd:/a:1GiB;mem:1GiB", "the memory tier must be the first"),
+            ("mem:1GiB;mem:2GiB", "only one"),
+            ("ssd:/a:1GiB;hdd:/a/:2GiB", "same directory"),
+            ("ssd:/a//b:1GiB;ssd:/a/b:2GiB", "same directory"),
+            ("mem:lots", r#"bad size "lots""#),
+            (" ; ", "no tier given"),
+        ] {
+            let err = Tiers::parse_list(list, "parameters.tiers")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid parameters.tiers:"),
+                "{list}: {err}"
+            );
+            assert!(err.contains(want), "{list}: {err}");
+        }
+    }
+
+    #[test]
     fn validate_specs_built_in_code() {
         assert!(TierSpec::disk(Medium::Ssd, "/x", 1).validate().is_ok());
         let bad = TierSpec::Disk {
@@ -416,14 +462,5 @@ mod tests {
                 .contains("0 < low < high <= 1")
         );
         assert!(TierSpec::Mem { quota: 0 }.validate().is_err());
-    }
-
-    #[test]
-    fn format_sizes() {
-        assert_eq!(format_size(0), "0");
-        assert_eq!(format_size(1000), "1000");
-        assert_eq!(format_size(1536 << 10), "1536KiB");
-        assert_eq!(format_size(4 << 20), "4MiB");
-        assert_eq!(format_size(1 << 40), "1TiB");
     }
 }
