@@ -44,6 +44,7 @@ controller:
     hostPath: /var/lib/fluid-custom/controller
 node:
   kubeletDir: /var/lib/k0s/kubelet/
+  logLevel: debug,kube=info
   stateDir: /var/lib/fluid-custom/node
   cachePort: 17788
   tiers:
@@ -487,6 +488,7 @@ fn default_values_render_the_documented_objects() {
     assert!(env.contains(
         &json!({"name": "NODE_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}})
     ));
+    assert!(env.contains(&json!({"name": "FLUID_LOG", "value": "info"})));
     assert_eq!(node["securityContext"]["privileged"], json!(true));
     // Host paths at the same path in the container (kubelet passes host paths in CSI calls),
     // with the mounts made there propagated back to the host.
@@ -670,6 +672,12 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     assert_eq!(pod["serviceAccountName"], json!("fluid-custom-node"));
     let node = container(pod, "node");
     assert_eq!(node["image"], json!("registry.example.com/fluid:1.2.3"));
+    // The one log variable the node plugin reads and hands to its fluid-fuse daemons.
+    let env = node["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "FLUID_LOG", "value": "debug,kube=info"})),
+        "{env:?}"
+    );
     assert_eq!(
         strs(&node["args"]),
         [

@@ -20,7 +20,7 @@ use fluid_proto::csi::volume_capability::access_mode::Mode;
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
-use fluid_tests::node_plugin::{s3_secrets, s3_volume_context};
+use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 use tonic::Code;
@@ -562,6 +562,50 @@ fn bad_requests_get_the_right_codes_and_messages() {
         "NodeExpandVolume",
     );
     env.assert_no_mounts();
+}
+
+/// The node plugin's log filter (`FLUID_LOG`, which the chart sets from `node.logLevel`) is the
+/// one its fluid-fuse daemons log with.
+#[test]
+fn the_plugins_log_level_reaches_its_daemons() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let bucket = dataset(&server, &small_tree());
+    let secrets = s3_secrets(&server);
+    let daemon_log = |filter: &str| {
+        rt().block_on(async {
+            let dir = PluginDir::new().unwrap();
+            let env = [("FLUID_LOG", Path::new(filter))];
+            let plugin = NodePlugin::start(&dir, "n1", &[], &env)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let ctx = s3_volume_context(&server, &bucket.name, "default/logs");
+            let staging = dir.path("staging");
+            let vol = unique_name("vol");
+            plugin
+                .stage(&vol, &staging, &ctx, &secrets)
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+            std::fs::read_dir(&staging).unwrap().count();
+            let log = std::fs::read_to_string(dir.state_dir().join(&vol).join("fluid-fuse.log"))
+                .unwrap_or_default();
+            plugin.unstage(&vol, &staging).await.unwrap();
+            (log, plugin.log())
+        })
+    };
+    let (debug, plugin_debug) = daemon_log("debug");
+    assert!(
+        debug.contains(" DEBUG "),
+        "no debug line in the daemon's log:\n{debug}"
+    );
+    assert!(plugin_debug.contains(" DEBUG "), "{plugin_debug}");
+    let (info, _) = daemon_log("info");
+    assert!(
+        info.contains(" INFO ") && !info.contains(" DEBUG "),
+        "{info}"
+    );
+    for log in [&debug, &info, &plugin_debug] {
+        assert!(!log.contains(&server.secret_key), "a secret in a log");
+    }
 }
 
 #[test]

@@ -231,6 +231,79 @@ fn second_read_is_served_from_cache_and_remount_reuses_the_disk_tier() {
     );
 }
 
+/// Reads `len` bytes at `offset` of `path` with one pread.
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0; len];
+    let n = f.read_at(&mut buf, offset).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn a_disk_tier_reopened_with_another_block_size_serves_right_bytes() {
+    let tree = small_tree();
+    let src = tempfile::tempdir().unwrap();
+    tree.write_local(src.path()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mount = |block_size: &str| {
+        args(&[
+            "--mount",
+            &format!("local://{}", src.path().display()),
+            "--block-size",
+            block_size,
+            "--tier",
+            "mem:8MiB",
+            "--tier",
+            &format!("ssd:{}:256MiB", cache.path().display()),
+        ])
+    };
+    // Blocks cut at 4 MiB (a clean stop writes them all and the index); a remount at 4 MiB
+    // serves them from the disk tier.
+    let d = FuseDaemon::start(&mount("4MiB")).unwrap();
+    read_all(&d.mountpoint, &tree);
+    assert!(d.stop().unwrap().success());
+    let d = FuseDaemon::start(&mount("4MiB")).unwrap();
+    read_all(&d.mountpoint, &tree);
+    let same = stats(&d);
+    let disk = same.tiers.iter().find(|t| t.medium == "SSD").unwrap();
+    assert!(
+        disk.hits > 0 && same.source_requests == 0,
+        "{same:?}\n{}",
+        d.log()
+    );
+    assert!(d.stop().unwrap().success());
+
+    // Reopened at 1 MiB: none of the 4 MiB blocks is kept, and reads across every 1 MiB and
+    // 4 MiB edge of the big file are the source's bytes.
+    let d = FuseDaemon::start(&mount("1MiB")).unwrap();
+    let fresh = stats(&d);
+    let disk = fresh.tiers.iter().find(|t| t.medium == "SSD").unwrap();
+    assert_eq!(
+        disk.blocks, 0,
+        "blocks of another size were kept: {fresh:?}"
+    );
+    let (big, want) = tree.files.iter().max_by_key(|(_, b)| b.len()).unwrap();
+    let path = d.mountpoint.join(big);
+    for edge in (MIB..want.len() as u64).step_by(MIB as usize) {
+        let at = edge - 4096;
+        let got = read_at(&path, at, 8192);
+        let end = (at as usize + 8192).min(want.len());
+        assert!(
+            got == want[at as usize..end],
+            "{big}: wrong bytes around {edge} after the block size changed\n{}",
+            d.log()
+        );
+    }
+    check_tree(&d, &tree);
+    let after = stats(&d);
+    assert!(
+        after.source_requests > 0,
+        "the 1 MiB blocks came from the source: {after:?}"
+    );
+}
+
 /// Maps `f` read-only and copies its bytes out through the mapping.
 fn read_mapped(f: &std::fs::File, len: usize) -> Vec<u8> {
     use std::os::fd::AsRawFd;
