@@ -18,10 +18,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::cache::BlockKey;
+use crate::cache::{BlockKey, ObjectScope};
 use crate::error::{Error, Result};
 use crate::namespace::{Location, Node};
-use crate::reader::{Reader, object_prefix};
+use crate::reader::Reader;
 use crate::source::Kind;
 
 const DEFAULT_WARMUP_PARALLELISM: usize = 8;
@@ -224,34 +224,24 @@ impl CacheNode for Control {
         let mut resp = EvictResponse::default();
         for p in &req.paths {
             let node = self.reader.ns.resolve_path(p).await.map_err(Status::from)?;
-            let prefixes: Vec<String> = match &node.location {
+            let ns = &self.reader.ns;
+            let scopes: Vec<ObjectScope> = match &node.location {
                 Location::InMount { mount, path } => {
-                    let url = self
-                        .reader
-                        .ns
-                        .source(*mount)
-                        .map(|s| s.name().to_string())
-                        .unwrap_or_default();
-                    let base = object_prefix(&url, path);
-                    // A file's blocks carry "\u{1}version" after the path; a directory's files "/name".
+                    let url = ns.source(*mount).map(|s| s.name()).unwrap_or_default();
                     if node.meta.kind == Kind::File {
-                        vec![format!("{base}\u{1}")]
-                    } else if path.is_empty() {
-                        vec![base]
+                        vec![ObjectScope::File { mount: url, path }]
                     } else {
-                        vec![format!("{base}/")]
+                        vec![ObjectScope::Dir { mount: url, path }]
                     }
                 }
-                Location::Virtual => self
-                    .reader
-                    .ns
+                Location::Virtual => ns
                     .mounts()
                     .filter(|m| m.path.starts_with(p.trim_end_matches('/')))
-                    .map(|m| object_prefix(&m.mount_point.url, ""))
+                    .map(|m| ObjectScope::Mount(&m.mount_point.url))
                     .collect(),
             };
-            for prefix in prefixes {
-                let (blocks, bytes) = self.reader.cache.evict_object_prefix(&prefix).await;
+            for scope in scopes {
+                let (blocks, bytes) = self.reader.cache.evict(scope).await;
                 resp.blocks_evicted += blocks;
                 resp.bytes_freed += bytes;
             }

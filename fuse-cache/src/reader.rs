@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
-use crate::cache::{BlockBuf, BlockCache, BlockKey, Run};
+use crate::cache::{BlockBuf, BlockCache, BlockKey, ObjectId, Run};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::metrics::Histogram;
@@ -137,12 +137,6 @@ pub struct Reader {
     random_inodes: Arc<Mutex<HashSet<u64>>>,
 }
 
-/// The cache identity of an object version: mount URL, path and version. Eviction by path
-/// matches on the prefix before the version.
-pub fn object_prefix(mount_url: &str, path: &str) -> String {
-    format!("{mount_url}\u{1}{path}")
-}
-
 impl Reader {
     pub fn new(ns: Arc<Namespace>, cache: Arc<BlockCache>, cfg: ReadConfig) -> Self {
         let prefetch_permits = Arc::new(Semaphore::new(cfg.prefetch_budget_blocks.max(1)));
@@ -168,17 +162,18 @@ impl Reader {
             .source(*mount)
             .ok_or_else(|| Error::NotFound(path.clone()))?
             .clone();
-        let object = format!(
-            "{}\u{1}{}",
-            object_prefix(source.name(), path),
-            node.meta.version()
-        );
+        let object = ObjectId {
+            mount: source.name(),
+            path,
+            version: &node.meta.version(),
+        }
+        .name();
         Ok(OpenFile {
             ino: node.ino,
             source,
             path: path.clone(),
             meta: node.meta.clone(),
-            object: object.into(),
+            object,
             pattern: Mutex::default(),
         })
     }

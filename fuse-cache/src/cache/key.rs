@@ -1,7 +1,54 @@
-//! The name of one cached block, and its stable hash for file names.
+//! The name of one cached block, and its stable hash for file names; the object version a
+//! block belongs to, and the sets of objects eviction selects. Only this module knows how an
+//! object's name is spelled.
 
 use std::fmt;
 use std::sync::Arc;
+
+/// Between the parts of an object's name: a character that URLs and paths do not hold.
+const SEP: char = '\u{1}';
+
+/// One version of one object: the mount it is read through (its URL), its path in the mount and
+/// its version at the source ([`crate::source::Meta::version`]), so that a changed object
+/// never matches the blocks of its old version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectId<'a> {
+    pub mount: &'a str,
+    pub path: &'a str,
+    pub version: &'a str,
+}
+
+impl ObjectId<'_> {
+    /// The name its blocks are cached under (also kept in disk block headers: stable across
+    /// releases, so a disk tier stays valid).
+    pub fn name(&self) -> Arc<str> {
+        format!("{}{SEP}{}{SEP}{}", self.mount, self.path, self.version).into()
+    }
+}
+
+/// A set of cached objects, every version of them: what eviction drops at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectScope<'a> {
+    /// Every object of a mount.
+    Mount(&'a str),
+    /// Every object under a directory of a mount (`path` without slashes at its ends).
+    Dir { mount: &'a str, path: &'a str },
+    /// One file of a mount.
+    File { mount: &'a str, path: &'a str },
+}
+
+impl ObjectScope<'_> {
+    /// The start every object name of the set has, and no other has.
+    pub(crate) fn name_prefix(&self) -> String {
+        match self {
+            ObjectScope::Mount(mount) | ObjectScope::Dir { mount, path: "" } => {
+                format!("{mount}{SEP}")
+            }
+            ObjectScope::Dir { mount, path } => format!("{mount}{SEP}{path}/"),
+            ObjectScope::File { mount, path } => format!("{mount}{SEP}{path}{SEP}"),
+        }
+    }
+}
 
 /// One block of one object version. `object` is built by the caller from the mount, the path
 /// and the object's version ([`crate::source::Meta::version`]), so a changed object never
@@ -74,6 +121,56 @@ fn fmix64(mut k: u64) -> u64 {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn scopes_hold_exactly_their_objects() {
+        let name = |mount, path| {
+            ObjectId {
+                mount,
+                path,
+                version: "e1",
+            }
+            .name()
+        };
+        let objects = [
+            name("s3://b", "a/x"),
+            name("s3://b", "a/xy"),
+            name("s3://b", "ab/z"),
+            name("s3://b/p", "a/x"),
+            name("s3://b", "a"),
+        ];
+        let held = |scope: ObjectScope| -> Vec<usize> {
+            let prefix = scope.name_prefix();
+            (0..objects.len())
+                .filter(|&i| objects[i].starts_with(&prefix))
+                .collect()
+        };
+        assert_eq!(
+            held(ObjectScope::File {
+                mount: "s3://b",
+                path: "a/x"
+            }),
+            [0]
+        );
+        assert_eq!(
+            held(ObjectScope::Dir {
+                mount: "s3://b",
+                path: "a"
+            }),
+            [0, 1]
+        );
+        assert_eq!(
+            held(ObjectScope::Dir {
+                mount: "s3://b",
+                path: ""
+            }),
+            [0, 1, 2, 4]
+        );
+        assert_eq!(held(ObjectScope::Mount("s3://b")), [0, 1, 2, 4]);
+        assert_eq!(held(ObjectScope::Mount("s3://b/p")), [3]);
+        // The spelling of the names disk tiers already hold.
+        assert_eq!(&*name("s3://b", "a/x"), "s3://b\u{1}a/x\u{1}e1");
+    }
 
     #[test]
     fn hash_is_stable_and_32_hex_digits() {

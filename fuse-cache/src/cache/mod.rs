@@ -51,7 +51,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use block_buf::BlockBuf;
-pub use key::BlockKey;
+pub use key::{BlockKey, ObjectId, ObjectScope};
 
 use crate::error::{Error, Result};
 use disk::DiskTier;
@@ -379,10 +379,11 @@ impl BlockCache {
             || inner.disks.iter().any(|d| d.contains(key))
     }
 
-    /// Drops every block whose object name starts with `prefix` from every tier: (blocks,
-    /// bytes freed), summed over tiers (a block in MEM and on SSD counts twice). Fetches in
-    /// flight and queued disk writes are not cancelled.
-    pub async fn evict_object_prefix(&self, prefix: &str) -> (u64, u64) {
+    /// Drops every block of the objects in `scope` from every tier: (blocks, bytes freed),
+    /// summed over tiers (a block in MEM and on SSD counts twice). Fetches in flight and queued
+    /// disk writes are not cancelled.
+    pub async fn evict(&self, scope: ObjectScope<'_>) -> (u64, u64) {
+        let prefix = &scope.name_prefix();
         let (mut blocks, mut bytes) = self
             .inner
             .mem

@@ -430,7 +430,7 @@ async fn lower_disk_tiers_take_demoted_blocks_and_hits_move_up() {
 }
 
 #[tokio::test]
-async fn evict_by_object_prefix_from_every_tier() {
+async fn evict_drops_a_scope_from_every_tier() {
     let dir = tempfile::tempdir().unwrap();
     let cache = BlockCache::open(vec![
         TierSpec::Mem { quota: 1 << 20 },
@@ -439,27 +439,40 @@ async fn evict_by_object_prefix_from_every_tier() {
     .await
     .unwrap();
     let count = Arc::new(AtomicUsize::new(0));
-    for obj in ["s3://b/a/x@e1", "s3://b/a/y@e1", "s3://b/b/z@e1"] {
+    let obj = |path| {
+        ObjectId {
+            mount: "s3://b",
+            path,
+            version: "e1",
+        }
+        .name()
+    };
+    for obj in [obj("a/x"), obj("a/y"), obj("b/z")] {
         for i in 0..3 {
             cache
-                .get_or_fetch(&key(obj, i), fetch(&count, block(i, 1000), 0))
+                .get_or_fetch(&key(&obj, i), fetch(&count, block(i, 1000), 0))
                 .await
                 .unwrap();
         }
     }
     cache.flush().await;
     let before = cache.used();
-    let (blocks, bytes) = cache.evict_object_prefix("s3://b/a/").await;
+    let (blocks, bytes) = cache
+        .evict(ObjectScope::Dir {
+            mount: "s3://b",
+            path: "a",
+        })
+        .await;
     assert_eq!(blocks, 12);
     assert_eq!(bytes, before - cache.used());
-    assert!(!cache.contains(&key("s3://b/a/x@e1", 0)));
-    assert!(cache.contains(&key("s3://b/b/z@e1", 0)));
+    assert!(!cache.contains(&key(&obj("a/x"), 0)));
+    assert!(cache.contains(&key(&obj("b/z"), 0)));
     cache
-        .get_or_fetch(&key("s3://b/a/x@e1", 0), fetch(&count, block(0, 1000), 0))
+        .get_or_fetch(&key(&obj("a/x"), 0), fetch(&count, block(0, 1000), 0))
         .await
         .unwrap();
     assert_eq!(count.load(SeqCst), 10);
-    assert_eq!(cache.evict_object_prefix("nothing").await, (0, 0));
+    assert_eq!(cache.evict(ObjectScope::Mount("nothing")).await, (0, 0));
 }
 
 #[tokio::test]
