@@ -1137,6 +1137,11 @@ fn a_daemon_that_fails_or_hangs_fails_the_stage_with_its_log() {
         assert!(!plugin.log().contains("wrong-secret-value"));
         assert_eq!(mount_count(&staging), 0);
         assert!(!env.state_dir().join(&vol).exists(), "state cleaned");
+        // The failed stage let go of its staging path: another volume may take it.
+        let other = unique_name("other");
+        csi.stage(stage_req(&other, &staging, &ctx, &s3_secrets(&server)))
+            .unwrap_or_else(|e| panic!("the staging path is still claimed: {e:?}"));
+        csi.unstage(&other, &staging).unwrap();
         // The right secret works afterwards.
         csi.stage(stage_req(&vol, &staging, &ctx, &s3_secrets(&server)))
             .unwrap();

@@ -15,15 +15,13 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType};
 use fluid_proto::csi::*;
 use fluid_proto::fluid::GetStatsRequest;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_volume::context::{
-    CleanPolicy, SUB_PATH, VolumeContext, check_sub_path, write_dataset_file,
-};
+use fluid_volume::context::{SUB_PATH, VolumeContext, check_sub_path};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
 use crate::mounts::{self, PathState, run_blocking};
-use crate::state::{TargetRecord, dir_name};
-use crate::supervisor::{Supervisor, Volume, source_path, target_is_live};
+use crate::state::TargetRecord;
+use crate::supervisor::{StageRequest, Supervisor, source_path, target_is_live};
 
 /// How long NodeGetVolumeStats waits for a daemon's control service.
 const STATS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,114 +99,19 @@ fn redact(mut msg: String, secrets: &HashMap<String, String>) -> String {
 
 impl NodeService {
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<()> {
-        let id = required(&req.volume_id, "volume_id")?.to_string();
+        let id = required(&req.volume_id, "volume_id")?;
         let staging = required_path(&req.staging_target_path, "staging_target_path")?;
         check_capability(req.volume_capability.as_ref())?;
-        let ctx = VolumeContext::from_map(&req.volume_context)?;
-
-        let slot = self.sup.slot(&id);
-        let mut guard = slot.lock().await;
-        let keep = ctx.clean_policy == CleanPolicy::OnRuntimeDeleted;
-        if let Some(vol) = guard.as_mut() {
-            if vol.record.parked {
-                self.sup.unpark(vol, &staging, keep)?;
-                tracing::info!(volume = %id, pid = vol.record.pid, "staged at {} again with its kept fluid-fuse", staging.display());
-            } else if vol.record.staging_path != staging {
-                return Err(Error::AlreadyExists(format!(
-                    "volume {id} is already staged at {}, not {}",
-                    vol.record.staging_path.display(),
-                    staging.display()
-                )));
-            }
-            if vol.running && self.sup.daemon_alive(&vol.record) {
-                return self.sup.attach_staging(&vol.record).await;
-            }
-            // Its daemon is down and being restarted: try now, with the credentials given
-            // (they may have been rotated). A daemon that runs without serving goes first.
-            if self.sup.daemon_alive(&vol.record) {
-                self.sup.stop_daemon(vol).await?;
-            }
-            write_dataset_file(
-                &vol.record.dataset_file,
-                &ctx.mounts_with_secrets(&req.secrets)?,
-            )?;
-            let r = self.sup.start_daemon(&slot, vol).await;
-            r.map_err(|e| redact_error(e, &req.secrets))?;
-            self.sup.rebind_targets(vol, false).await;
-            return Ok(());
-        }
-
+        let context = VolumeContext::from_map(&req.volume_context)?;
         self.sup
-            .claim_placement(&id, ctx.dataset.as_deref(), ctx.exclusive)
-            .map_err(Error::FailedPrecondition)?;
-        if let Err(e) = self.sup.reserve_staging(&id, &staging) {
-            self.sup.abandon_placement(&id);
-            return Err(e);
-        }
-        let cfg = self.sup.config();
-        // Disk tiers get a folder of their own per volume, so two volumes never share cache files.
-        let tiers = ctx
-            .tiers
-            .as_ref()
-            .unwrap_or(&cfg.tiers)
-            .in_subdirectories(&dir_name(&id));
-        let block_size = ctx.block_size.unwrap_or(cfg.block_size);
-        let result = async {
-            let mut record = self.sup.state().new_record(
-                &id,
-                &staging,
-                tiers,
-                block_size,
-                ctx.dataset.clone(),
-            )?;
-            record.exclusive = ctx.exclusive;
-            if keep {
-                record.keep = true;
-                record.mount_path = Some(self.sup.state().volume_dir(&id).join("mnt"));
-            }
-            let disk_dirs = record.disk_dirs();
-            for dir in &disk_dirs {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::io(format!("creating cache dir {}", dir.display()), e))?;
-            }
-            if let Some(dataset) = &record.dataset {
-                self.sup.cache_dirs().record(dataset, &disk_dirs)?;
-            }
-            write_dataset_file(
-                &record.dataset_file,
-                &ctx.mounts_with_secrets(&req.secrets)?,
-            )?;
-            let mut vol = Volume {
-                record,
-                generation: 0,
-                running: false,
-            };
-            self.sup.start_daemon(&slot, &mut vol).await?;
-            Ok::<_, Error>(vol)
-        }
-        .await;
-        match result {
-            Ok(vol) => {
-                tracing::info!(
-                    volume = %id,
-                    dataset = vol.record.dataset.as_deref().unwrap_or("-"),
-                    pid = vol.record.pid,
-                    "staged at {}",
-                    staging.display()
-                );
-                self.sup.mark_staged(&vol.record);
-                *guard = Some(vol);
-                Ok(())
-            }
-            Err(e) => {
-                if let Err(e) = self.sup.state().remove(&id) {
-                    tracing::error!(volume = %id, "{e}");
-                }
-                self.sup.release_staging(&id, &staging);
-                self.sup.abandon_placement(&id);
-                Err(redact_error(e, &req.secrets))
-            }
-        }
+            .stage(StageRequest {
+                volume_id: id,
+                staging: &staging,
+                context: &context,
+                secrets: &req.secrets,
+            })
+            .await
+            .map_err(|e| redact_error(e, &req.secrets))
     }
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<()> {

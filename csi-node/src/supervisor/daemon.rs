@@ -1,0 +1,425 @@
+//! The `fluid-fuse` process of a volume: started in its own session with its log in a file,
+//! waited for until it has mounted, watched and restarted with back-off when it dies, stopped
+//! with SIGTERM then SIGKILL.
+
+use super::*;
+
+/// How often a daemon that is not our child (adopted after a restart) is checked for life.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+/// How often the ready file is looked for while a daemon mounts.
+const READY_POLL: Duration = Duration::from_millis(20);
+/// How long a daemon gets to unmount and exit after SIGTERM, then after SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Longest wait between restart attempts of a daemon that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A daemon log larger than this is rotated (to `.1`) when the daemon is started again.
+const MAX_LOG: u64 = 8 << 20;
+/// Lines of the daemon's log quoted in an error.
+const LOG_TAIL_LINES: usize = 20;
+/// The generation of a volume being stopped: no watcher or retry loop ever matches it.
+const STOPPING: u64 = u64::MAX;
+
+impl Supervisor {
+    /// Whether the record's daemon is alive: same pid, same start time, same boot, not a
+    /// zombie.
+    pub fn daemon_alive(&self, rec: &VolumeRecord) -> bool {
+        let Some(pid) = rec.pid else { return false };
+        if rec.boot_id.is_some() && rec.boot_id != self.boot_id {
+            return false;
+        }
+        process_alive(pid, rec.pid_start)
+    }
+
+    /// Starts `fluid-fuse` for the volume at its staging path and waits until it has mounted.
+    /// On success the slot's generation is new and a watcher supervises the daemon; on failure
+    /// the daemon is killed and the error quotes the end of its log.
+    pub async fn start_daemon(self: &Arc<Self>, slot: &Slot, vol: &mut Volume) -> Result<()> {
+        let rec = &mut vol.record;
+        let staging = rec.daemon_path().to_path_buf();
+        let st = staging.clone();
+        run_blocking("preparing the mount folder", move || prepare_staging(&st)).await?;
+        match std::fs::remove_file(&rec.ready_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing {}", rec.ready_file.display()),
+                    e,
+                ));
+            }
+        }
+        let log = open_log(&rec.log_file)?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| Error::io(format!("opening {}", rec.log_file.display()), e))?;
+
+        let mut cmd = tokio::process::Command::new(&self.fuse_binary);
+        cmd.arg("mount")
+            .arg("--mountpoint")
+            .arg(&staging)
+            .arg("--dataset")
+            .arg(&rec.dataset_file);
+        for t in rec.tiers.specs() {
+            cmd.arg("--tier").arg(t.to_string());
+        }
+        cmd.arg("--block-size")
+            .arg(rec.block_size.to_string())
+            .arg("--control")
+            .arg(format!("unix://{}", rec.control_socket.display()))
+            .arg("--ready-file")
+            .arg(&rec.ready_file)
+            .env(LOG_ENV, &self.log_filter)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Daemon(format!("starting {}: {e}", self.fuse_binary.display())))?;
+        let Some(pid) = child.id() else {
+            return Err(Error::Daemon("fluid-fuse exited at once".into()));
+        };
+        // Recorded before the wait: a plugin that dies now still finds (and adopts) it.
+        rec.pid = Some(pid);
+        rec.pid_start = process_start(pid);
+        rec.boot_id = self.boot_id.clone();
+        if let Err(e) = self.state.save(rec) {
+            kill_child(&mut child).await;
+            return Err(e);
+        }
+        tracing::info!(volume = %rec.volume_id, pid, "started fluid-fuse at {}", staging.display());
+
+        let timeout = self.cfg.ready_timeout;
+        let deadline = Instant::now() + timeout;
+        let failure = loop {
+            if ready_file_names(&rec.ready_file, pid) {
+                break None;
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    break Some(format!("fluid-fuse {} before it mounted", describe(status)));
+                }
+                Ok(None) => {}
+                Err(e) => break Some(format!("waiting for fluid-fuse: {e}")),
+            }
+            if Instant::now() >= deadline {
+                break Some(format!(
+                    "fluid-fuse did not mount within {} (--ready-timeout)",
+                    humantime::format_duration(timeout)
+                ));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        };
+        let failure = match failure {
+            None if !rec.parked => self.attach_staging(rec).await.err().map(|e| e.to_string()),
+            other => other,
+        };
+        if let Some(msg) = failure {
+            kill_child(&mut child).await;
+            let st = staging.clone();
+            let _ = run_blocking("detaching the staging path", move || {
+                mounts::detach_fluid(&st)
+            })
+            .await;
+            rec.pid = None;
+            rec.pid_start = None;
+            let _ = self.state.save(rec);
+            let tail = log_tail(&rec.log_file);
+            return Err(Error::Daemon(format!(
+                "volume {}: {msg}; the end of its log ({}):\n{tail}",
+                rec.volume_id,
+                rec.log_file.display()
+            )));
+        }
+        let generation = self.next_generation();
+        vol.generation = generation;
+        vol.running = true;
+        self.spawn_watcher(
+            slot.clone(),
+            vol.record.volume_id.clone(),
+            generation,
+            Daemon::Child(child),
+        );
+        Ok(())
+    }
+
+    /// Stops the volume's daemon: SIGTERM (it unmounts the staging path), then SIGKILL.
+    /// Its watcher will not restart it.
+    pub async fn stop_daemon(&self, vol: &mut Volume) -> Result<()> {
+        vol.generation = STOPPING;
+        vol.running = false;
+        let Some(pid) = vol.record.pid else {
+            return Ok(());
+        };
+        if !self.daemon_alive(&vol.record) {
+            vol.record.pid = None;
+            return Ok(());
+        }
+        tracing::info!(volume = %vol.record.volume_id, pid, "stopping fluid-fuse");
+        signal(pid, libc::SIGTERM);
+        if !self.wait_gone(&vol.record, TERM_GRACE).await {
+            tracing::warn!(volume = %vol.record.volume_id, pid, "fluid-fuse ignored SIGTERM; killing it");
+            signal(pid, libc::SIGKILL);
+            if !self.wait_gone(&vol.record, KILL_GRACE).await {
+                return Err(Error::Daemon(format!(
+                    "fluid-fuse pid {pid} of volume {} did not exit after SIGKILL",
+                    vol.record.volume_id
+                )));
+            }
+        }
+        vol.record.pid = None;
+        vol.record.pid_start = None;
+        Ok(())
+    }
+
+    pub(super) async fn wait_gone(&self, rec: &VolumeRecord, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !self.daemon_alive(rec) {
+                if let Some(pid) = rec.pid {
+                    reap(pid);
+                }
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        !self.daemon_alive(rec)
+    }
+
+    pub(super) fn spawn_watcher(
+        self: &Arc<Self>,
+        slot: Slot,
+        volume_id: String,
+        generation: u64,
+        daemon: Daemon,
+    ) {
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let how = daemon.wait().await;
+            sup.restart_loop(slot, volume_id, generation, how, Duration::ZERO)
+                .await;
+        });
+    }
+
+    /// Restarts a volume's daemon until it works, unless the volume was meanwhile unstaged,
+    /// stopped or restarted by someone else (its generation is no longer `expected`).
+    pub(super) async fn restart_loop(
+        self: Arc<Self>,
+        slot: Slot,
+        volume_id: String,
+        expected: u64,
+        how: String,
+        mut delay: Duration,
+    ) {
+        let mut attempt: u32 = 0;
+        loop {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let mut guard = slot.lock().await;
+            let Some(vol) = guard.as_mut() else { return };
+            if vol.generation != expected {
+                return;
+            }
+            if attempt == 0 {
+                tracing::warn!(volume = %volume_id, "fluid-fuse {how}; restarting it");
+            }
+            vol.running = false;
+            let started = Instant::now();
+            match self.start_daemon(&slot, vol).await {
+                Ok(()) => {
+                    let n = self.rebind_targets(vol, false).await;
+                    tracing::info!(
+                        volume = %volume_id,
+                        pid = vol.record.pid,
+                        "fluid-fuse restarted and {n} target(s) re-bound in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(volume = %volume_id, attempt, "restarting fluid-fuse failed: {e}");
+                }
+            }
+            drop(guard);
+            attempt += 1;
+            delay = backoff(attempt);
+        }
+    }
+}
+
+/// The daemon a watcher waits for.
+pub(super) enum Daemon {
+    /// Started by this plugin: waited for.
+    Child(tokio::process::Child),
+    /// Started by an earlier run of this plugin: polled.
+    Adopted { pid: u32, start: Option<u64> },
+}
+
+impl Daemon {
+    /// Waits until the daemon is gone; says how it ended.
+    async fn wait(self) -> String {
+        match self {
+            Daemon::Child(mut c) => match c.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("could not be waited for ({e})"),
+            },
+            Daemon::Adopted { pid, start } => loop {
+                tokio::time::sleep(ADOPTED_POLL).await;
+                if !process_alive(pid, start) {
+                    reap(pid);
+                    return format!("(pid {pid}, adopted) is gone");
+                }
+            },
+        }
+    }
+}
+
+pub(super) fn describe(status: std::process::ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => format!("ended ({status})"),
+    }
+}
+
+pub(super) async fn kill_child(child: &mut tokio::process::Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+}
+
+pub(super) fn signal(pid: u32, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) has no memory effects; the pid was checked to be our daemon.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Reaps `pid` if it is a zombie child of ours (when we run as PID 1, orphaned daemons are
+/// re-parented to us); harmless otherwise.
+pub(super) fn reap(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with WNOHANG writes only into `status`.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
+/// State letter and start time (clock ticks after boot) of a process, from /proc/PID/stat.
+pub(super) fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces or parentheses itself.
+    let (_, rest) = text.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Field 22 of stat(5) is starttime; `rest` starts at field 3.
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub(super) fn process_start(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, s)| s)
+}
+
+pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
+    match proc_stat(pid) {
+        Some((state, s)) => !matches!(state, 'Z' | 'X' | 'x') && start.is_none_or(|want| want == s),
+        None => false,
+    }
+}
+
+pub(super) fn read_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether the ready file exists and names `pid` (a leftover of an earlier daemon does not).
+pub(super) fn ready_file_names(path: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.trim() == pid.to_string())
+}
+
+pub(super) fn open_log(path: &Path) -> Result<std::fs::File> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG) {
+        let _ = std::fs::rename(path, path.with_extension("log.1"));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
+/// The last lines of a daemon log, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(16 << 10);
+        use std::io::Seek;
+        if f.seek(std::io::SeekFrom::Start(start)).is_ok() {
+            let _ = f.read_to_end(&mut buf);
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    if tail.is_empty() {
+        "(empty)".to_string()
+    } else {
+        tail.join("\n")
+    }
+}
+
+/// Wait before retry `attempt` (1, 2, 4 ... seconds, at most 30).
+pub fn backoff(attempt: u32) -> Duration {
+    let secs = 1u64 << attempt.saturating_sub(1).min(5);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        let (state, start) = proc_stat(me).unwrap();
+        assert!(matches!(state, 'R' | 'S'), "{state}");
+        assert!(process_alive(me, Some(start)));
+        assert!(
+            !process_alive(me, Some(start + 1)),
+            "a different start time is another process"
+        );
+        assert!(!process_alive(u32::MAX - 1, None));
+    }
+
+    #[test]
+    fn backs_off_up_to_a_limit() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn tails_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        assert_eq!(log_tail(&p), "(empty)");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let t = log_tail(&p);
+        assert!(t.starts_with("line 80") && t.ends_with("line 99"), "{t}");
+    }
+}
