@@ -18,9 +18,12 @@
 //!   blockSize: 4MiB                              # ours: cache block size
 //! ```
 //!
-//! `spec.placement` (Exclusive or Shared) is Fluid's. Other `spec` fields of Fluid (runtimes,
-//! nodeAffinity, ...) are ignored. Secret
-//! option values are refused (they would travel in the volume context); Fluid's
+//! A document's `spec` is read as the CRD's own `DatasetSpec` and converted by the same
+//! [`Dataset::from_spec`] as a Dataset object of the API server, so a catalogue entry means
+//! what the same Dataset means in a cluster; `tiers` and `blockSize` take the place of its
+//! CacheRuntime. `spec.placement` (Exclusive or Shared) is Fluid's. Other `spec` fields of
+//! Fluid (runtimes, ...) are ignored; an unknown field inside a mount is refused (a typo).
+//! Secret option values are refused (they would travel in the volume context); Fluid's
 //! `encryptOptions`/`sharedEncryptOptions` are Secret references that only Kubernetes can
 //! resolve, so they are dropped with a warning: credentials reach the node as CSI node-stage
 //! secrets.
@@ -78,9 +81,9 @@ impl Dataset {
         }
     }
 
-    /// A Dataset object of the API server with the tiers and block size of its CacheRuntime,
-    /// checked as a catalogue entry is. Encrypt options are left out: they are Secret
-    /// references, which the reconciler turns into node-stage secrets.
+    /// A Dataset object of the API server with the settings of its CacheRuntime, through
+    /// [`Dataset::from_spec`]. Encrypt options are left out: they are Secret references, which
+    /// the reconciler turns into node-stage secrets.
     pub fn from_resource(
         ds: &crd::Dataset,
         runtime: Option<&crd::CacheRuntimeSpec>,
@@ -91,56 +94,101 @@ impl Dataset {
             .as_deref()
             .unwrap_or(DEFAULT_NAMESPACE);
         let name = ds.metadata.name.as_deref().unwrap_or_default();
-        let key = format!("{namespace}/{name}");
-        let err =
-            |field: &str, message: String| Error::dataset(&key, format!("{field}: {message}"));
-        if let Some(k) = ds.spec.shared_options.keys().find(|k| is_secret(k)) {
-            return Err(err(&format!("spec.sharedOptions.{k}"), secret_message()));
+        let refused = |(field, message): FieldError| {
+            let message = if field.is_empty() {
+                message
+            } else {
+                format!("{field}: {message}")
+            };
+            Error::dataset(format!("{namespace}/{name}"), message)
+        };
+        let cache = runtime
+            .map(CacheSettings::from_runtime)
+            .transpose()
+            .map_err(refused)?
+            .unwrap_or_default();
+        Dataset::from_spec(namespace, name, &ds.spec, cache).map_err(refused)
+    }
+
+    /// The one conversion of a Dataset's spec, for objects of the API server and documents of
+    /// the catalogue alike: shared options merged into each mount, encrypt options dropped
+    /// (they never travel in a volume context), secret option values refused, and everything
+    /// the node checks checked here.
+    pub fn from_spec(
+        namespace: &str,
+        name: &str,
+        spec: &crd::DatasetSpec,
+        cache: CacheSettings,
+    ) -> std::result::Result<Dataset, FieldError> {
+        let refuse = |field: String| Err((field, secret_message()));
+        if let Some(k) = spec.shared_options.keys().find(|k| is_secret(k)) {
+            return refuse(format!("spec.sharedOptions.{k}"));
         }
-        let mut mounts = Vec::with_capacity(ds.spec.mounts.len());
-        for (i, m) in ds.spec.mounts.iter().enumerate() {
+        let mut mounts = Vec::with_capacity(spec.mounts.len());
+        for (i, m) in spec.mounts.iter().enumerate() {
             let mut m = MountSpec::from(m.clone());
             m.encrypt_options = None;
             if let Some(k) = m.options.keys().find(|k| is_secret(k)) {
-                return Err(err(
-                    &format!("spec.mounts[{i}].options.{k}"),
-                    secret_message(),
-                ));
+                return refuse(format!("spec.mounts[{i}].options.{k}"));
             }
-            for (k, v) in &ds.spec.shared_options {
+            for (k, v) in &spec.shared_options {
                 m.options.entry(k.clone()).or_insert_with(|| v.clone());
             }
             mounts.push(m);
         }
+        // Checked here first for errors that name spec.mounts (the volume context calls them
+        // mounts).
         fluid_volume::dataset::resolve(mounts.clone(), "spec.mounts")
-            .map_err(|e| Error::dataset(&key, e.to_string()))?;
-        let tiers = runtime
-            .map(|r| r.tier_specs())
-            .transpose()
-            .map_err(|(field, message)| err(&format!("CacheRuntime {field}"), message))?
-            .filter(|t| !t.is_empty());
-        let block_size = runtime
-            .and_then(|r| r.block_size.as_deref())
-            .map(|bs| BlockSize::parse(bs, "CacheRuntime spec.blockSize"))
-            .transpose()
-            .map_err(|e| Error::dataset(&key, e.to_string()))?;
+            .map_err(|e| (String::new(), e.to_string()))?;
         let dataset = Dataset {
             namespace: namespace.to_string(),
             name: name.to_string(),
             mounts,
-            tiers,
-            block_size,
-            exclusive: ds.spec.placement == crd::Placement::Exclusive,
-            clean_policy: runtime.map_or(CleanPolicy::OnDemand, |r| match r.fuse.clean_policy {
-                crd::CleanPolicy::OnDemand => CleanPolicy::OnDemand,
-                crd::CleanPolicy::OnRuntimeDeleted => CleanPolicy::OnRuntimeDeleted,
-            }),
+            tiers: cache.tiers,
+            block_size: cache.block_size,
+            exclusive: spec.placement == crd::Placement::Exclusive,
+            clean_policy: cache.clean_policy,
         };
         dataset
             .volume_context()
             .validate()
-            .map_err(|e| err("spec", e.to_string()))?;
+            .map_err(|e| ("spec".to_string(), e.to_string()))?;
         Ok(dataset)
+    }
+}
+
+/// A refused field of a Dataset or its runtime: (where, why); an empty field when the message
+/// names it.
+pub type FieldError = (String, String);
+
+/// How a Dataset is cached: from its CacheRuntime, or from a catalogue document's own
+/// `tiers` and `blockSize`. Absent values are the node's defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CacheSettings {
+    pub tiers: Option<Tiers>,
+    pub block_size: Option<BlockSize>,
+    pub clean_policy: CleanPolicy,
+}
+
+impl CacheSettings {
+    pub fn from_runtime(r: &crd::CacheRuntimeSpec) -> std::result::Result<Self, FieldError> {
+        let tiers = r
+            .tier_specs()
+            .map_err(|(field, message)| (format!("CacheRuntime {field}"), message))?;
+        let block_size = r
+            .block_size
+            .as_deref()
+            .map(|bs| BlockSize::parse(bs, "CacheRuntime spec.blockSize"))
+            .transpose()
+            .map_err(|e| (String::new(), e.to_string()))?;
+        Ok(CacheSettings {
+            tiers: Some(tiers).filter(|t| !t.is_empty()),
+            block_size,
+            clean_policy: match r.fuse.clean_policy {
+                crd::CleanPolicy::OnDemand => CleanPolicy::OnDemand,
+                crd::CleanPolicy::OnRuntimeDeleted => CleanPolicy::OnRuntimeDeleted,
+            },
+        })
     }
 }
 
@@ -307,114 +355,145 @@ fn parse_dataset(value: &Value) -> std::result::Result<Dataset, ObjError> {
         (location, message)
     };
 
-    let spec = value
+    let mut spec = value
         .get("spec")
         .filter(|s| s.is_mapping())
+        .cloned()
         .ok_or_else(|| err("spec", "missing (a mapping with mounts)".into()))?;
-    let raw_mounts = spec
-        .get("mounts")
-        .and_then(Value::as_sequence)
-        .ok_or_else(|| err("spec.mounts", "missing (a list of mounts)".into()))?;
-
-    let shared = match spec.get("sharedOptions") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(v) => string_map(v).map_err(|m| err("spec.sharedOptions", m))?,
-    };
-    if let Some(k) = shared.keys().find(|k| is_secret(k)) {
-        return Err(err(&format!("spec.sharedOptions.{k}"), secret_message()));
+    let cache = catalogue_cache_settings(&mut spec).map_err(|(f, m)| err(&f, m))?;
+    if spec.get("mounts").and_then(Value::as_sequence).is_none() {
+        return Err(err("spec.mounts", "missing (a list of mounts)".into()));
     }
-    if spec
-        .get("sharedEncryptOptions")
-        .is_some_and(|v| !v.is_null())
-    {
+    options_as_strings(&mut spec);
+    // The CRD's own type, so a catalogue entry means what the same Dataset applied to the API
+    // server means. Fields it does not know are Fluid's that we do not implement (ignored,
+    // as the API server prunes them), except inside a mount, where they are typos.
+    let mut ignored = Vec::new();
+    let spec: crd::DatasetSpec =
+        serde_ignored::deserialize(spec, |path| ignored.push(field_path(&path)))
+            .map_err(|e| err("spec", e.to_string()))?;
+    for path in ignored {
+        if path.starts_with("mounts[") {
+            return Err(err(
+                &format!("spec.{path}"),
+                "unknown field (known: mountPoint, name, path, options, readOnly, encryptOptions)"
+                    .into(),
+            ));
+        }
+        tracing::debug!(dataset = %key, "spec.{path} ignored: not a field this controller implements");
+    }
+    if !spec.shared_encrypt_options.is_empty() {
         tracing::warn!(
             dataset = %key,
             "spec.sharedEncryptOptions ignored: Secret references are not resolved without Kubernetes; pass credentials as CSI node-stage secrets"
         );
     }
-
-    let mut mounts = Vec::with_capacity(raw_mounts.len());
-    for (i, raw) in raw_mounts.iter().enumerate() {
-        let field = format!("spec.mounts[{i}]");
-        let mut m: MountSpec =
-            serde_yaml::from_value(raw.clone()).map_err(|e| err(&field, e.to_string()))?;
-        if let Some(k) = m.options.keys().find(|k| is_secret(k)) {
-            return Err(err(&format!("{field}.options.{k}"), secret_message()));
-        }
-        for (k, v) in &shared {
-            m.options.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        if m.encrypt_options.take().is_some_and(|v| !v.is_null()) {
-            tracing::warn!(
-                dataset = %key,
-                mount = %m.name,
-                "encryptOptions ignored: Secret references are not resolved without Kubernetes; pass credentials as CSI node-stage secrets"
-            );
-        }
-        mounts.push(m);
+    for m in spec.mounts.iter().filter(|m| !m.encrypt_options.is_empty()) {
+        tracing::warn!(
+            dataset = %key,
+            mount = %m.name,
+            "encryptOptions ignored: Secret references are not resolved without Kubernetes; pass credentials as CSI node-stage secrets"
+        );
     }
+    Dataset::from_spec(namespace, name, &spec, cache).map_err(|(f, m)| err(&f, m))
+}
 
-    // Checked here first for errors that name spec.mounts (the volume context calls them mounts).
-    fluid_volume::dataset::resolve(mounts.clone(), "spec.mounts")
-        .map_err(|e| err("", e.to_string()))?;
-
-    let tiers = match spec.get("tiers") {
+/// Takes a catalogue document's own `spec.tiers` (a list of `fluid-fuse --tier` specs) and
+/// `spec.blockSize` out of its spec, in the place of a CacheRuntime's.
+fn catalogue_cache_settings(spec: &mut Value) -> std::result::Result<CacheSettings, FieldError> {
+    let Some(map) = spec.as_mapping_mut() else {
+        return Ok(CacheSettings::default());
+    };
+    let tiers = match map.remove("tiers") {
         None | Some(Value::Null) => None,
         Some(v) => {
             let seq = v.as_sequence().ok_or_else(|| {
-                err(
-                    "spec.tiers",
-                    "expected a list of tier specs such as \"mem:2GiB\"".into(),
+                (
+                    "spec.tiers".to_string(),
+                    "expected a list of tier specs such as \"mem:2GiB\"".to_string(),
                 )
             })?;
             let mut tiers = Vec::with_capacity(seq.len());
             for (i, t) in seq.iter().enumerate() {
                 let field = format!("spec.tiers[{i}]");
-                let t = t
-                    .as_str()
-                    .ok_or_else(|| err(&field, "expected a string such as \"mem:2GiB\"".into()))?;
+                let t = t.as_str().ok_or_else(|| {
+                    (
+                        field.clone(),
+                        "expected a string such as \"mem:2GiB\"".into(),
+                    )
+                })?;
                 if t.contains(';') {
-                    return Err(err(&field, "must not contain ';'".into()));
+                    return Err((field, "must not contain ';'".into()));
                 }
-                tiers.push(TierSpec::parse(t).map_err(|e| err(&field, e.to_string()))?);
+                tiers.push(TierSpec::parse(t).map_err(|e| (field, e.to_string()))?);
             }
-            Some(Tiers::new(tiers).map_err(|e| err("spec.tiers", e.to_string()))?)
+            Some(Tiers::new(tiers).map_err(|e| ("spec.tiers".to_string(), e.to_string()))?)
         }
     };
-    let block_size = match spec.get("blockSize") {
+    let block_size = match map.remove("blockSize") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let s = scalar_string(v)
-                .ok_or_else(|| err("spec.blockSize", "expected a size such as \"4MiB\"".into()))?;
-            Some(BlockSize::parse(&s, "spec.blockSize").map_err(|e| err("", e.to_string()))?)
+            let text = scalar_string(&v).ok_or_else(|| {
+                (
+                    "spec.blockSize".to_string(),
+                    "expected a size such as \"4MiB\"".to_string(),
+                )
+            })?;
+            Some(
+                BlockSize::parse(&text, "spec.blockSize")
+                    .map_err(|e| (String::new(), e.to_string()))?,
+            )
         }
     };
-
-    let exclusive = match spec.get("placement") {
-        None | Some(Value::Null) => false,
-        Some(v) => match v.as_str() {
-            Some("Exclusive") => true,
-            Some("Shared") => false,
-            _ => {
-                return Err(err("spec.placement", "expected Exclusive or Shared".into()));
-            }
-        },
-    };
-    let dataset = Dataset {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        mounts,
+    Ok(CacheSettings {
         tiers,
         block_size,
-        exclusive,
         clean_policy: CleanPolicy::OnDemand,
-    };
-    // The node reads the volume context with the same checks; run them once here too.
-    dataset
-        .volume_context()
-        .validate()
-        .map_err(|e| err("spec", e.to_string()))?;
-    Ok(dataset)
+    })
+}
+
+/// Option values written as YAML numbers or booleans (`path-style: true`) are the strings
+/// they spell, as in the option maps of the API server's objects.
+fn options_as_strings(spec: &mut Value) {
+    let mut maps: Vec<&mut Value> = Vec::new();
+    if let Some(m) = spec.as_mapping_mut() {
+        for (k, v) in m.iter_mut() {
+            match k.as_str() {
+                Some("sharedOptions") => maps.push(v),
+                Some("mounts") => {
+                    for mount in v.as_sequence_mut().into_iter().flatten() {
+                        if let Some(o) = mount.get_mut("options") {
+                            maps.push(o);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for map in maps.into_iter().filter_map(Value::as_mapping_mut) {
+        for (_, v) in map.iter_mut() {
+            if let (Some(text), false) = (scalar_string(v), v.is_string()) {
+                *v = Value::String(text);
+            }
+        }
+    }
+}
+
+/// `mounts[0].bogus`: a field path as the catalogue's errors write it.
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 fn secret_message() -> String {
@@ -428,19 +507,6 @@ fn scalar_string(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-fn string_map(v: &Value) -> std::result::Result<BTreeMap<String, String>, String> {
-    let map = v
-        .as_mapping()
-        .ok_or("expected a mapping of option names to values")?;
-    let mut out = BTreeMap::new();
-    for (k, v) in map {
-        let k = k.as_str().ok_or("option names are strings")?;
-        let v = scalar_string(v).ok_or_else(|| format!("{k}: expected a string value"))?;
-        out.insert(k.to_string(), v);
-    }
-    Ok(out)
 }
 
 /// A Kubernetes object name (DNS-1123 subdomain): what `metadata.name` and the `dataset`
@@ -633,6 +699,36 @@ items:
         assert!(e.contains("document 1"), "{e}");
         let e = err("kind: List\nitems: [{kind: Dataset}]");
         assert!(e.contains("document 1 items[0] apiVersion"), "{e}");
+    }
+
+    #[test]
+    fn a_catalogue_entry_is_the_same_dataset_as_the_api_object() {
+        let yaml = r#"
+apiVersion: data.fluid.io/v1alpha1
+kind: Dataset
+metadata: {name: imagenet, namespace: ml}
+spec:
+  mounts:
+    - mountPoint: s3://imagenet/train
+      name: train
+      options: {endpoint: "http://127.0.0.1:8333", path-style: true}
+  sharedOptions: {region: us-east-1}
+  placement: Exclusive
+"#;
+        let from_file = parse(yaml).unwrap().get("ml", "imagenet").unwrap().clone();
+        let object: crd::Dataset =
+            serde_yaml::from_str(&yaml.replace("true}", "\"true\"}")).unwrap();
+        let from_api = Dataset::from_resource(&object, None).unwrap();
+        assert_eq!(from_file, from_api);
+        assert!(from_file.exclusive);
+        assert_eq!(from_file.mounts[0].options["path-style"], "true");
+        assert_eq!(from_file.mounts[0].options["region"], "us-east-1");
+
+        let e = err(&yaml.replace("Exclusive", "Sometimes"));
+        assert!(
+            e.contains("(ml/imagenet) spec") && e.contains("Sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -107,167 +107,192 @@ pub struct Plan {
     pub context: VolumeContext,
 }
 
-/// Checks the parameters and resolves them against the catalogue.
-pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<Plan> {
-    let own: BTreeMap<String, String> = params
-        .iter()
-        .filter(|(k, _)| !k.starts_with(K8S_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if let Some(k) = own.keys().find(|k| is_secret(k)) {
-        return Err(Error::invalid(
-            format!("parameters.{k}"),
-            "looks like a secret; secrets are not StorageClass parameters: reference a Secret with csi.storage.k8s.io/node-stage-secret-name/-namespace",
-        ));
-    }
-    let unknown: Vec<&str> = own
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !KNOWN_PARAMS.contains(k))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(Error::invalid(
-            "parameters",
-            format!(
-                "unknown parameter(s) {}; known: {} and csi.storage.k8s.io/*",
-                unknown.join(", "),
-                KNOWN_PARAMS.join(", ")
-            ),
-        ));
-    }
-    let namespace = params
-        .get(PVC_NAMESPACE)
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE);
-    check_namespace(namespace)
-        .map_err(|m| Error::invalid(format!("parameters.{PVC_NAMESPACE}"), m))?;
-    let non_empty = |key: &str| -> Result<Option<&String>> {
-        match own.get(key) {
-            Some(v) if v.trim().is_empty() => Err(Error::invalid(
-                format!("parameters.{key}"),
-                "must not be empty",
-            )),
-            other => Ok(other),
-        }
-    };
+/// Where a volume's mounts come from.
+enum VolumeSource {
+    /// A Dataset of the PVC's namespace, by name.
+    Dataset(String),
+    /// One mount point URL at the volume's root (`mountPoint` + `mountOptions`).
+    Inline(MountSpec),
+}
 
-    let (dataset, mounts, mut tiers, mut block_size, exclusive, clean_policy) = match (
-        non_empty(PARAM_DATASET)?,
-        non_empty(PARAM_MOUNT_POINT)?,
-    ) {
-        (Some(_), Some(_)) => {
+/// The StorageClass parameters of a CreateVolume, checked: past this point nothing is a string
+/// that a later layer must check again.
+struct Parameters {
+    namespace: String,
+    /// All but `csi.storage.k8s.io/…`.
+    own: BTreeMap<String, String>,
+    source: VolumeSource,
+    tiers: Option<Tiers>,
+    block_size: Option<BlockSize>,
+    sub_path: Option<String>,
+}
+
+impl Parameters {
+    fn parse(params: &HashMap<String, String>) -> Result<Parameters> {
+        let own: BTreeMap<String, String> = params
+            .iter()
+            .filter(|(k, _)| !k.starts_with(K8S_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(k) = own.keys().find(|k| is_secret(k)) {
             return Err(Error::invalid(
-                "parameters",
-                format!("give {PARAM_DATASET} or {PARAM_MOUNT_POINT}, not both"),
+                format!("parameters.{k}"),
+                "looks like a secret; secrets are not StorageClass parameters: reference a Secret with csi.storage.k8s.io/node-stage-secret-name/-namespace",
             ));
         }
-        (None, None) => {
+        let unknown: Vec<&str> = own
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !KNOWN_PARAMS.contains(k))
+            .collect();
+        if !unknown.is_empty() {
             return Err(Error::invalid(
                 "parameters",
                 format!(
-                    "one of {PARAM_DATASET} (a Dataset in the PVC's namespace) or {PARAM_MOUNT_POINT} (a mount point URL) is required"
+                    "unknown parameter(s) {}; known: {} and csi.storage.k8s.io/*",
+                    unknown.join(", "),
+                    KNOWN_PARAMS.join(", ")
                 ),
             ));
         }
-        (Some(name), None) => {
-            let field = format!("parameters.{PARAM_DATASET}");
-            if own.contains_key(PARAM_MOUNT_OPTIONS) {
+        let namespace = params
+            .get(PVC_NAMESPACE)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE)
+            .to_string();
+        check_namespace(&namespace)
+            .map_err(|m| Error::invalid(format!("parameters.{PVC_NAMESPACE}"), m))?;
+        let non_empty = |key: &str| -> Result<Option<&String>> {
+            match own.get(key) {
+                Some(v) if v.trim().is_empty() => Err(Error::invalid(
+                    format!("parameters.{key}"),
+                    "must not be empty",
+                )),
+                other => Ok(other),
+            }
+        };
+        let source = match (non_empty(PARAM_DATASET)?, non_empty(PARAM_MOUNT_POINT)?) {
+            (Some(_), Some(_)) => {
                 return Err(Error::invalid(
-                    format!("parameters.{PARAM_MOUNT_OPTIONS}"),
+                    "parameters",
+                    format!("give {PARAM_DATASET} or {PARAM_MOUNT_POINT}, not both"),
+                ));
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "parameters",
                     format!(
-                        "only with {PARAM_MOUNT_POINT}; a Dataset's options are in its spec.mounts"
+                        "one of {PARAM_DATASET} (a Dataset in the PVC's namespace) or {PARAM_MOUNT_POINT} (a mount point URL) is required"
                     ),
                 ));
             }
-            if name.contains('/') {
-                return Err(Error::invalid(
-                    field,
-                    format!(
-                        "{name:?}: give a Dataset name without a namespace; Datasets are resolved only in the PVC's namespace ({namespace:?})"
-                    ),
-                ));
+            (Some(name), None) => {
+                dataset_name(name, &namespace, own.contains_key(PARAM_MOUNT_OPTIONS))?
             }
-            check_name(name).map_err(|m| Error::invalid(&field, m))?;
-            let ds = catalogue.get(namespace, name).ok_or_else(|| {
+            (None, Some(url)) => inline_mount(url, own.get(PARAM_MOUNT_OPTIONS))?,
+        };
+        let tiers = own
+            .get(PARAM_TIERS)
+            .map(|t| Tiers::parse_list(t, &format!("parameters.{PARAM_TIERS}")))
+            .transpose()?;
+        let block_size = non_empty(PARAM_BLOCK_SIZE)?
+            .map(|bs| BlockSize::parse(bs, &format!("parameters.{PARAM_BLOCK_SIZE}")))
+            .transpose()?;
+        let sub_path = match own.get(PARAM_SUB_PATH).map(|s| s.trim_end_matches('/')) {
+            None | Some("") => None,
+            Some(sub) => {
+                check_sub_path(sub).map_err(|e| {
+                    Error::invalid(format!("parameters.{PARAM_SUB_PATH}"), e.to_string())
+                })?;
+                Some(sub.to_string())
+            }
+        };
+        Ok(Parameters {
+            namespace,
+            own,
+            source,
+            tiers,
+            block_size,
+            sub_path,
+        })
+    }
+}
+
+/// The `dataset` parameter: a Dataset name, looked up in the PVC's namespace only.
+fn dataset_name(name: &str, namespace: &str, with_options: bool) -> Result<VolumeSource> {
+    let field = format!("parameters.{PARAM_DATASET}");
+    if with_options {
+        return Err(Error::invalid(
+            format!("parameters.{PARAM_MOUNT_OPTIONS}"),
+            format!("only with {PARAM_MOUNT_POINT}; a Dataset's options are in its spec.mounts"),
+        ));
+    }
+    if name.contains('/') {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{name:?}: give a Dataset name without a namespace; Datasets are resolved only in the PVC's namespace ({namespace:?})"
+            ),
+        ));
+    }
+    check_name(name).map_err(|m| Error::invalid(&field, m))?;
+    Ok(VolumeSource::Dataset(name.to_string()))
+}
+
+/// The `mountPoint` and `mountOptions` parameters: one mount at the volume's root.
+fn inline_mount(url: &str, options: Option<&String>) -> Result<VolumeSource> {
+    let options = parse_mount_options(options.map(String::as_str).unwrap_or(""))?;
+    if url.contains('@') && !url.starts_with("local://") {
+        // Refused before parsing, whose errors quote the URL: it may hold a password.
+        return Err(Error::invalid(
+            format!("parameters.{PARAM_MOUNT_POINT}"),
+            "credentials in the URL are not allowed; pass them as CSI node-stage secrets",
+        ));
+    }
+    MountPoint::parse(
+        url,
+        options.clone(),
+        &format!("parameters.{PARAM_MOUNT_POINT}"),
+    )?;
+    Ok(VolumeSource::Inline(MountSpec {
+        mount_point: url.to_string(),
+        name: INLINE_MOUNT_NAME.to_string(),
+        path: Some("/".to_string()),
+        options,
+        ..Default::default()
+    }))
+}
+
+/// Checks the parameters, then merges them over the Dataset they name (a StorageClass's
+/// tiers and block size win over its CacheRuntime's).
+pub fn plan(params: &HashMap<String, String>, catalogue: &Catalogue) -> Result<Plan> {
+    let p = Parameters::parse(params)?;
+    let mut context = match &p.source {
+        VolumeSource::Dataset(name) => catalogue
+            .get(&p.namespace, name)
+            .ok_or_else(|| {
                 Error::NotFound(format!(
-                    "{field}: Dataset {name:?} not found in namespace {namespace:?} (Datasets are resolved only in the PVC's namespace)"
+                    "parameters.{PARAM_DATASET}: Dataset {name:?} not found in namespace {:?} (Datasets are resolved only in the PVC's namespace)",
+                    p.namespace
                 ))
-            })?;
-            (
-                Some(ds.key()),
-                ds.mounts.clone(),
-                ds.tiers.clone(),
-                ds.block_size,
-                ds.exclusive,
-                ds.clean_policy,
-            )
-        }
-        (None, Some(url)) => {
-            let options = parse_mount_options(
-                own.get(PARAM_MOUNT_OPTIONS)
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            )?;
-            if url.contains('@') && !url.starts_with("local://") {
-                // Refused before parsing, whose errors quote the URL: it may hold a password.
-                return Err(Error::invalid(
-                    format!("parameters.{PARAM_MOUNT_POINT}"),
-                    "credentials in the URL are not allowed; pass them as CSI node-stage secrets",
-                ));
-            }
-            MountPoint::parse(
-                url,
-                options.clone(),
-                &format!("parameters.{PARAM_MOUNT_POINT}"),
-            )
-            .map_err(|e| Error::from_data("", e))?;
-            let mount = MountSpec {
-                mount_point: url.clone(),
-                name: INLINE_MOUNT_NAME.to_string(),
-                path: Some("/".to_string()),
-                options,
-                ..Default::default()
-            };
-            (None, vec![mount], None, None, false, Default::default())
-        }
+            })?
+            .volume_context(),
+        VolumeSource::Inline(mount) => VolumeContext {
+            mounts: vec![mount.clone()],
+            ..Default::default()
+        },
     };
-
-    if let Some(t) = own.get(PARAM_TIERS) {
-        tiers = Some(Tiers::parse_list(t, &format!("parameters.{PARAM_TIERS}"))?);
-    }
-    if let Some(bs) = non_empty(PARAM_BLOCK_SIZE)? {
-        block_size = Some(BlockSize::parse(
-            bs,
-            &format!("parameters.{PARAM_BLOCK_SIZE}"),
-        )?);
-    }
-    let sub_path = match own.get(PARAM_SUB_PATH).map(|s| s.trim_end_matches('/')) {
-        None | Some("") => None,
-        Some(sub) => {
-            check_sub_path(sub).map_err(|e| {
-                Error::invalid(format!("parameters.{PARAM_SUB_PATH}"), e.to_string())
-            })?;
-            Some(sub.to_string())
-        }
-    };
-
-    let context = VolumeContext {
-        dataset,
-        mounts,
-        tiers,
-        block_size,
-        sub_path,
-        exclusive,
-        clean_policy,
-    };
+    context.tiers = p.tiers.or(context.tiers);
+    context.block_size = p.block_size.or(context.block_size);
+    context.sub_path = p.sub_path;
     // The node runs the same checks on the context; fail here rather than at mount time.
     context
         .validate()
         .map_err(|e| Error::from_data("parameters: ", e))?;
     Ok(Plan {
-        namespace: namespace.to_string(),
-        parameters: own,
+        namespace: p.namespace,
+        parameters: p.own,
         context,
     })
 }
