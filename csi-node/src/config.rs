@@ -69,7 +69,7 @@ pub struct Config {
     pub tiers: Tiers,
 
     /// Node default cache block size, 64KiB to 64MiB (volumes may set `fluid.io/blockSize`).
-    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = parse_block_size)]
+    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = BlockSize::from_flag)]
     pub block_size: BlockSize,
 
     /// Most volumes staged on this node at once (NodeGetInfo max_volumes_per_node); 0 means
@@ -241,10 +241,6 @@ fn parse_state_dir(s: &str) -> Result<PathBuf, String> {
 
 fn parse_tier(s: &str) -> Result<TierSpec, String> {
     TierSpec::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_block_size(s: &str) -> Result<BlockSize, String> {
-    BlockSize::parse(s, "block size").map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

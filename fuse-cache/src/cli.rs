@@ -66,7 +66,7 @@ pub struct MountArgs {
     pub tiers: Vec<String>,
     /// Cache block size, 64KiB to 64MiB (e.g. 4MiB). Disk tiers remember the size their blocks
     /// were cut at and drop blocks of another size when reopened.
-    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = parse_block_size)]
+    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = BlockSize::from_flag)]
     pub block_size: BlockSize,
     /// How long file attributes are trusted before asking the source again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -141,14 +141,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => rt.block_on(stats(args)),
         Command::Evict(args) => rt.block_on(evict(args)),
     }
-}
-
-/// `--block-size`: the flag's name in the error, as clap shows it.
-fn parse_block_size(s: &str) -> std::result::Result<BlockSize, String> {
-    BlockSize::parse(s, "block size").map_err(|e| match e {
-        fluid_volume::Error::Invalid { message, .. } => message,
-        other => other.to_string(),
-    })
 }
 
 /// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.

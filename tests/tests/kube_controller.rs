@@ -214,10 +214,8 @@ async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
         Some(format!("{a}/data").as_str())
     );
     assert!(attrs[MOUNTS].contains(&bucket.name), "{attrs:?}");
-    assert_eq!(
-        attrs.get(TIERS).map(String::as_str),
-        Some(format!("mem:{}", 64 << 20).as_str())
-    );
+    // The CacheRuntime's 64Mi level, in the tiers' one written form.
+    assert_eq!(attrs.get(TIERS).map(String::as_str), Some("mem:64MiB"));
     let attrs_text = format!("{attrs:?}");
     assert!(
         !attrs_text.contains(&server.secret_key),

@@ -42,6 +42,14 @@ impl BlockSize {
         Self::new(bytes, field)
     }
 
+    /// The value parser of a `--block-size` flag: clap names the flag, the message says why.
+    pub fn from_flag(text: &str) -> std::result::Result<BlockSize, String> {
+        BlockSize::parse(text, "block size").map_err(|e| match e {
+            Error::Invalid { message, .. } => message,
+            other => other.to_string(),
+        })
+    }
+
     pub fn bytes(self) -> u64 {
         self.0
     }

@@ -267,27 +267,13 @@ impl Tiers {
     /// the volumes of a node never share a cache directory. The rules still hold: distinct
     /// directories stay distinct.
     pub fn in_subdirectories(&self, name: &str) -> Tiers {
-        Tiers(
-            self.0
-                .iter()
-                .map(|t| match t {
-                    TierSpec::Disk {
-                        medium,
-                        dir,
-                        quota,
-                        high,
-                        low,
-                    } => TierSpec::Disk {
-                        medium: *medium,
-                        dir: dir.join(name),
-                        quota: *quota,
-                        high: *high,
-                        low: *low,
-                    },
-                    mem => mem.clone(),
-                })
-                .collect(),
-        )
+        let mut tiers = self.clone();
+        for spec in &mut tiers.0 {
+            if let TierSpec::Disk { dir, .. } = spec {
+                *dir = dir.join(name);
+            }
+        }
+        tiers
     }
 
     /// The directories of the disk tiers, in order.
