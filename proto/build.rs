@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
-    let files = ["csi.proto", "fluid.proto"];
+    let files = ["csi.proto", "fluid.proto", "pluginregistration.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={}", dir.join(f).display());
     }

@@ -111,9 +111,48 @@ pub struct Config {
     /// open to whoever reaches the port. 16 printable characters or more.
     #[arg(long, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
     pub cache_token: Option<fluid_proto::cache_auth::Token>,
+
+    /// Register the driver with the kubelet by serving its plugin registration API
+    /// (pluginregistration/v1) on `<DIR>/<drivername>-reg.sock`; the kubelet watches this
+    /// folder (`/var/lib/kubelet/plugins_registry`) and then lists the driver in the Node's
+    /// CSINode. No node-driver-registrar sidecar is needed.
+    #[arg(long, value_name = "DIR", value_parser = parse_registration_dir)]
+    pub registration_dir: Option<PathBuf>,
+
+    /// The CSI socket as the kubelet sees it, a path on the host, sent to the kubelet at
+    /// registration. Default: the --endpoint path, right when this plugin sees host paths
+    /// unchanged; in a container that mounts the socket's folder elsewhere give the host path
+    /// (e.g. /var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock).
+    #[arg(long, value_name = "PATH", requires = "registration_dir", value_parser = parse_absolute)]
+    pub kubelet_registration_path: Option<PathBuf>,
 }
 
 impl Config {
+    /// The registration socket and the CSI socket path the kubelet is told, when registering
+    /// with the kubelet (`--registration-dir`).
+    pub fn registration(&self) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        let Some(dir) = &self.registration_dir else {
+            return Ok(None);
+        };
+        let socket = dir.join(format!("{}-reg.sock", self.drivername));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "--registration-dir: {} is longer than a unix socket path may be",
+                socket.display()
+            ));
+        }
+        let csi = match (&self.kubelet_registration_path, &self.endpoint) {
+            (Some(path), _) => path.clone(),
+            (None, Endpoint::Unix(path)) => path.clone(),
+            (None, Endpoint::Tcp(_)) => {
+                return Err(
+                    "--registration-dir: the kubelet dials CSI on a unix socket; serve --endpoint on unix:// or give --kubelet-registration-path".into(),
+                );
+            }
+        };
+        Ok(Some((socket, csi)))
+    }
+
     /// Parses a command line and checks what clap cannot see flag by flag: the --tier list as
     /// a whole.
     pub fn try_from_args<I, T>(args: I) -> Result<Config, clap::Error>
@@ -122,6 +161,11 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let mut cfg = Config::try_parse_from(args)?;
+        let invalid = |message: String| {
+            <Config as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ValueValidation, message)
+        };
+        cfg.registration().map_err(invalid)?;
         cfg.tiers = Tiers::new(cfg.tier_specs.clone()).map_err(|e| {
             <Config as clap::CommandFactory>::command().error(
                 clap::error::ErrorKind::ValueValidation,
@@ -207,6 +251,18 @@ fn parse_host_port(s: &str) -> Result<String, String> {
         return bad("has no valid host");
     }
     Ok(s.to_string())
+}
+
+fn parse_absolute(s: &str) -> Result<PathBuf, String> {
+    let p = Path::new(s);
+    if !p.is_absolute() {
+        return Err(format!("{s:?} must be an absolute path"));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn parse_registration_dir(s: &str) -> Result<PathBuf, String> {
+    parse_absolute(s)
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -315,6 +371,47 @@ mod tests {
             args.extend(bad.iter().copied());
             assert!(Config::try_from_args(&args).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn kubelet_registration() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["fluid-csi-node", "--nodeid=n1"];
+            args.extend(extra);
+            Config::try_from_args(&args)
+        };
+        assert_eq!(parse(&[]).unwrap().registration().unwrap(), None);
+        let c = parse(&["--registration-dir=/var/lib/kubelet/plugins_registry"]).unwrap();
+        assert_eq!(
+            c.registration().unwrap(),
+            Some((
+                PathBuf::from("/var/lib/kubelet/plugins_registry/fuse.csi.fluid.io-reg.sock"),
+                PathBuf::from("/csi/csi.sock")
+            ))
+        );
+        let c = parse(&[
+            "--registration-dir=/r",
+            "--kubelet-registration-path=/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.registration().unwrap().unwrap().1,
+            PathBuf::from("/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock")
+        );
+        for bad in [
+            vec!["--registration-dir=relative"],
+            vec!["--kubelet-registration-path=/x/csi.sock"],
+            vec![
+                "--registration-dir=/r",
+                "--kubelet-registration-path=x.sock",
+            ],
+            vec!["--registration-dir=/r", "--endpoint=tcp://127.0.0.1:1"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
+        let long = format!("--registration-dir=/{}", "d".repeat(100));
+        let err = parse(&[&long]).unwrap_err().to_string();
+        assert!(err.contains("--registration-dir"), "{err}");
     }
 
     #[test]

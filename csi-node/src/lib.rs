@@ -11,6 +11,7 @@ pub mod error;
 pub mod labels;
 pub mod mounts;
 pub mod node_server;
+pub mod registration_server;
 pub mod state;
 pub mod supervisor;
 
@@ -19,6 +20,7 @@ use fluid_proto::csi::identity_server::IdentityServer;
 use fluid_proto::csi::node_server::NodeServer;
 use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 use fluid_proto::identity::IdentityService;
+use fluid_proto::registration::registration_server::RegistrationServer;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -27,6 +29,7 @@ use crate::error::{Error, Result};
 /// Serves CSI (and the cache endpoint) until SIGINT/SIGTERM, after adopting the daemons of a
 /// previous run.
 pub async fn run(cfg: Config) -> Result<()> {
+    let registration = cfg.registration().map_err(Error::Config)?;
     // Bind first: a second plugin on the same socket must fail before it touches any daemon.
     let bound = cfg.endpoint.bind().await?;
     let cache_bound = match &cfg.cache_endpoint {
@@ -111,7 +114,24 @@ pub async fn run(cfg: Config) -> Result<()> {
         );
         b.serve(router, stopped(stop_rx.clone())).await
     };
-    tokio::try_join!(csi, cache)?;
+    let registration = async {
+        let Some((socket, csi_socket)) = registration else {
+            return Ok(());
+        };
+        let bound = Endpoint::Unix(socket).bind().await?;
+        let service = registration_server::RegistrationService::new(
+            sup.config().drivername.clone(),
+            csi_socket,
+        );
+        let router =
+            tonic::transport::Server::builder().add_service(RegistrationServer::new(service));
+        tracing::info!(
+            "serving the kubelet's plugin registration on {}",
+            bound.endpoint()
+        );
+        bound.serve(router, stopped(stop_rx.clone())).await
+    };
+    tokio::try_join!(csi, cache, registration)?;
     // The fluid-fuse daemons keep running (and the Node keeps its labels: their cache is
     // still here): a restarted plugin adopts them.
     tracing::info!("stopped; fluid-fuse daemons left running for the next start to adopt");

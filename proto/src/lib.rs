@@ -1,5 +1,6 @@
-//! gRPC types for CSI v1.12 (`csi.v1`) and the Fluid node cache service (`fluid.v1`), plus
-//! [`endpoint`], the one way every binary here serves or dials a gRPC endpoint.
+//! gRPC types for CSI v1.12 (`csi.v1`), the Fluid node cache service (`fluid.v1`) and the
+//! kubelet's plugin registration (`pluginregistration`), plus [`endpoint`], the one way every
+//! binary here serves or dials a gRPC endpoint.
 
 pub mod cache_auth;
 pub mod endpoint;
@@ -17,4 +18,11 @@ pub mod csi {
 pub mod fluid {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("fluid.v1");
+}
+
+/// The kubelet's plugin registration API (`pluginregistration/v1`), which the node plugin
+/// serves instead of a node-driver-registrar sidecar.
+pub mod registration {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("pluginregistration");
 }

@@ -478,6 +478,8 @@ fn default_values_render_the_documented_objects() {
             "--kubernetes",
             "--cache-endpoint=tcp://0.0.0.0:7788",
             "--cache-advertise=$(NODE_IP):7788",
+            "--registration-dir=/registration",
+            "--kubelet-registration-path=/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
             "--tier=mem:1GiB",
         ]
     );
@@ -517,17 +519,16 @@ fn default_values_render_the_documented_objects() {
             .iter()
             .any(|v| v["name"].as_str().unwrap().starts_with("cache-"))
     );
-    let reg = container(pod, "node-driver-registrar");
-    assert_eq!(
-        strs(&reg["args"]),
-        [
-            "--csi-address=/csi/csi.sock",
-            "--kubelet-registration-path=/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
-            "--http-endpoint=:9819",
-        ]
-    );
-    let (_, regdir) = mount_at(pod, reg, "/registration");
+    // The plugin registers itself with the kubelet: no registrar sidecar.
+    let (_, regdir) = mount_at(pod, node, "/registration");
     assert_eq!(regdir["path"], json!("/var/lib/kubelet/plugins_registry"));
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node", "liveness-probe"]);
     let probe = container(pod, "liveness-probe");
     assert_eq!(
         strs(&probe["args"]),
@@ -687,6 +688,8 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--kubernetes",
             "--cache-endpoint=tcp://0.0.0.0:17788",
             "--cache-advertise=$(NODE_IP):17788",
+            "--registration-dir=/registration",
+            "--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
             "--tier=mem:512MiB",
             "--tier=ssd:/mnt/nvme0/fluid:100GiB,high=0.95,low=0.7",
             "--tier=HDD:/data/hdd:cache/fluid:1TiB",
@@ -737,8 +740,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
         volume(pod, "registration-dir")["hostPath"]["path"],
         json!(format!("{k}/plugins_registry"))
     );
-    let reg = container(pod, "node-driver-registrar");
-    assert!(strs(&reg["args"]).contains(&format!(
+    assert!(strs(&node["args"]).contains(&format!(
         "--kubelet-registration-path={k}/plugins/{DRIVER}/csi.sock"
     )));
     let ds_text = serde_json::to_string(ds).unwrap();

@@ -564,6 +564,63 @@ fn bad_requests_get_the_right_codes_and_messages() {
     env.assert_no_mounts();
 }
 
+/// The plugin registers itself with the kubelet the way the kubelet's plugin watcher expects:
+/// a socket `<driver>-reg.sock` in the registration folder answering GetInfo with the CSI
+/// socket's host path, and NotifyRegistrationStatus; the socket goes when the plugin stops.
+#[test]
+fn the_plugin_serves_the_kubelets_plugin_registration() {
+    use fluid_proto::registration::registration_client::RegistrationClient;
+    use fluid_proto::registration::{InfoRequest, RegistrationStatus};
+    rt().block_on(async {
+        let dir = PluginDir::new().unwrap();
+        let registry = dir.path("plugins_registry");
+        std::fs::create_dir(&registry).unwrap();
+        let host_socket = "/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock";
+        let mut plugin = NodePlugin::start(
+            &dir,
+            "n1",
+            &[
+                format!("--registration-dir={}", registry.display()),
+                format!("--kubelet-registration-path={host_socket}"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let socket = registry.join("fuse.csi.fluid.io-reg.sock");
+        let channel = Endpoint::Unix(socket.clone())
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", plugin.log()));
+        let mut kubelet = RegistrationClient::new(channel);
+        let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(info.r#type, "CSIPlugin");
+        assert_eq!(info.name, "fuse.csi.fluid.io");
+        assert_eq!(info.endpoint, host_socket);
+        assert_eq!(info.supported_versions, ["1.0.0"]);
+        for (registered, error) in [(true, ""), (false, "driver name taken")] {
+            kubelet
+                .notify_registration_status(RegistrationStatus {
+                    plugin_registered: registered,
+                    error: error.into(),
+                })
+                .await
+                .unwrap();
+        }
+        let log = plugin.log();
+        assert!(log.contains("registered with the kubelet"), "{log}");
+        assert!(
+            log.contains("refused the registration: driver name taken"),
+            "{log}"
+        );
+        assert!(plugin.stop().unwrap().success());
+        assert!(
+            !socket.exists(),
+            "the registration socket outlived the plugin"
+        );
+    });
+}
+
 /// The node plugin's log filter (`FLUID_LOG`, which the chart sets from `node.logLevel`) is the
 /// one its fluid-fuse daemons log with.
 #[test]
