@@ -69,6 +69,11 @@ pub struct Config {
     #[arg(long, value_name = "ADDR:PORT", requires = "kubernetes")]
     pub webhook_listen: Option<std::net::SocketAddr>,
 
+    /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
+    /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_listen: Option<std::net::SocketAddr>,
+
     /// The webhook's serving certificate: a PEM chain, leaf first, valid for the name the API
     /// server dials (the chart's Service DNS name). Read once at start.
     #[arg(

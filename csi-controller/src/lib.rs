@@ -41,6 +41,14 @@ pub async fn run(config: Config) -> Result<()> {
             Catalogue::default()
         }
     };
+    let health = match config.health_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("--health-listen {addr}"), e))?,
+        ),
+        None => None,
+    };
     let store = Store::open(&config.state_dir)?;
     tracing::info!(state_dir = %config.state_dir.display(), volumes = store.len(), "volume records loaded");
 
@@ -62,6 +70,13 @@ pub async fn run(config: Config) -> Result<()> {
         });
         tracing::info!("running the Dataset reconciler");
         reconciler = Some(tokio::spawn(reconcile::run(ctx, shutdown_signal())));
+    }
+    if let Some(listener) = health {
+        tokio::spawn(fluid_proto::health::serve(
+            listener,
+            config.endpoint.clone(),
+            shutdown_signal(),
+        ));
     }
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))

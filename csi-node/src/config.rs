@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
     pub cache_token: Option<fluid_proto::cache_auth::Token>,
 
+    /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
+    /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Register the driver with the kubelet by serving its plugin registration API
     /// (pluginregistration/v1) on `<DIR>/<drivername>-reg.sock`; the kubelet watches this
     /// folder (`/var/lib/kubelet/plugins_registry`) and then lists the driver in the Node's

@@ -30,6 +30,14 @@ use crate::error::{Error, Result};
 /// previous run.
 pub async fn run(cfg: Config) -> Result<()> {
     let registration = cfg.registration().map_err(Error::Config)?;
+    let health = match cfg.health_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("--health-listen {addr}"), e))?,
+        ),
+        None => None,
+    };
     // Bind first: a second plugin on the same socket must fail before it touches any daemon.
     let bound = cfg.endpoint.bind().await?;
     let cache_bound = match &cfg.cache_endpoint {
@@ -87,6 +95,14 @@ pub async fn run(cfg: Config) -> Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    if let Some(listener) = health {
+        tracing::info!("answering liveness probes on /healthz");
+        tokio::spawn(fluid_proto::health::serve(
+            listener,
+            sup.config().endpoint.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node_server::NodeService::new(sup.clone())));

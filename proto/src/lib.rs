@@ -4,6 +4,7 @@
 
 pub mod cache_auth;
 pub mod endpoint;
+pub mod health;
 pub mod identity;
 
 pub use endpoint::{Endpoint, EndpointError};

@@ -145,6 +145,20 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// `GET path` on 127.0.0.1:`port` over plain HTTP/1.1; the whole answer, status line first.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 /// A name unique to this test process, for buckets and directories.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()

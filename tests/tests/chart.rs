@@ -405,7 +405,7 @@ fn default_values_render_the_documented_objects() {
     );
 
     // The controller: its command line, the provisioner with the PVC metadata it needs, the
-    // liveness probe wired to the livenessprobe sidecar's port.
+    // liveness probe wired to the controller's own /healthz port.
     let dep = one(&docs, "Deployment", "fluid-controller");
     let pod = &dep["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], json!("fluid-controller"));
@@ -419,6 +419,7 @@ fn default_values_render_the_documented_objects() {
             "--state-dir=/var/lib/fluid/controller",
             "--kubernetes",
             "--stats-interval=30s",
+            "--health-listen=0.0.0.0:9808",
             "--webhook-listen=0.0.0.0:9443",
         ]
     );
@@ -427,7 +428,7 @@ fn default_values_render_the_documented_objects() {
         prov["image"]
             .as_str()
             .unwrap()
-            .starts_with("registry.k8s.io/sig-storage/csi-provisioner:v5.")
+            .starts_with("registry.k8s.io/sig-storage/csi-provisioner:v6.")
     );
     let prov_args = strs(&prov["args"]);
     for a in [
@@ -440,18 +441,21 @@ fn default_values_render_the_documented_objects() {
             "provisioner lacks {a}: {prov_args:?}"
         );
     }
-    let probe = container(pod, "liveness-probe");
-    assert_eq!(
-        strs(&probe["args"]),
-        ["--csi-address=/csi/csi.sock", "--http-endpoint=:9808"]
-    );
+    // The controller answers its liveness probe itself: no livenessprobe sidecar.
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["controller", "csi-provisioner"]);
     assert_eq!(ctl["livenessProbe"]["httpGet"]["port"], json!("healthz"));
     assert_eq!(
         ctl["ports"][0],
         json!({"name": "healthz", "containerPort": 9808, "protocol": "TCP"})
     );
     assert!(volume(pod, "state-dir").get("emptyDir").is_some());
-    for c in [ctl, prov, probe] {
+    for c in [ctl, prov] {
         assert_eq!(
             c["volumeMounts"][0],
             json!({"name": "socket-dir", "mountPath": "/csi"})
@@ -478,6 +482,7 @@ fn default_values_render_the_documented_objects() {
             "--kubernetes",
             "--cache-endpoint=tcp://0.0.0.0:7788",
             "--cache-advertise=$(NODE_IP):7788",
+            "--health-listen=0.0.0.0:9818",
             "--registration-dir=/registration",
             "--kubelet-registration-path=/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
             "--tier=mem:1GiB",
@@ -519,7 +524,8 @@ fn default_values_render_the_documented_objects() {
             .iter()
             .any(|v| v["name"].as_str().unwrap().starts_with("cache-"))
     );
-    // The plugin registers itself with the kubelet: no registrar sidecar.
+    // The plugin answers its liveness probe and registers itself with the kubelet: no
+    // livenessprobe or registrar sidecar.
     let (_, regdir) = mount_at(pod, node, "/registration");
     assert_eq!(regdir["path"], json!("/var/lib/kubelet/plugins_registry"));
     let names: Vec<&str> = pod["containers"]
@@ -528,12 +534,7 @@ fn default_values_render_the_documented_objects() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["node", "liveness-probe"]);
-    let probe = container(pod, "liveness-probe");
-    assert_eq!(
-        strs(&probe["args"]),
-        ["--csi-address=/csi/csi.sock", "--http-endpoint=:9818"]
-    );
+    assert_eq!(names, ["node"]);
     assert_eq!(
         node["livenessProbe"]["httpGet"],
         json!({"path": "/healthz", "port": "healthz"})
@@ -688,6 +689,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--kubernetes",
             "--cache-endpoint=tcp://0.0.0.0:17788",
             "--cache-advertise=$(NODE_IP):17788",
+            "--health-listen=0.0.0.0:9818",
             "--registration-dir=/registration",
             "--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
             "--tier=mem:512MiB",

@@ -20,6 +20,7 @@ use fluid_proto::csi::volume_capability::{
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir};
+use fluid_tests::services::{free_port, http_get};
 use fluid_volume::context::{BLOCK_SIZE, MOUNTS, TIERS, VolumeContext};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
@@ -60,6 +61,11 @@ struct Plugin {
 impl Plugin {
     /// Starts the binary on `<dir>/csi.sock` with state in `<dir>/state` and `<dir>/datasets.yaml`.
     fn start(dir: &Path) -> Plugin {
+        Plugin::start_with(dir, &[])
+    }
+
+    /// [`Plugin::start`] with more flags.
+    fn start_with(dir: &Path, extra: &[String]) -> Plugin {
         let socket = dir.join("csi.sock");
         let log = dir.join("controller.log");
         let datasets = dir.join("datasets.yaml");
@@ -76,6 +82,7 @@ impl Plugin {
             .arg(format!("--state-dir={}", dir.join("state").display()))
             .arg(format!("--datasets={}", datasets.display()))
             .arg(format!("--drivername={DRIVER}"))
+            .args(extra)
             .env("FLUID_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -896,8 +903,18 @@ async fn identity_capabilities_and_sigterm() {
         .prefix("csi-controller")
         .tempdir()
         .unwrap();
-    let mut plugin = Plugin::start(dir.path());
+    let health_port = free_port().unwrap();
+    let mut plugin = Plugin::start_with(
+        dir.path(),
+        &[format!("--health-listen=127.0.0.1:{health_port}")],
+    );
     let (mut identity, mut c) = plugin.connect().await;
+    // The liveness probe's answer, from the plugin itself (its CSI endpoint answers Probe).
+    let health = tokio::task::spawn_blocking(move || http_get(health_port, "/healthz"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let info = identity
         .get_plugin_info(GetPluginInfoRequest {})

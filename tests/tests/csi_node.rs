@@ -21,7 +21,7 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType, BlockVolume, M
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
-use fluid_tests::services::{S3Server, TempBucket, unique_name};
+use fluid_tests::services::{S3Server, TempBucket, free_port, http_get, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -564,7 +564,8 @@ fn bad_requests_get_the_right_codes_and_messages() {
     env.assert_no_mounts();
 }
 
-/// The plugin registers itself with the kubelet the way the kubelet's plugin watcher expects:
+/// The plugin answers the kubelet's liveness probe (`/healthz`) and registers itself with the
+/// kubelet the way the kubelet's plugin watcher expects:
 /// a socket `<driver>-reg.sock` in the registration folder answering GetInfo with the CSI
 /// socket's host path, and NotifyRegistrationStatus; the socket goes when the plugin stops.
 #[test]
@@ -576,12 +577,14 @@ fn the_plugin_serves_the_kubelets_plugin_registration() {
         let registry = dir.path("plugins_registry");
         std::fs::create_dir(&registry).unwrap();
         let host_socket = "/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock";
+        let health_port = free_port().unwrap();
         let mut plugin = NodePlugin::start(
             &dir,
             "n1",
             &[
                 format!("--registration-dir={}", registry.display()),
                 format!("--kubelet-registration-path={host_socket}"),
+                format!("--health-listen=127.0.0.1:{health_port}"),
             ],
             &[],
         )
@@ -607,6 +610,12 @@ fn the_plugin_serves_the_kubelets_plugin_registration() {
                 .await
                 .unwrap();
         }
+        // The liveness probe's answer, from the plugin itself.
+        let health = tokio::task::spawn_blocking(move || http_get(health_port, "/healthz"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
         let log = plugin.log();
         assert!(log.contains("registered with the kubelet"), "{log}");
         assert!(

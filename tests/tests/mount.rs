@@ -693,12 +693,7 @@ fn metrics_are_served_in_prometheus_text() {
     ]))
     .unwrap();
     std::fs::read(d.mountpoint.join("f")).unwrap();
-    use std::io::{Read, Write};
-    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    sock.read_to_string(&mut body).unwrap();
+    let body = services::http_get(port, "/metrics").unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains("fluid_source_read_bytes_total 3145728"),
