@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export FLUID_SERVICES_DIR ?= /var/tmp/fluid-services
 
-.PHONY: demo test bench lint services services-down fmt build crds
+.PHONY: demo test bench lint services services-down fmt build crds image
 
 ## demo: the main job on an embedded default dataset
 demo:
@@ -18,6 +18,10 @@ test: services
 ## bench: side-by-side benchmarks against s3fs and rclone
 bench:
 	@scripts/bench.sh
+
+## image: the Fluid image as an OCI archive in target/image, built without a Docker engine
+image:
+	@scripts/image.sh
 
 ## lint: clippy with warnings as errors, and formatting
 lint:
