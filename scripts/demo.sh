@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 FILES="${DEMO_FILES:-3000}"
 BIG_MIB="${DEMO_BIG_MIB:-512}"
 work="$(mktemp -d /tmp/fluid-demo.XXXXXX)"
-bin=target/debug
+# The release profile, so the figures are the product's rather than a debug build's.
+bin=target/release
 pids=()
 
 step() { printf '\n== %s\n' "$*"; }
@@ -34,8 +35,10 @@ step "installing and starting what the demo needs (FUSE, SeaweedFS)"
 scripts/services.sh up fuse seaweedfs
 eval "$(scripts/services.sh env seaweedfs)"
 
-step "building (cargo build --workspace --bins)"
-cargo build --workspace --bins --quiet
+step "building the release binaries (the first time takes a while on a small machine)"
+cargo build --release --quiet -p fuse-cache -p csi-node -p csi-controller -p csi-client \
+  -p fluid-tests --bin fluid-fuse --bin fluid-csi-node --bin fluid-csi-controller --bin fluid-csi \
+  --bin fluid-sample
 
 bucket="demo-$(date +%s)"
 step "making the sample dataset: $FILES images of 50-500 KiB and one ${BIG_MIB} MiB shard in s3://$bucket"
