@@ -249,6 +249,16 @@ fn container<'a>(pod_spec: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+/// The names of a pod spec's containers, in order.
+fn container_names(pod_spec: &Value) -> Vec<&str> {
+    pod_spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 fn volume<'a>(pod_spec: &'a Value, name: &str) -> &'a Value {
     pod_spec["volumes"]
         .as_array()
@@ -442,12 +452,7 @@ fn default_values_render_the_documented_objects() {
         );
     }
     // The controller answers its liveness probe itself: no livenessprobe sidecar.
-    let names: Vec<&str> = pod["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = container_names(pod);
     assert_eq!(names, ["controller", "csi-provisioner"]);
     assert_eq!(ctl["livenessProbe"]["httpGet"]["port"], json!("healthz"));
     assert_eq!(
@@ -528,12 +533,7 @@ fn default_values_render_the_documented_objects() {
     // livenessprobe or registrar sidecar.
     let (_, regdir) = mount_at(pod, node, "/registration");
     assert_eq!(regdir["path"], json!("/var/lib/kubelet/plugins_registry"));
-    let names: Vec<&str> = pod["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = container_names(pod);
     assert_eq!(names, ["node"]);
     assert_eq!(
         node["livenessProbe"]["httpGet"],
