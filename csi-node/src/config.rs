@@ -121,7 +121,7 @@ pub struct Config {
     /// (pluginregistration/v1) on `<DIR>/<drivername>-reg.sock`; the kubelet watches this
     /// folder (`/var/lib/kubelet/plugins_registry`) and then lists the driver in the Node's
     /// CSINode. No node-driver-registrar sidecar is needed.
-    #[arg(long, value_name = "DIR", value_parser = parse_registration_dir)]
+    #[arg(long, value_name = "DIR", value_parser = parse_absolute)]
     pub registration_dir: Option<PathBuf>,
 
     /// The CSI socket as the kubelet sees it, a path on the host, sent to the kubelet at
@@ -266,10 +266,6 @@ fn parse_absolute(s: &str) -> Result<PathBuf, String> {
     Ok(p.to_path_buf())
 }
 
-fn parse_registration_dir(s: &str) -> Result<PathBuf, String> {
-    parse_absolute(s)
-}
-
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     s.parse()
         .map_err(|e: fluid_proto::EndpointError| e.to_string())
@@ -288,16 +284,13 @@ fn parse_node_id(s: &str) -> Result<String, String> {
 }
 
 fn parse_state_dir(s: &str) -> Result<PathBuf, String> {
-    let p = Path::new(s);
-    if !p.is_absolute() {
-        return Err(format!("{s:?} must be an absolute path"));
-    }
+    let p = parse_absolute(s)?;
     if s.len() > MAX_STATE_DIR {
         return Err(format!(
             "{s:?} is too long: at most {MAX_STATE_DIR} bytes, so that control sockets under it fit a unix socket path"
         ));
     }
-    Ok(p.to_path_buf())
+    Ok(p)
 }
 
 fn parse_tier(s: &str) -> Result<TierSpec, String> {
