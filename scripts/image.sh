@@ -6,6 +6,8 @@
 #
 #   scripts/image.sh                 # -> target/image/fluid-<appVersion>.oci.tar
 #   scripts/image.sh --out DIR       # another output folder
+#   scripts/image.sh --debug         # from the debug build (`make test`'s), for the cluster tests
+#   scripts/image.sh --import        # then import it into the test cluster's containerd
 #   scripts/image.sh --print-ref     # only print the image reference it tags
 set -euo pipefail
 
@@ -29,11 +31,15 @@ tag="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$chart/Chart.ya
 ref="$repository:$tag"
 
 out="$root/target/image"
+profile=release
+import=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --print-ref) echo "$ref"; exit 0 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --debug) profile=debug; shift ;;
+    --import) import=1; shift ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) say "error: unknown argument $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -41,55 +47,58 @@ done
 [ "$(id -u)" = 0 ] || { say "error: run as root (mmdebstrap and umoci keep file owners)"; exit 1; }
 apt_install mmdebstrap umoci
 
-say "building the release binaries"
-cargo build --release --locked -p fuse-cache -p csi-node -p csi-controller -p csi-client --bins >&2
+say "building the $profile binaries"
+if [ "$profile" = release ]; then
+  cargo build --release --locked -p fuse-cache -p csi-node -p csi-client -p csi-controller --bins >&2
+else
+  cargo build --locked -p fuse-cache -p csi-node -p csi-client -p csi-controller --bins >&2
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/fluid-image.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 started=$(date +%s)
 
-say "making the $SUITE root file system (${PACKAGES[*]})"
-# Documentation, man pages and locales are of no use in a container image.
-mmdebstrap --quiet --variant=minbase --mode=root \
-  --include="$(IFS=,; echo "${PACKAGES[*]}")" \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  "$SUITE" "$work/rootfs.tar" "$MIRROR" >&2
+# The Debian root file system is made once per suite and package list and kept with the
+# services (mmdebstrap takes about 20 s and the network). It writes a tar because the name ends
+# in .tar.
+base="$FLUID_SERVICES_DIR/image/$SUITE-$(echo "${PACKAGES[*]}" | tr ' ' '+').tar"
+if [ ! -s "$base" ]; then
+  say "making the $SUITE root file system (${PACKAGES[*]})"
+  mkdir -p "$(dirname "$base")"
+  # Documentation, man pages and locales are of no use in a container image.
+  mmdebstrap --quiet --variant=minbase --mode=root \
+    --include="$(IFS=,; echo "${PACKAGES[*]}")" \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    "$SUITE" "${base%.tar}.partial.tar" "$MIRROR" >&2
+  mv "${base%.tar}.partial.tar" "$base"
+fi
 
 say "assembling $ref"
-layout="$work/oci"
-umoci init --layout "$layout"
-umoci new --image "$layout:$tag"
-umoci unpack --image "$layout:$tag" "$work/bundle" >&2
-tar -C "$work/bundle/rootfs" -xf "$work/rootfs.tar"
+mkdir "$work/rootfs"
+tar -C "$work/rootfs" -xf "$base"
 # Debug line tables are for profiling builds, not for the image (the symbols stay, so
-# backtraces still name functions): about a fifth of the size.
+# backtraces still name functions): about a fifth of the size of a release binary.
 for b in "${BINARIES[@]}"; do
-  install -m 0755 "target/release/$b" "$work/bundle/rootfs/usr/local/bin/$b"
-  strip --strip-debug "$work/bundle/rootfs/usr/local/bin/$b"
+  install -m 0755 "target/$profile/$b" "$work/rootfs/usr/local/bin/$b"
+  strip --strip-debug "$work/rootfs/usr/local/bin/$b"
 done
-umoci repack --image "$layout:$tag" "$work/bundle"
-umoci config --image "$layout:$tag" \
+mkdir -p "$out"
+archive="$out/fluid-$tag.oci.tar"
+oci_archive "$ref" "$work/rootfs" "$archive" \
   --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --config.cmd fluid-csi --config.cmd --help \
   --author "Fluid (Rust)" \
   --config.label "org.opencontainers.image.source=$ref" \
-  --config.label "org.opencontainers.image.version=$tag"
-# The name under which `ctr images import` and registries know the image.
-umoci gc --layout "$layout"
-python3 - "$layout/index.json" "$ref" <<'PY'
-import json, sys
-path, ref = sys.argv[1], sys.argv[2]
-index = json.load(open(path))
-for m in index["manifests"]:
-    m.setdefault("annotations", {})["io.containerd.image.name"] = ref
-json.dump(index, open(path, "w"))
-PY
-
-mkdir -p "$out"
-archive="$out/fluid-$tag.oci.tar"
-tar -C "$layout" -cf "$archive.tmp" .
-mv "$archive.tmp" "$archive"
+  --config.label "org.opencontainers.image.version=$tag" \
+  || { say "error: assembling the image failed"; exit 1; }
 size=$(du -m "$archive" | cut -f1)
-say "wrote $archive ($ref, ${size} MiB, $(( $(date +%s) - started )) s after the build)"
-say "load it with: ctr -n k8s.io images import $archive"
+say "wrote $archive ($ref, $profile build, ${size} MiB, $(( $(date +%s) - started )) s after the build)"
+if [ "$import" = 1 ]; then
+  sock="${FLUID_CLUSTER_CONTAINERD:-/run/fluid-cluster/containerd.sock}"
+  [ -S "$sock" ] || { say "error: no test cluster containerd at $sock (scripts/services.sh up cluster)"; exit 1; }
+  ctr --address "$sock" -n k8s.io images import "$archive" >/dev/null
+  say "imported $ref into the test cluster's containerd"
+else
+  say "load it with: ctr -n k8s.io images import $archive"
+fi

@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::server::Router;
 use tonic::transport::{Channel, Uri};
@@ -205,8 +206,11 @@ impl Bound {
         };
         match self {
             Bound::Unix { listener, path } => {
-                let serving = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+                // Every connection through the authority pump (see `authority`): the kubelet
+                // names the socket path as its HTTP/2 authority.
+                let incoming = UnixListenerStream::new(listener)
+                    .map(|accepted| accepted.and_then(crate::authority::fronted));
+                let serving = router.serve_with_incoming_shutdown(incoming, shutdown);
                 let result = tokio::select! {
                     r = serving => r.map_err(serve_err),
                     () = grace_over => Ok(()),

@@ -2,6 +2,7 @@
 //! kubelet's plugin registration (`pluginregistration`), plus [`endpoint`], the one way every
 //! binary here serves or dials a gRPC endpoint.
 
+mod authority;
 pub mod cache_auth;
 pub mod endpoint;
 pub mod health;

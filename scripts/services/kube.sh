@@ -12,12 +12,12 @@
 # There is no controller-manager, scheduler or kubelet: objects are stored and validated but
 # nothing acts on them (see the notes at kube_apiserver_args).
 
-KUBE_VERSION=v1.37.2            # must match tests/kube-apiserver/go.mod
+KUBE_VERSION=v1.37.2            # must match tests/kubernetes/go.mod
 KUBE_PORT=6443
 KUBE_ETCD_PORT=12379
 KUBE_ETCD_PEER_PORT=12380
 KUBE_SERVICE_CIDR=10.0.0.0/24   # its first address, 10.0.0.1, is in the serving certificate
-KUBE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/kube-apiserver" && pwd)"
+KUBE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/kubernetes" && pwd)"
 
 kube_dir() { echo "$FLUID_SERVICES_DIR/kube"; }
 kube_bin() { echo "$FLUID_SERVICES_DIR/bin/kube-apiserver"; }
@@ -27,53 +27,75 @@ kube_up() {
   local dir; dir="$(kube_dir)"
   if pid_alive "$dir/etcd.pid" && pid_alive "$dir/apiserver.pid" && kube_ready; then return 0; fi
   kube_down
-  local p
-  for p in "$KUBE_PORT" "$KUBE_ETCD_PORT" "$KUBE_ETCD_PEER_PORT"; do
-    if tcp_open 127.0.0.1 "$p"; then die "kube: port $p is taken by a process this script did not start"; fi
-  done
+  ports_free kube "$KUBE_PORT" "$KUBE_ETCD_PORT" "$KUBE_ETCD_PEER_PORT"
+  kube_install
+  mkdir -p "$dir"
+  kube_pki
+  kube_kubeconfig
+  etcd_start kube "$dir" "$KUBE_ETCD_PORT" "$KUBE_ETCD_PEER_PORT" || { kube_down; exit 1; }
+  local args; mapfile -t args < <(kube_apiserver_args)
+  apiserver_start kube "$dir" "https://127.0.0.1:$KUBE_PORT" "${args[@]}" || { kube_down; exit 1; }
+}
+
+# What every Kubernetes service needs on the machine: etcd, curl, openssl, the built commands.
+kube_install() {
   [ -x "$(kube_etcd_bin)" ] || apt_install etcd-server
   [ -x "$(kube_etcd_bin)" ] || die "kube: etcd-server is installed but $(kube_etcd_bin) is missing"
   command -v curl >/dev/null || apt_install curl
   command -v openssl >/dev/null || apt_install openssl
   kube_build
-  mkdir -p "$dir"
-  kube_pki
-  kube_kubeconfig
+}
 
+# ports_free WHAT PORT...: fails naming the first port something else listens on (127.0.0.1).
+ports_free() {
+  local what="$1" p; shift
+  for p in "$@"; do
+    if tcp_open 127.0.0.1 "$p"; then die "$what: port $p is taken by a process this script did not start"; fi
+  done
+}
+
+# etcd_start WHAT DIR CLIENT_PORT PEER_PORT: a fresh etcd on 127.0.0.1 with its data, log and
+# pid file in DIR; waits until it answers.
+etcd_start() {
+  local what="$1" dir="$2" port="$3" peer="$4"
   rm -rf "$dir/etcd-data"
   # Not a job-control shell, so $! is the server's own pid (setsid execs without forking).
   setsid "$(kube_etcd_bin)" --name fluid --data-dir "$dir/etcd-data" \
-    --listen-client-urls "http://127.0.0.1:$KUBE_ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$KUBE_ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$KUBE_ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$KUBE_ETCD_PEER_PORT" \
-    --initial-cluster "fluid=http://127.0.0.1:$KUBE_ETCD_PEER_PORT" --initial-cluster-state new \
+    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "fluid=http://127.0.0.1:$peer" --initial-cluster-state new \
     --logger zap --log-outputs stderr --enable-v2=false \
     </dev/null >"$dir/etcd.log" 2>&1 &
   echo $! > "$dir/etcd.pid"
-  if ! wait_for "kube: etcd" 30 "$dir/etcd.log" kube_etcd_started || ! kube_etcd_ready; then
-    kube_down
-    die "kube: etcd did not start; see $dir/etcd.log"
-  fi
-
-  local args; mapfile -t args < <(kube_apiserver_args)
-  setsid "$(kube_bin)" "${args[@]}" </dev/null >"$dir/apiserver.log" 2>&1 &
-  echo $! > "$dir/apiserver.pid"
-  if ! wait_for "kube: kube-apiserver" 120 "$dir/apiserver.log" kube_apiserver_started || ! kube_ready; then
-    pid_alive "$dir/apiserver.pid" || { log "kube: kube-apiserver exited; last lines of $dir/apiserver.log:"; tail -n 30 "$dir/apiserver.log" >&2; }
-    log "kube: last lines of $dir/etcd.log:"; tail -n 10 "$dir/etcd.log" >&2
-    kube_down
-    die "kube: kube-apiserver did not become ready; see $dir/apiserver.log"
+  if ! wait_for "$what: etcd" 30 "$dir/etcd.log" etcd_started "$dir" "$port" || ! etcd_ready "$port"; then
+    log "$what: etcd did not start; see $dir/etcd.log"
+    return 1
   fi
 }
-
-kube_etcd_ready() { [[ "$(curl -sf --max-time 2 "http://127.0.0.1:$KUBE_ETCD_PORT/health" 2>/dev/null)" == *'"health":"true"'* ]]; }
+etcd_ready() { [[ "$(curl -sf --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null)" == *'"health":"true"'* ]]; }
 # Stop waiting early when the process died.
-kube_etcd_started() { kube_etcd_ready || ! pid_alive "$(kube_dir)/etcd.pid"; }
-kube_ready() {
-  local dir; dir="$(kube_dir)"
-  [ "$(curl -s --max-time 3 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-    "https://127.0.0.1:$KUBE_PORT/readyz" 2>/dev/null)" = ok ]
+etcd_started() { etcd_ready "$2" || ! pid_alive "$1/etcd.pid"; }
+
+# apiserver_start WHAT DIR URL ARG...: kube-apiserver with ARGs, its log and pid file in DIR;
+# waits until URL/readyz answers `ok` to DIR/pki's admin certificate.
+apiserver_start() {
+  local what="$1" dir="$2" url="$3"; shift 3
+  setsid "$(kube_bin)" "$@" </dev/null >"$dir/apiserver.log" 2>&1 &
+  echo $! > "$dir/apiserver.pid"
+  if ! wait_for "$what: kube-apiserver" 120 "$dir/apiserver.log" apiserver_started "$dir" "$url" \
+      || ! apiserver_ready "$dir" "$url"; then
+    pid_alive "$dir/apiserver.pid" || { log "$what: kube-apiserver exited; last lines of $dir/apiserver.log:"; tail -n 30 "$dir/apiserver.log" >&2; }
+    log "$what: last lines of $dir/etcd.log:"; tail -n 10 "$dir/etcd.log" >&2
+    log "$what: kube-apiserver did not become ready; see $dir/apiserver.log"
+    return 1
+  fi
 }
-kube_apiserver_started() { kube_ready || ! pid_alive "$(kube_dir)/apiserver.pid"; }
+apiserver_ready() {
+  [ "$(curl -s --max-time 3 --cacert "$1/pki/ca.crt" --cert "$1/pki/admin.crt" --key "$1/pki/admin.key" \
+    "$2/readyz" 2>/dev/null)" = ok ]
+}
+apiserver_started() { apiserver_ready "$1" "$2" || ! pid_alive "$1/apiserver.pid"; }
+kube_ready() { apiserver_ready "$(kube_dir)" "https://127.0.0.1:$KUBE_PORT"; }
 
 # One flag per line.
 # - ServiceAccount admission is off: it refuses pods until the controller-manager has made the
@@ -106,40 +128,49 @@ kube_apiserver_args() {
     --profiling=false
 }
 
-# Builds kube-apiserver from tests/kube-apiserver when the binary is missing or the wrapper module
-# (or these build flags) changed since it was built.
+# The Kubernetes commands built from tests/kubernetes: the apiserver for the `kube` service, all
+# five for `cluster`. One `go build` makes them all (they share nearly every package, so five
+# cost about twice one).
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+# Builds the Kubernetes commands when one is missing or the wrapper module (or these build flags)
+# changed since they were built.
 kube_build() {
-  local bin stamp want
-  bin="$(kube_bin)"; stamp="$bin.stamp"
+  local bindir stamp want c missing=0
+  bindir="$FLUID_SERVICES_DIR/bin"; stamp="$bindir/kubernetes.stamp"
   want="$(kube_build_stamp)"
-  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  command -v go >/dev/null || die "kube: Go is needed to build kube-apiserver and is not installed"
+  for c in "${KUBE_COMMANDS[@]}"; do [ -x "$bindir/$c" ] || missing=1; done
+  if [ $missing = 0 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  command -v go >/dev/null || die "kube: Go is needed to build Kubernetes and is not installed"
   local need gov
   need="$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$KUBE_SRC/go.mod")"
   gov="$(go env GOVERSION)"; gov="${gov#go}"
   if [ "$(printf '%s\n%s\n' "$need" "$gov" | sort -V | head -n1)" != "$need" ]; then
-    die "kube: kube-apiserver $KUBE_VERSION needs Go >= $need, this machine has $gov"
+    die "kube: Kubernetes $KUBE_VERSION needs Go >= $need, this machine has $gov"
   fi
   local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
-  local ldflags="-s -w" pkg key val
+  local ldflags="-s -w" pkg key pkgs=()
   # The version stamps of upstream's release build (hack/lib/version.sh); without them /version
-  # says v0.0.0-master.
+  # says v0.0.0-master, and the kubelet's version skew against the apiserver is unknown.
   for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
     for key in gitVersion=$KUBE_VERSION gitMajor=1 gitMinor=$minor gitTreeState=clean; do
       ldflags+=" -X $pkg.$key"
     done
   done
-  mkdir -p "$(dirname "$bin")" "$(kube_dir)"
-  log "building kube-apiserver $KUBE_VERSION (the first build downloads ~85 MB of modules, ~550 MB unpacked, and compiles for about 8 minutes on 2 cores)"
+  for c in "${KUBE_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  mkdir -p "$bindir/kubernetes.tmp" "$(kube_dir)"
+  log "building Kubernetes $KUBE_VERSION (${KUBE_COMMANDS[*]}; the first build downloads ~120 MB of modules and compiles for about 17 minutes on 2 cores)"
   rm -f "$stamp"
   # GOFLAGS=-mod=readonly: go.sum is complete, nothing else is fetched or changed in the tree.
   if ! (cd "$KUBE_SRC" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false" GOTOOLCHAIN=local \
-      nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver) \
+      nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bindir/kubernetes.tmp/" "${pkgs[@]}") \
       >"$(kube_dir)/build.log" 2>&1; then
     tail -n 40 "$(kube_dir)/build.log" >&2
-    die "kube: building kube-apiserver failed; see $(kube_dir)/build.log"
+    die "kube: building Kubernetes failed; see $(kube_dir)/build.log"
   fi
-  mv -f "$bin.tmp" "$bin"
+  for c in "${KUBE_COMMANDS[@]}"; do mv -f "$bindir/kubernetes.tmp/$c" "$bindir/$c"; done
+  rmdir "$bindir/kubernetes.tmp"
+  rm -f "$bindir/kube-apiserver.stamp"
   echo "$want" > "$stamp"
 }
 
@@ -163,59 +194,19 @@ kube_pki_make() {
   rm -rf "$pki" "$pki.tmp" && mkdir -p "$pki.tmp" && chmod 700 "$pki.tmp"
   (
     set -e
-    cd "$pki.tmp"
-    key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
-    key ca.key
-    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=fluid-test-kube-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-      -out ca.crt 2>/dev/null
-    # sign NAME SUBJECT EXTENSIONS: a leaf certificate signed by the CA (rustls wants a v3,
-    # non-CA leaf with the address in subjectAltName).
-    sign() {
-      key "$1.key"
-      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-      printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "$3" > "$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 -days 3650 \
-        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr" "$1.ext"
-    }
-    sign apiserver "/CN=kube-apiserver" \
-      "extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    sign admin "/O=system:masters/CN=admin" "extendedKeyUsage=clientAuth"
-    key sa.key
-    openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ca.srl
+    pki_ca "$pki.tmp" fluid-test-kube-ca
+    pki_sign "$pki.tmp" apiserver "/CN=kube-apiserver" serverAuth \
+      "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    pki_sign "$pki.tmp" admin "/O=system:masters/CN=admin" clientAuth
+    pki_keypair "$pki.tmp" sa
   ) || return 1
   mv "$pki.tmp" "$pki"
 }
 
 # An admin kubeconfig with everything inline (kube-rs, kubectl and client-go all read it).
 kube_kubeconfig() {
-  local dir pki; dir="$(kube_dir)"; pki="$dir/pki"
-  b64() { base64 -w0 < "$1"; }
-  cat > "$dir/kubeconfig.tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: fluid-test
-  cluster:
-    server: https://127.0.0.1:$KUBE_PORT
-    certificate-authority-data: $(b64 "$pki/ca.crt")
-users:
-- name: admin
-  user:
-    client-certificate-data: $(b64 "$pki/admin.crt")
-    client-key-data: $(b64 "$pki/admin.key")
-contexts:
-- name: fluid-test
-  context:
-    cluster: fluid-test
-    user: admin
-current-context: fluid-test
-EOF
-  chmod 600 "$dir/kubeconfig.tmp"
-  mv -f "$dir/kubeconfig.tmp" "$dir/kubeconfig"
+  local dir; dir="$(kube_dir)"
+  write_kubeconfig "$dir/kubeconfig" "https://127.0.0.1:$KUBE_PORT" "$dir/pki" admin
 }
 
 kube_down() {

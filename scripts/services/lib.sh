@@ -3,6 +3,12 @@
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
 
+# The Go builds of test tools (Kubernetes, csi-provisioner, helm, csi-sanity) keep their module
+# and build caches with the services, so a machine that keeps $FLUID_SERVICES_DIR (or a CI cache
+# of it) compiles each of them once.
+export GOMODCACHE="$FLUID_SERVICES_DIR/go/mod"
+export GOCACHE="$FLUID_SERVICES_DIR/go/build"
+
 # apt_install PKG...: installs the Debian packages that are missing, running `apt-get update` once.
 apt_install() {
   local missing=()
@@ -48,3 +54,97 @@ stop_pid() {
 
 # tcp_open HOST PORT: true when something accepts connections there.
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# A small PKI for the test clusters, with openssl. pki_ca DIR CN: a CA (ca.crt, ca.key) in DIR.
+pki_ca() {
+  pki_key "$1/ca.key"
+  openssl req -x509 -new -key "$1/ca.key" -sha256 -days 3650 -subj "/CN=$2" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$1/ca.crt" 2>/dev/null
+}
+pki_key() { openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null; }
+# pki_sign DIR NAME SUBJECT USAGE [SANS]: NAME.crt and NAME.key, a leaf signed by DIR's CA
+# (rustls wants a v3, non-CA leaf with the address in subjectAltName). USAGE: serverAuth,
+# clientAuth or both, comma-separated; SANS: e.g. IP:127.0.0.1,DNS:localhost.
+pki_sign() {
+  local dir="$1" name="$2" subject="$3" usage="$4" sans="${5:-}"
+  pki_key "$dir/$name.key"
+  openssl req -new -key "$dir/$name.key" -subj "$subject" -out "$dir/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$usage"
+    [ -z "$sans" ] || echo "subjectAltName=$sans"
+  } > "$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -sha256 -days 3650 -extfile "$dir/$name.ext" -out "$dir/$name.crt" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext" "$dir/ca.srl"
+}
+# pki_keypair DIR NAME: NAME.key and NAME.pub (service-account token signing).
+pki_keypair() {
+  pki_key "$1/$2.key"
+  openssl pkey -in "$1/$2.key" -pubout -out "$1/$2.pub" 2>/dev/null
+}
+
+# write_kubeconfig FILE SERVER PKI_DIR CERT_NAME: a kubeconfig with everything inline (kube-rs,
+# kubectl and client-go all read it) that authenticates with PKI_DIR/CERT_NAME.crt.
+write_kubeconfig() {
+  local file="$1" server="$2" pki="$3" cert="$4"
+  cat > "$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: fluid-test
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
+users:
+- name: $cert
+  user:
+    client-certificate-data: $(base64 -w0 < "$pki/$cert.crt")
+    client-key-data: $(base64 -w0 < "$pki/$cert.key")
+contexts:
+- name: fluid-test
+  context:
+    cluster: fluid-test
+    user: $cert
+current-context: fluid-test
+EOF
+  chmod 600 "$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
+# oci_archive REF ROOTFS OUT [UMOCI_CONFIG_ARG...]: the folder ROOTFS as a one-layer OCI image
+# named REF, written as an OCI archive (an image layout in a tar) to OUT, which
+# `ctr images import`, `skopeo copy oci-archive:` and registries accept. The arguments after
+# OUT go to `umoci config` (entrypoint, cmd, env, labels). Needs root: files keep their owners.
+oci_archive() {
+  local ref="$1" rootfs="$2" out="$3"; shift 3
+  local tag="${ref##*:}" work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/oci-archive.XXXXXX")"
+  (
+    set -e
+    umoci init --layout "$work/oci"
+    umoci new --image "$work/oci:$tag"
+    umoci unpack --image "$work/oci:$tag" "$work/bundle" >/dev/null
+    cp -a "$rootfs/." "$work/bundle/rootfs/"
+    umoci repack --image "$work/oci:$tag" "$work/bundle"
+    umoci config --image "$work/oci:$tag" "$@"
+    umoci gc --layout "$work/oci"
+    # The name under which `ctr images import` and registries know the image.
+    python3 - "$work/oci/index.json" "$ref" <<'PY'
+import json, sys
+path, ref = sys.argv[1], sys.argv[2]
+index = json.load(open(path))
+for m in index["manifests"]:
+    m.setdefault("annotations", {})["io.containerd.image.name"] = ref
+json.dump(index, open(path, "w"))
+PY
+    mkdir -p "$(dirname "$out")"
+    tar -C "$work/oci" -cf "$out.tmp" .
+    mv "$out.tmp" "$out"
+  )
+  local rc=$?
+  rm -rf "$work"
+  return $rc
+}
