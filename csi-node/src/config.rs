@@ -130,6 +130,21 @@ pub struct Config {
     /// (e.g. /var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock).
     #[arg(long, value_name = "PATH", requires = "registration_dir", value_parser = parse_absolute)]
     pub kubelet_registration_path: Option<PathBuf>,
+
+    /// Move every fluid-fuse daemon into the cgroup NAME under the root of each of the host's
+    /// cgroup hierarchies (seen at --host-cgroup-root), so that the daemons and the FUSE
+    /// mounts of running pods outlive this plugin's container (a rollout, an upgrade, a
+    /// crash); the next plugin adopts them. Needs the host's PID namespace (hostPID: true,
+    /// which the chart sets). Without it, or when a move fails, the daemons stay in the
+    /// plugin's cgroup and end with its pod (a warning says so).
+    #[arg(long, value_name = "NAME")]
+    pub daemon_cgroup: Option<String>,
+
+    /// Where the host's cgroup hierarchies are mounted in this plugin's view, for
+    /// --daemon-cgroup: the host's /sys/fs/cgroup, which the chart mounts at
+    /// /host/sys/fs/cgroup (a container's own /sys/fs/cgroup shows only its own cgroup).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup", value_parser = parse_absolute)]
+    pub host_cgroup_root: PathBuf,
 }
 
 impl Config {

@@ -61,7 +61,7 @@ cluster_up() {
   cluster_down
   ports_free cluster "$CLUSTER_ETCD_PORT" "$CLUSTER_ETCD_PEER_PORT" 10248 10249 10256 10257 10259
   kube_install
-  apt_install containerd runc containernetworking-plugins iptables busybox-static umoci
+  apt_install containerd runc containernetworking-plugins iptables busybox-static umoci socat
   command -v kubectl >/dev/null || apt_install kubernetes-client
   mkdir -p "$dir" "$(cluster_run)"
   local ip; ip="$(cluster_node_ip)"
@@ -88,6 +88,7 @@ cluster_up() {
     --authorization-kubeconfig="$dir/scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port=10259 --leader-elect=false
   cluster_kube_proxy_config
+  cluster_forward_s3 "$ip"
   cluster_start kube-proxy proxy --config="$dir/kube-proxy.yaml" --hostname-override="$CLUSTER_NODE"
   cluster_kubelet_config "$ip"
   mkdir -p "$CLUSTER_KUBELET_DIR"
@@ -113,7 +114,17 @@ cluster_fail() {
 }
 
 # The processes of the cluster, in the order they are stopped.
-CLUSTER_PROCESSES=(kubelet proxy scheduler controller-manager containerd apiserver etcd)
+CLUSTER_PROCESSES=(kubelet proxy s3-forward scheduler controller-manager containerd apiserver etcd)
+
+# SeaweedFS's S3 port at NODE_IP too, for the pods of the pod network (the controller walks a
+# Dataset's store for its size): the test servers listen on 127.0.0.1 only, which is each pod's
+# own loopback.
+cluster_forward_s3() {
+  local ip="$1" dir; dir="$(cluster_dir)"
+  setsid socat "TCP-LISTEN:$SEAWEEDFS_S3_PORT,bind=$ip,reuseaddr,fork" "TCP:127.0.0.1:$SEAWEEDFS_S3_PORT" \
+    </dev/null >"$dir/s3-forward.log" 2>&1 &
+  echo $! > "$dir/s3-forward.pid"
+}
 
 cluster_running() {
   local p
@@ -374,7 +385,7 @@ cluster_down() {
     for c in $(cluster_ctr containers list -q 2>/dev/null); do cluster_ctr containers delete "$c" >/dev/null 2>&1 || true; done
   fi
   local p
-  for p in proxy scheduler controller-manager containerd apiserver etcd; do stop_pid "$dir/$p.pid" TERM 10; done
+  for p in "${CLUSTER_PROCESSES[@]:1}"; do stop_pid "$dir/$p.pid" TERM 10; done
   # Shims whose containerd is gone, and fluid-fuse daemons that the node plugin moved out of its
   # pod (they run in the fluid-fuse cgroup, outside every pod).
   pkill -9 -f "containerd-shim-runc-v2 .*-address $(cluster_sock)" 2>/dev/null || true
@@ -412,5 +423,7 @@ cluster_env() {
   echo "export FLUID_CLUSTER_NODE_IP=$ip"
   echo "export FLUID_CLUSTER_CONTAINERD=$(cluster_sock)"
   echo "export FLUID_CLUSTER_BUSYBOX_IMAGE=$CLUSTER_BUSYBOX_IMAGE"
+  # SeaweedFS as every pod reaches it (see cluster_forward_s3).
+  echo "export FLUID_CLUSTER_S3_ENDPOINT=http://$ip:$SEAWEEDFS_S3_PORT"
   echo "export FLUID_CLUSTER_KUBELET_DIR=$CLUSTER_KUBELET_DIR"
 }

@@ -472,6 +472,8 @@ fn default_values_render_the_documented_objects() {
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], json!("fluid-node"));
     assert_eq!(pod["hostNetwork"], json!(true));
+    // The daemons leave the pod's cgroup through the host's PID 1 (--daemon-cgroup).
+    assert_eq!(pod["hostPID"], json!(true));
     assert_eq!(pod["dnsPolicy"], json!("ClusterFirstWithHostNet"));
     assert_eq!(pod["priorityClassName"], json!("system-node-critical"));
     assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
@@ -490,6 +492,8 @@ fn default_values_render_the_documented_objects() {
             "--health-listen=0.0.0.0:9818",
             "--registration-dir=/registration",
             "--kubelet-registration-path=/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
+            "--daemon-cgroup=fluid-fuse",
+            "--host-cgroup-root=/host/sys/fs/cgroup",
             "--tier=mem:1GiB",
         ]
     );
@@ -692,6 +696,8 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--health-listen=0.0.0.0:9818",
             "--registration-dir=/registration",
             "--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/fuse.csi.fluid.io/csi.sock",
+            "--daemon-cgroup=fluid-fuse",
+            "--host-cgroup-root=/host/sys/fs/cgroup",
             "--tier=mem:512MiB",
             "--tier=ssd:/mnt/nvme0/fluid:100GiB,high=0.95,low=0.7",
             "--tier=HDD:/data/hdd:cache/fluid:1TiB",

@@ -5,11 +5,13 @@
 //! namespace belongs to it too: PVCs made before the label existed, or by hand after Fluid's
 //! convention (PVC named like its Dataset). Datasets never cross namespaces, so only the pod's
 //! namespace is asked. Each Dataset is read for its `placement`: a pod with no Exclusive one
-//! is kept off exclusive nodes.
+//! is kept off exclusive nodes. A claim is a Fluid volume (whose mounts get HostToContainer
+//! propagation) when it belongs to a Dataset or is bound to a PV of this driver (a dynamically
+//! provisioned one).
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::Api;
 
 use super::mutate::PodDatasets;
@@ -20,11 +22,28 @@ use crate::reconcile::objects::LABEL_NAME;
 
 pub struct KubeResolver {
     client: kube::Client,
+    driver: String,
 }
 
 impl KubeResolver {
-    pub fn new(client: kube::Client) -> Self {
-        KubeResolver { client }
+    pub fn new(client: kube::Client, driver: &str) -> Self {
+        KubeResolver {
+            client,
+            driver: driver.to_string(),
+        }
+    }
+
+    /// Whether the claim is bound to a PV of this CSI driver.
+    async fn bound_to_driver(&self, pvc: &PersistentVolumeClaim) -> Result<bool> {
+        let Some(volume) = pvc.spec.as_ref().and_then(|s| s.volume_name.as_deref()) else {
+            return Ok(false);
+        };
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = pvs.get_opt(volume).await?;
+        Ok(pv
+            .and_then(|pv| pv.spec)
+            .and_then(|s| s.csi)
+            .is_some_and(|csi| csi.driver == self.driver))
     }
 }
 
@@ -35,6 +54,7 @@ impl Resolver for KubeResolver {
         let mut found = PodDatasets {
             names: BTreeSet::new(),
             avoid_exclusive_nodes: true,
+            fluid_claims: BTreeSet::new(),
         };
         for claim in claims {
             // A pod may be created before its PVC; it then has no Dataset to follow.
@@ -52,9 +72,13 @@ impl Resolver for KubeResolver {
                 // A labelled PVC whose Dataset is gone still names it.
                 if labelled.is_some() {
                     found.names.insert(name.clone());
+                    found.fluid_claims.insert(claim.clone());
+                } else if self.bound_to_driver(&pvc).await? {
+                    found.fluid_claims.insert(claim.clone());
                 }
                 continue;
             };
+            found.fluid_claims.insert(claim.clone());
             if ds.spec.placement == Placement::Exclusive {
                 found.avoid_exclusive_nodes = false;
             }

@@ -52,6 +52,7 @@ impl Webhook {
         cert: &Path,
         key: &Path,
         client: kube::Client,
+        driver: &str,
     ) -> Result<Self> {
         let config = tls::server_config(cert, key)?;
         let listener = TcpListener::bind(addr)
@@ -60,7 +61,7 @@ impl Webhook {
         Ok(Webhook {
             listener,
             acceptor: TlsAcceptor::from(config),
-            resolver: Arc::new(KubeResolver::new(client)),
+            resolver: Arc::new(KubeResolver::new(client, driver)),
         })
     }
 
@@ -131,6 +132,7 @@ pub async fn start(
         &config.webhook_cert,
         &config.webhook_key,
         client.clone(),
+        &config.drivername,
     )
     .await?;
     let local = server.local_addr().unwrap_or(addr);

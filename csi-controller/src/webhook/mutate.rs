@@ -11,6 +11,13 @@
 //! Exclusive Dataset holds (`fluid_exclusive DoesNotExist`, ANDed the same way): the node plugin
 //! would refuse its volumes there.
 //!
+//! Every mount of a Fluid volume that does not choose its own propagation gets
+//! `mountPropagation: HostToContainer`: when a fluid-fuse daemon dies, the node plugin mounts
+//! its successor and binds it onto the pod's volume path again on the host, and only a
+//! HostToContainer mount lets that new mount reach the running container (with the default,
+//! private propagation the container keeps the dead mount: "transport endpoint is not
+//! connected" until the pod restarts).
+//!
 //! The patch only adds: arrays get elements appended, missing objects are created whole. So
 //! fields of the pod this crate's Kubernetes types do not know survive, and the user's own
 //! terms and weights are never rewritten.
@@ -55,11 +62,62 @@ pub struct PodDatasets {
     /// None of them has `placement: Exclusive`: the pod must stay off nodes that another
     /// Dataset holds exclusively (label `fluid_exclusive`), where NodeStage would refuse it.
     pub avoid_exclusive_nodes: bool,
+    /// The pod's claims that are Fluid volumes: those of the Datasets, and claims bound to
+    /// a PV of this driver.
+    pub fluid_claims: BTreeSet<String>,
 }
 
 /// The JSON patch for a pod of `namespace` that mounts `datasets`; empty when there is nothing
 /// to add.
 pub fn patch(pod: &Pod, namespace: &str, datasets: &PodDatasets) -> Vec<PatchOperation> {
+    let mut ops = affinity(pod, namespace, datasets);
+    ops.extend(propagation(pod, &datasets.fluid_claims));
+    ops
+}
+
+/// `mountPropagation: HostToContainer` for each mount of a Fluid claim that sets none, in
+/// containers and init containers.
+fn propagation(pod: &Pod, claims: &BTreeSet<String>) -> Vec<PatchOperation> {
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    if claims.is_empty() {
+        return Vec::new();
+    }
+    let volumes: BTreeSet<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| claims.contains(&c.claim_name))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    let lists = [
+        ("containers", Some(&spec.containers)),
+        ("initContainers", spec.init_containers.as_ref()),
+    ];
+    let mut ops = Vec::new();
+    for (field, containers) in lists {
+        for (i, c) in containers.into_iter().flatten().enumerate() {
+            for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
+                if volumes.contains(m.name.as_str()) && m.mount_propagation.is_none() {
+                    let (i, j) = (i.to_string(), j.to_string());
+                    ops.push(add(
+                        &["spec", field, &i, "volumeMounts", &j, "mountPropagation"],
+                        json!("HostToContainer"),
+                    ));
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// The node affinity toward the Datasets' nodes (see the module doc).
+fn affinity(pod: &Pod, namespace: &str, datasets: &PodDatasets) -> Vec<PatchOperation> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };
@@ -275,7 +333,65 @@ mod tests {
         PodDatasets {
             names: names.iter().map(|s| s.to_string()).collect(),
             avoid_exclusive_nodes: false,
+            fluid_claims: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn fluid_mounts_get_host_to_container_propagation_unless_they_chose() {
+        let original = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ml"},
+            "spec": {
+                "initContainers": [{"name": "i", "image": "busybox",
+                    "volumeMounts": [{"name": "d", "mountPath": "/warm"}]}],
+                "containers": [
+                    {"name": "a", "image": "busybox", "volumeMounts": [
+                        {"name": "scratch", "mountPath": "/tmp"},
+                        {"name": "d", "mountPath": "/data"},
+                        {"name": "dyn", "mountPath": "/dyn"}]},
+                    {"name": "b", "image": "busybox", "volumeMounts": [
+                        {"name": "d", "mountPath": "/data", "mountPropagation": "None"}]}
+                ],
+                "volumes": [
+                    {"name": "d", "persistentVolumeClaim": {"claimName": "imagenet"}},
+                    {"name": "dyn", "persistentVolumeClaim": {"claimName": "scratch-fluid"}},
+                    {"name": "scratch", "emptyDir": {}}
+                ]
+            }
+        });
+        // A dynamically provisioned claim is a Fluid volume without being a Dataset's.
+        let datasets = PodDatasets {
+            fluid_claims: ["imagenet", "scratch-fluid"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..set(&[])
+        };
+        let doc = apply(&original, patch(&pod(original.clone()), "ml", &datasets));
+        let mounts = |c: &str, i: usize| doc["spec"][c][i]["volumeMounts"].clone();
+        assert_eq!(
+            mounts("initContainers", 0)[0]["mountPropagation"],
+            json!("HostToContainer")
+        );
+        let a = mounts("containers", 0);
+        assert_eq!(
+            a[0].get("mountPropagation"),
+            None,
+            "an emptyDir is left alone"
+        );
+        assert_eq!(a[1]["mountPropagation"], json!("HostToContainer"));
+        assert_eq!(a[2]["mountPropagation"], json!("HostToContainer"));
+        assert_eq!(
+            mounts("containers", 1)[0]["mountPropagation"],
+            json!("None"),
+            "the user's choice stays"
+        );
+        assert!(
+            doc["spec"].get("affinity").is_none(),
+            "no Dataset, no affinity"
+        );
     }
 
     /// The pod after the patch, as the API server would apply it.

@@ -133,12 +133,14 @@ mod tests {
             if self.fail {
                 return Err(Error::NotFound("the API server is away".into()));
             }
+            let names: std::collections::BTreeSet<String> = claims
+                .iter()
+                .filter(|c| self.datasets.contains(&c.as_str()))
+                .cloned()
+                .collect();
             Ok(PodDatasets {
-                names: claims
-                    .iter()
-                    .filter(|c| self.datasets.contains(&c.as_str()))
-                    .cloned()
-                    .collect(),
+                fluid_claims: names.clone(),
+                names,
                 avoid_exclusive_nodes: false,
             })
         }

@@ -89,6 +89,12 @@ impl Supervisor {
         let Some(pid) = child.id() else {
             return Err(Error::Daemon("fluid-fuse exited at once".into()));
         };
+        if let Some(cg) = &self.daemon_cgroup {
+            // Before it mounts: from then on a kill of the plugin's pod must not reach it.
+            if let Err(e) = cg.enter(pid) {
+                tracing::warn!(volume = %rec.volume_id, pid, "{e}; this daemon ends with the plugin's pod");
+            }
+        }
         // Recorded before the wait: a plugin that dies now still finds (and adopts) it.
         rec.pid = Some(pid);
         rec.pid_start = process_start(pid);

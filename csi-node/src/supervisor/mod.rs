@@ -19,6 +19,7 @@
 //! teardown), `recovery` (re-binding targets, adoption at start) and `stage` (NodeStage as one
 //! call with its rollback).
 
+mod cgroup;
 mod daemon;
 mod placement;
 mod recovery;
@@ -26,6 +27,7 @@ mod slots;
 mod stage;
 mod staging;
 
+pub use cgroup::DaemonCgroup;
 pub use daemon::backoff;
 use daemon::{Daemon, read_boot_id};
 pub use recovery::{source_path, target_is_live};
@@ -100,6 +102,8 @@ pub struct Supervisor {
     staged: std::sync::Mutex<BTreeMap<String, Staged>>,
     staged_changed: watch::Sender<()>,
     cache_dirs: CacheDirs,
+    /// Where daemons are moved to outlive the plugin's pod (`--daemon-cgroup`), when possible.
+    daemon_cgroup: Option<DaemonCgroup>,
 }
 
 /// A lock that a panicking holder poisoned is still usable: the maps stay consistent.
@@ -112,8 +116,21 @@ impl Supervisor {
         let state = StateDir::open(&cfg.state_dir)?;
         let fuse_binary = cfg.fuse_binary();
         let cache_dirs = CacheDirs::open(state.root());
+        let daemon_cgroup = cfg.daemon_cgroup.as_deref().and_then(|name| {
+            match DaemonCgroup::prepare(name, &cfg.host_cgroup_root) {
+                Ok(cg) => {
+                    tracing::info!("fluid-fuse daemons run in cgroup {name}, outside this plugin's pod");
+                    Some(cg)
+                }
+                Err(e) => {
+                    tracing::warn!("--daemon-cgroup {name}: {e}; fluid-fuse daemons stay in this plugin's cgroup and end with its pod");
+                    None
+                }
+            }
+        });
         Ok(Arc::new(Supervisor {
             cache_dirs,
+            daemon_cgroup,
             cfg,
             fuse_binary,
             state,

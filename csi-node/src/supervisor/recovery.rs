@@ -201,10 +201,15 @@ pub fn target_is_live(staging: &Path, target: &Path) -> Result<bool> {
         && mounts::probe(target) == PathState::Directory)
 }
 
+/// Binds `src` onto `target` again, on top of whatever (dead) mount is there. Not unmounting
+/// first is what lets the new mount reach running containers: a container's volume is a slave
+/// copy of the target mount itself (HostToContainer propagation, which the webhook sets), so a
+/// mount made on top of that mount propagates into the container, while one made after
+/// unmounting it only reaches the host's copy of the kubelet's folder. The dead mounts below
+/// are unmounted with the target at NodeUnpublish.
 pub(super) fn rebind_one(src: &Path, target: &Path, read_only: bool) -> Result<Rebind> {
-    mounts::detach_all(target)?;
     match mounts::probe(target) {
-        PathState::Directory => {}
+        PathState::Directory | PathState::Dead => {}
         PathState::Missing => {
             if !target.parent().is_some_and(Path::is_dir) {
                 return Ok(Rebind::Gone);
