@@ -59,9 +59,11 @@ pub struct VolumeRecord {
     /// until the controller releases the Dataset.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep: bool,
-    /// Where the daemon mounts when that is not the staging path: a kept volume's daemon
-    /// mounts in its state folder and the staging path is a bind of it, so that NodeUnstage
-    /// can unmount the staging path and leave the daemon serving.
+    /// A kept volume's folder for its file system while parked: NodeUnstage binds the staging
+    /// mount here before unmounting it, so the daemon keeps serving; NodeStage binds it back
+    /// and unmounts this one. While staged, the file system is mounted at the staging path
+    /// (and the pods' targets) only: the kubelet refuses to unstage a volume whose file system
+    /// has any other mount ("still mounted by other references").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<PathBuf>,
     /// Unstaged with its daemon kept: `staging_path` is the last one and is not mounted.
@@ -75,9 +77,13 @@ pub struct VolumeRecord {
 }
 
 impl VolumeRecord {
-    /// Where the daemon mounts: the staging path, unless the volume is kept.
+    /// Where the daemon's file system is mounted: the staging path, or the park folder of a
+    /// parked volume.
     pub fn daemon_path(&self) -> &Path {
-        self.mount_path.as_deref().unwrap_or(&self.staging_path)
+        match (&self.mount_path, self.parked) {
+            (Some(park), true) => park,
+            _ => &self.staging_path,
+        }
     }
 
     /// The volume's own folders of its disk tiers.

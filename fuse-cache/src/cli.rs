@@ -260,8 +260,8 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     rt.block_on(async {
         tokio::select! {
             _ = fluid_proto::endpoint::shutdown_signal() => {}
-            _ = unmounted_elsewhere(&args.mountpoint) => {
-                tracing::warn!("{} was unmounted by someone else; exiting", args.mountpoint.display());
+            _ = unmounted_everywhere(mounted_dev(&args.mountpoint)) => {
+                tracing::warn!("the file system mounted at {} is mounted nowhere any more; exiting", args.mountpoint.display());
             }
         }
     });
@@ -304,10 +304,27 @@ fn raise_kernel_readahead(mountpoint: &Path) {
 
 /// Completes once nothing is mounted at `dir` any more (e.g. `fusermount3 -u` or `umount`
 /// from outside), so the daemon does not outlive its mount.
-async fn unmounted_elsewhere(dir: &Path) {
+/// The device (`major:minor`, as mountinfo spells it) of the file system mounted at `dir`.
+fn mounted_dev(dir: &Path) -> Option<String> {
+    fluid_volume::mountinfo::read()
+        .ok()?
+        .into_iter()
+        .rfind(|m| m.mount_point == dir)
+        .map(|m| m.dev)
+}
+
+/// Resolves once no mount of the file system `dev` is left: it was unmounted by someone else.
+/// Not the mount point alone: the node plugin moves a kept volume's mount (a bind to its park
+/// folder, then an unmount of the staging path), and the daemon serves on.
+async fn unmounted_everywhere(dev: Option<String>) {
+    let Some(dev) = dev else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(false) = fluid_volume::mountinfo::is_mounted(dir) {
+        if let Ok(mounts) = fluid_volume::mountinfo::read()
+            && !mounts.iter().any(|m| m.dev == dev)
+        {
             return;
         }
     }

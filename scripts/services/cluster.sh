@@ -394,7 +394,9 @@ cluster_down() {
   [ -x "$FLUID_SERVICES_DIR/bin/kube-proxy" ] && "$FLUID_SERVICES_DIR/bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
   ip link del "$CLUSTER_BRIDGE" 2>/dev/null || true
   ip link del "$CLUSTER_DUMMY_IF" 2>/dev/null || true
-  rm -rf "$dir/etcd-data" /var/lib/cni/networks/fluid-test "$(cluster_run)"
+  # The node plugin's records (the chart's node.stateDir) describe volumes of this cluster,
+  # whose etcd the next up starts empty.
+  rm -rf "$dir/etcd-data" /var/lib/cni/networks/fluid-test "$(cluster_run)" /var/lib/fluid/node
 }
 
 # The fluid-fuse processes in a `fluid-fuse` cgroup of any hierarchy (see csi-node's

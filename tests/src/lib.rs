@@ -3,6 +3,7 @@
 //! servers are started by `scripts/services.sh up`; a test whose server is absent fails with a
 //! message naming it, never passes silently.
 
+pub mod cluster;
 pub mod controller;
 pub mod daemon;
 pub mod kube;

@@ -611,6 +611,9 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     assert!(read_uncached(staging.join("data.bin")).await == data);
     let pids = dir.daemon_pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
+    // Staged, the file system is mounted at the staging path alone: the kubelet refuses to
+    // unstage a volume whose file system has another mount.
+    assert_eq!(dir.mounts(), vec![staging.clone()]);
     plugin.unstage("vol-kept", &staging).await.unwrap();
     assert!(!dir.mounts().contains(&staging), "{:?}", dir.mounts());
     // Unstaged twice is still fine; a publish of a parked volume is refused.
@@ -658,6 +661,11 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
         .await
         .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
     assert!(read_uncached(staging.join("data.bin")).await == data);
+    assert_eq!(
+        dir.mounts(),
+        vec![staging.clone()],
+        "the park mount moved back"
+    );
     let again = stats(&cache, &dataset).await.unwrap();
     assert_eq!(again.source_requests, kept.source_requests, "{again:?}");
     assert_eq!(dir.daemon_pids(), pids);

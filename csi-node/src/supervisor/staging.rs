@@ -4,30 +4,44 @@
 use super::*;
 
 impl Supervisor {
-    /// Binds a kept volume's daemon mount at its staging path, unless the bind is live already
-    /// (a volume whose daemon mounts at the staging path itself needs nothing).
+    /// Moves a kept volume's file system from its park folder to its staging path (bind there,
+    /// then unmount the park folder), after NodeStage of a parked volume or a recovery that
+    /// finds both mounted (records of plugins that kept both). Nothing to do when the park
+    /// folder holds no mount.
     pub async fn attach_staging(&self, rec: &VolumeRecord) -> Result<()> {
-        let Some(mnt) = rec.mount_path.clone() else {
+        let Some(park) = rec.mount_path.clone() else {
             return Ok(());
         };
         let staging = rec.staging_path.clone();
         run_blocking("binding the staging path", move || {
-            if target_is_live(&mnt, &staging)? {
+            if !mounts::mount_at(&park)?.is_some_and(|m| m.is_fluid()) {
                 return Ok(());
             }
-            prepare_staging(&staging)?;
-            mounts::bind(&mnt, &staging, false)
+            if !target_is_live(&park, &staging)? {
+                prepare_staging(&staging)?;
+                mounts::bind(&park, &staging, false)?;
+            }
+            mounts::unmount_all(&park)
         })
         .await
     }
 
-    /// NodeUnstage of a kept volume (cleanPolicy OnRuntimeDeleted): its targets and staging
-    /// path are unmounted, its daemon keeps serving its cache (stats, warm-ups) until
-    /// [`Supervisor::release`], and the node keeps its Dataset label.
+    /// NodeUnstage of a kept volume (cleanPolicy OnRuntimeDeleted): its targets are unmounted,
+    /// its file system moves from the staging path to the park folder, and its daemon keeps
+    /// serving its cache (stats, warm-ups) until [`Supervisor::release`]; the node keeps its
+    /// Dataset label.
     pub async fn park(&self, vol: &mut Volume) -> Result<()> {
         self.unmount_targets(vol).await?;
         let st = vol.record.staging_path.clone();
-        run_blocking("unmounting the staging path", move || {
+        let park = vol.record.mount_path.clone();
+        run_blocking("parking the volume's mount", move || {
+            if let Some(park) = park
+                && mounts::mount_at(&st)?.is_some_and(|m| m.is_fluid())
+                && !target_is_live(&st, &park)?
+            {
+                prepare_staging(&park)?;
+                mounts::bind(&st, &park, false)?;
+            }
             mounts::unmount_all(&st)
         })
         .await?;
