@@ -3,11 +3,16 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export FLUID_SERVICES_DIR ?= /var/tmp/fluid-services
 
-.PHONY: demo test bench lint services services-down fmt build crds image
+.PHONY: demo demo-cluster test bench lint services services-down fmt build crds image
 
 ## demo: the main job on an embedded default dataset
 demo:
 	@scripts/demo.sh
+
+## demo-cluster: the same job on a real single-node Kubernetes: helm install, a Dataset, two
+## reader pods (cold, then warm)
+demo-cluster:
+	@scripts/demo-cluster.sh
 
 ## test: start every test server (installing what is missing), then run all tests
 # The integration tests run the built daemons, which `cargo test` alone does not build.

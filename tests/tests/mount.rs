@@ -802,3 +802,52 @@ fn sigterm_with_open_files_and_external_unmounts_leave_no_dead_mount() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The node plugin moves a kept volume's mount (a bind to its park folder, then the staging
+/// path unmounted): the daemon serves on through the bind, and exits once its file system is
+/// mounted nowhere.
+#[test]
+fn the_daemon_serves_while_any_mount_of_it_remains() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f.txt"), b"still here\n").unwrap();
+    let url = format!("local://{}", src.path().display());
+    let mut d = FuseDaemon::start(&args(&["--mount", &url, "--tier", "mem:16MiB"])).unwrap();
+    let park = tempfile::tempdir().unwrap();
+    let bind = |from: &Path, to: &Path| {
+        let (f, t) = (
+            std::ffi::CString::new(from.as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap(),
+        );
+        // SAFETY: valid NUL-terminated paths; a plain bind mount.
+        let rc = unsafe {
+            libc::mount(
+                f.as_ptr(),
+                t.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+    };
+    bind(&d.mountpoint, park.path());
+    fluid_tests::daemon::lazy_unmount(&d.mountpoint);
+    // Longer than the daemon's watch interval (1 s).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(d.running(), "exited with a mount of it left:\n{}", d.log());
+    assert_eq!(
+        std::fs::read(park.path().join("f.txt")).unwrap(),
+        b"still here\n",
+        "served through the bind"
+    );
+    fluid_tests::daemon::lazy_unmount(park.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while d.running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !d.running(),
+        "still running with no mount left:\n{}",
+        d.log()
+    );
+}
