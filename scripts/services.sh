@@ -9,9 +9,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
 mkdir -p "$FLUID_SERVICES_DIR"
-# What `up`, `down` and `env` act on when no NAME is given. `kube` builds Kubernetes from source
-# the first time (~17 minutes), `cluster` then csi-provisioner (~9 minutes); later both start in
-# about a minute.
+# What `up`, `down` and `env` act on when no NAME is given. `kube` builds Kubernetes and
+# csi-provisioner from source the first time (one `go build`); later `kube` and `cluster` start in
+# under a minute.
 ALL_SERVICES=(fuse seaweedfs ceph minidfs csisanity kube helm cluster)
 
 # shellcheck source=services/lib.sh

@@ -13,7 +13,7 @@
 #
 # Images come from no registry (the machine reaches none): a pause image and a busybox image
 # are built here (tests/pause, Debian's busybox-static), csi-provisioner from the Go module
-# proxy; all three are imported under the references the chart and tests name, so
+# proxy with the Kubernetes commands (kube.sh); all three are imported under the references the chart and tests name, so
 # `imagePullPolicy: IfNotPresent` finds them. The Fluid image is imported by the tests
 # (`scripts/image.sh --debug --import`), because it is built from the workspace.
 #
@@ -42,14 +42,14 @@ CLUSTER_BRIDGE=fluid-cni0
 CLUSTER_DUMMY_IF=fluid-node0        # only where the machine has no global IPv4 address
 CLUSTER_DUMMY_IP=172.31.255.1
 CLUSTER_KUBELET_DIR=/var/lib/kubelet
-CLUSTER_CSI_PROVISIONER_VERSION=v6.4.0
 # The references the chart (sidecars.provisioner.image) and the tests use.
 CLUSTER_PAUSE_IMAGE=fluid-test.local/pause:1
 CLUSTER_BUSYBOX_IMAGE=fluid-test.local/busybox:1
-CLUSTER_PROVISIONER_IMAGE=registry.k8s.io/sig-storage/csi-provisioner:$CLUSTER_CSI_PROVISIONER_VERSION
 CLUSTER_PAUSE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tests/pause" && pwd)"
 
 cluster_dir() { echo "$FLUID_SERVICES_DIR/cluster"; }
+# The chart's sidecars.provisioner.image (kube.sh, sourced after this file, sets the version).
+cluster_provisioner_image() { echo "registry.k8s.io/sig-storage/csi-provisioner:$CSI_PROVISIONER_VERSION"; }
 cluster_run() { echo /run/fluid-cluster; }
 cluster_sock() { echo "$(cluster_run)/containerd.sock"; }
 cluster_ctr() { ctr --address "$(cluster_sock)" -n k8s.io "$@"; }
@@ -338,28 +338,12 @@ cluster_images_build() {
     rm -rf "$root"
   fi
 
-  # csi-provisioner: its go.mod has replace directives, so `go install` refuses it; build the
-  # downloaded module in a copy instead.
+  # csi-provisioner: built with the Kubernetes commands (kube_build).
   local prov="$FLUID_SERVICES_DIR/bin/csi-provisioner"
-  if [ ! -x "$prov" ] || [ "$("$prov" --version 2>/dev/null | awk '{print $2}')" != "$CLUSTER_CSI_PROVISIONER_VERSION" ]; then
-    local mod="github.com/kubernetes-csi/external-provisioner/v6@$CLUSTER_CSI_PROVISIONER_VERSION" src
-    log "building csi-provisioner $CLUSTER_CSI_PROVISIONER_VERSION (about 9 minutes on 2 cores the first time)"
-    src="$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')"
-    [ -d "$src" ] || die "cluster: go mod download $mod failed"
-    rm -rf "$dir/external-provisioner" && cp -r "$src" "$dir/external-provisioner" && chmod -R u+w "$dir/external-provisioner"
-    if ! (cd "$dir/external-provisioner" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" \
-        nice -n 10 go build -trimpath -ldflags "-s -w -X main.version=$CLUSTER_CSI_PROVISIONER_VERSION" \
-        -o "$prov.tmp" ./cmd/csi-provisioner) >"$dir/csi-provisioner-build.log" 2>&1; then
-      tail -n 30 "$dir/csi-provisioner-build.log" >&2
-      die "cluster: building csi-provisioner failed; see $dir/csi-provisioner-build.log"
-    fi
-    mv -f "$prov.tmp" "$prov"
-    rm -rf "$dir/external-provisioner" "$dir/images/csi-provisioner.tar"
-  fi
-  if [ ! -s "$dir/images/csi-provisioner.tar" ]; then
+  if [ ! -s "$dir/images/csi-provisioner.tar" ] || [ "$prov" -nt "$dir/images/csi-provisioner.tar" ]; then
     root="$(mktemp -d)"
     cp "$prov" "$root/csi-provisioner"
-    oci_archive "$CLUSTER_PROVISIONER_IMAGE" "$root" "$dir/images/csi-provisioner.tar" --config.entrypoint /csi-provisioner
+    oci_archive "$(cluster_provisioner_image)" "$root" "$dir/images/csi-provisioner.tar" --config.entrypoint /csi-provisioner
     rm -rf "$root"
   fi
 }
