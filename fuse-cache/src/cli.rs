@@ -249,6 +249,8 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
         .map_err(|e| Error::io(format!("mounting FUSE at {}", args.mountpoint.display()), e))?;
 
+    // Before the ready line: whoever waits for it may unmount at once.
+    let dev = mounted_dev(&args.mountpoint);
     raise_kernel_readahead(&args.mountpoint);
     if let Some(f) = &args.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id()))
@@ -260,7 +262,7 @@ fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
     rt.block_on(async {
         tokio::select! {
             _ = fluid_proto::endpoint::shutdown_signal() => {}
-            _ = unmounted_everywhere(mounted_dev(&args.mountpoint)) => {
+            _ = unmounted_everywhere(dev) => {
                 tracing::warn!("the file system mounted at {} is mounted nowhere any more; exiting", args.mountpoint.display());
             }
         }
@@ -315,11 +317,10 @@ fn mounted_dev(dir: &Path) -> Option<String> {
 
 /// Resolves once no mount of the file system `dev` is left: it was unmounted by someone else.
 /// Not the mount point alone: the node plugin moves a kept volume's mount (a bind to its park
-/// folder, then an unmount of the staging path), and the daemon serves on.
+/// folder, then an unmount of the staging path), and the daemon serves on. No `dev` (our mount
+/// was gone the moment we looked) resolves at once.
 async fn unmounted_everywhere(dev: Option<String>) {
-    let Some(dev) = dev else {
-        return std::future::pending().await;
-    };
+    let Some(dev) = dev else { return };
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if let Ok(mounts) = fluid_volume::mountinfo::read()

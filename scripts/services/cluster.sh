@@ -192,17 +192,13 @@ cluster_pki() {
     rm -rf "$pki" "$pki.tmp" && mkdir -p "$pki.tmp" && chmod 700 "$pki.tmp"
     (
       set -e
-      pki_ca "$pki.tmp" fluid-test-cluster-ca
-      pki_sign "$pki.tmp" apiserver "/CN=kube-apiserver" serverAuth \
-        "IP:$ip,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-      pki_sign "$pki.tmp" admin "/O=system:masters/CN=admin" clientAuth
+      pki_apiserver "$pki.tmp" fluid-test-cluster-ca "IP:$ip,IP:127.0.0.1,IP:10.96.0.1"
       pki_sign "$pki.tmp" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
       # The names the bootstrap RBAC roles and the Node authorizer know.
       pki_sign "$pki.tmp" kubelet "/O=system:nodes/CN=system:node:$CLUSTER_NODE" clientAuth
       pki_sign "$pki.tmp" controller-manager "/CN=system:kube-controller-manager" clientAuth
       pki_sign "$pki.tmp" scheduler "/CN=system:kube-scheduler" clientAuth
       pki_sign "$pki.tmp" kube-proxy "/CN=system:kube-proxy" clientAuth
-      pki_keypair "$pki.tmp" sa
       echo "$ip" > "$pki.tmp/node-ip"
     ) || die "cluster: making certificates failed"
     mv "$pki.tmp" "$pki"

@@ -205,11 +205,7 @@ kube_pki_make() {
   rm -rf "$pki" "$pki.tmp" && mkdir -p "$pki.tmp" && chmod 700 "$pki.tmp"
   (
     set -e
-    pki_ca "$pki.tmp" fluid-test-kube-ca
-    pki_sign "$pki.tmp" apiserver "/CN=kube-apiserver" serverAuth \
-      "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    pki_sign "$pki.tmp" admin "/O=system:masters/CN=admin" clientAuth
-    pki_keypair "$pki.tmp" sa
+    pki_apiserver "$pki.tmp" fluid-test-kube-ca "IP:127.0.0.1,IP:10.0.0.1"
   ) || return 1
   mv "$pki.tmp" "$pki"
 }

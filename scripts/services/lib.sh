@@ -80,6 +80,17 @@ pki_sign() {
     -sha256 -days 3650 -extfile "$dir/$name.ext" -out "$dir/$name.crt" 2>/dev/null
   rm -f "$dir/$name.csr" "$dir/$name.ext" "$dir/ca.srl"
 }
+# pki_apiserver DIR CA_CN SANS: what every test apiserver needs in DIR: a CA, the serving
+# certificate for SANS, the admin client certificate (system:masters) and the service-account
+# key pair.
+pki_apiserver() {
+  pki_ca "$1" "$2"
+  pki_sign "$1" apiserver "/CN=kube-apiserver" serverAuth \
+    "$3,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  pki_sign "$1" admin "/O=system:masters/CN=admin" clientAuth
+  pki_keypair "$1" sa
+}
+
 # pki_keypair DIR NAME: NAME.key and NAME.pub (service-account token signing).
 pki_keypair() {
   pki_key "$1/$2.key"

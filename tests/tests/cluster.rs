@@ -92,16 +92,16 @@ spec:
     Ok(())
 }
 
-/// Runs a pod that prints the checksums of every file of the volume and exits; its log.
+/// Runs a pod that prints the checksums of every file of the Dataset's mount `bucket` and
+/// exits; its log.
 fn read_all_once(c: &Cluster, ns: &str, name: &str, claim: &str) -> Result<String> {
-    pod(
-        c,
-        ns,
-        name,
-        claim,
-        &DatasetBucket::sum_command(&format!("{MOUNT}/bucket")),
-        "",
-    )?;
+    checksums_pod(c, ns, name, claim, &format!("{MOUNT}/bucket"))
+}
+
+/// Runs a pod that prints the checksums of every file under `dir` of its volume and exits;
+/// its log.
+fn checksums_pod(c: &Cluster, ns: &str, name: &str, claim: &str, dir: &str) -> Result<String> {
+    pod(c, ns, name, claim, &DatasetBucket::sum_command(dir), "")?;
     c.wait(&format!("pod {ns}/{name} Succeeded"), POD_TIMEOUT, || {
         let phase = c.jsonpath(Some(ns), "pod", name, "{.status.phase}")?;
         if phase == "Failed" {
@@ -111,6 +111,28 @@ fn read_all_once(c: &Cluster, ns: &str, name: &str, claim: &str) -> Result<Strin
         Ok((phase == "Succeeded").then_some(()))
     })?;
     c.kubectl(&["logs", "-n", ns, name])
+}
+
+/// Waits for an event of `reason` about object `name` in `ns`; the events' messages.
+fn event_messages(c: &Cluster, ns: &str, name: &str, reason: &str) -> Result<String> {
+    let selector = format!("involvedObject.name={name},reason={reason}");
+    c.wait(
+        &format!("a {reason} event of {ns}/{name}"),
+        POD_TIMEOUT,
+        || {
+            let m = c.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                ns,
+                "--field-selector",
+                &selector,
+                "-o",
+                "jsonpath={.items[*].message}",
+            ])?;
+            Ok((!m.is_empty()).then_some(m))
+        },
+    )
 }
 
 fn delete_pod(c: &Cluster, ns: &str, name: &str) -> Result<()> {
@@ -262,25 +284,7 @@ fn the_scheduler_follows_the_webhooks_dataset_affinity() {
         "fluid.io/dataset.unserved.sched: required",
     )
     .unwrap();
-    let reason = c
-        .wait(
-            "the scheduler's FailedScheduling event",
-            POD_TIMEOUT,
-            || {
-                let events = c.kubectl(&[
-                    "get",
-                    "events",
-                    "-n",
-                    &ns.name,
-                    "--field-selector",
-                    "involvedObject.name=nowhere,reason=FailedScheduling",
-                    "-o",
-                    "jsonpath={.items[*].message}",
-                ])?;
-                Ok((!events.is_empty()).then_some(events))
-            },
-        )
-        .unwrap();
+    let reason = event_messages(c, &ns.name, "nowhere", "FailedScheduling").unwrap();
     assert!(reason.contains("node affinity"), "{reason}");
     let phase = c
         .jsonpath(Some(&ns.name), "pod", "nowhere", "{.status.phase}")
@@ -378,30 +382,7 @@ fn csi_provisioner_provisions_dataset_and_inline_volumes() {
     .unwrap();
     claim(c, &ns.name, "inline", &inline.name).unwrap();
     wait_bound(c, &ns.name, "inline").unwrap();
-    pod(
-        c,
-        &ns.name,
-        "inline-reader",
-        "inline",
-        &DatasetBucket::sum_command(MOUNT),
-        "",
-    )
-    .unwrap();
-    c.wait("inline reader Succeeded", POD_TIMEOUT, || {
-        let phase = c.jsonpath(Some(&ns.name), "pod", "inline-reader", "{.status.phase}")?;
-        if phase == "Failed" {
-            bail!(
-                "failed: {}",
-                c.kubectl(&["logs", "-n", &ns.name, "inline-reader"])
-                    .unwrap_or_default()
-            );
-        }
-        Ok((phase == "Succeeded").then_some(()))
-    })
-    .unwrap();
-    let sums = c
-        .kubectl(&["logs", "-n", &ns.name, "inline-reader"])
-        .unwrap();
+    let sums = checksums_pod(c, &ns.name, "inline-reader", "inline", MOUNT).unwrap();
     assert_eq!(sums, data.expected_sums(MOUNT));
 }
 
@@ -600,21 +581,7 @@ fn namespaces_are_isolated_and_credentials_stay_out_of_sight() {
     // B asks for A's Dataset by name through a StorageClass: resolved in B, where it is not.
     let class = storage_class(c, &format!("{}-steal", b.name), "  dataset: private\n").unwrap();
     claim(c, &b.name, "steal", &class.name).unwrap();
-    let message = c
-        .wait("ProvisioningFailed for B's claim", POD_TIMEOUT, || {
-            let m = c.kubectl(&[
-                "get",
-                "events",
-                "-n",
-                &b.name,
-                "--field-selector",
-                "involvedObject.name=steal,reason=ProvisioningFailed",
-                "-o",
-                "jsonpath={.items[*].message}",
-            ])?;
-            Ok((!m.is_empty()).then_some(m))
-        })
-        .unwrap();
+    let message = event_messages(c, &b.name, "steal", "ProvisioningFailed").unwrap();
     assert!(
         message.contains("private") && message.contains(&b.name),
         "names the Dataset and the namespace: {message}"

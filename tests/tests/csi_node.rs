@@ -90,24 +90,24 @@ fn mount_count(path: &Path) -> usize {
         .count()
 }
 
-/// The device (major:minor) of the top mount at `path`.
-fn top_mount_dev(path: &Path) -> Option<String> {
+/// Field `n` (0-based, of mountinfo(5)) of the top mount at `path`.
+fn top_mount_field(path: &Path, n: usize) -> Option<String> {
     let p = path.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .rfind(|l| l.split(' ').nth(4) == Some(p.as_str()))
-        .and_then(|l| l.split(' ').nth(2).map(str::to_string))
+        .and_then(|l| l.split(' ').nth(n).map(str::to_string))
+}
+
+/// The device (major:minor) of the top mount at `path`.
+fn top_mount_dev(path: &Path) -> Option<String> {
+    top_mount_field(path, 2)
 }
 
 /// Per-mount options of the top mount at `path`.
 fn mount_options(path: &Path) -> Option<String> {
-    let p = path.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .rfind(|l| l.split(' ').nth(4) == Some(p.as_str()))
-        .and_then(|l| l.split(' ').nth(5).map(str::to_string))
+    top_mount_field(path, 5)
 }
 
 fn process_alive(pid: u32) -> bool {

@@ -797,7 +797,8 @@ fn sigterm_with_open_files_and_external_unmounts_leave_no_dead_mount() {
     while d.running() {
         assert!(
             Instant::now() < deadline,
-            "fluid-fuse still runs after its mount went away"
+            "fluid-fuse still runs after its mount went away; its log:\n{}",
+            d.log()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
