@@ -291,7 +291,8 @@ where
 }
 
 /// Waits (up to [`WAIT`]) until the object `name` exists and `pred` holds for it; returns it.
-/// On timeout the error shows the object's labels and annotations, or why it could not be read.
+/// On timeout the error shows the object's status, labels and annotations, or why it could not
+/// be read.
 pub async fn wait_for_object<K>(
     api: &Api<K>,
     name: &str,
@@ -299,7 +300,7 @@ pub async fn wait_for_object<K>(
     pred: impl Fn(&K) -> bool,
 ) -> Result<K>
 where
-    K: Resource + Clone + Debug + DeserializeOwned,
+    K: Resource + Clone + Debug + DeserializeOwned + k8s_openapi::serde::Serialize,
 {
     wait_for(
         &format!("{} {name}: {what}", api.resource_url()),
@@ -307,7 +308,10 @@ where
             match api.get_opt(name).await {
                 Ok(Some(obj)) if pred(&obj) => Ok(obj),
                 Ok(Some(obj)) => Err(format!(
-                    "labels {:?}, annotations {:?}",
+                    "status {}, labels {:?}, annotations {:?}",
+                    serde_json::to_value(&obj)
+                        .map(|v| v["status"].to_string())
+                        .unwrap_or_default(),
                     obj.labels(),
                     obj.annotations()
                 )),
