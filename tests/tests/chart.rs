@@ -771,6 +771,31 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     ));
 }
 
+/// With `node.daemonCgroup` empty the daemons stay in the plugin pod: no hostPID, no host
+/// cgroups mounted, no flag.
+#[test]
+fn an_empty_daemon_cgroup_keeps_the_daemons_in_the_plugin_pod() {
+    let t = tools();
+    let yaml = t
+        .template(
+            "fluid-system",
+            None,
+            false,
+            &["--set", "node.daemonCgroup="],
+        )
+        .unwrap();
+    let docs = documents(&yaml);
+    let pod = &one(&docs, "DaemonSet", "fluid-node")["spec"]["template"]["spec"];
+    assert_eq!(pod.get("hostPID"), None);
+    let args = strs(&container(pod, "node")["args"]);
+    assert!(!args.iter().any(|a| a.contains("cgroup")), "{args:?}");
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().all(|v| v["name"] != json!("host-cgroup")),
+        "{volumes:?}"
+    );
+}
+
 #[test]
 fn bad_values_are_refused_with_a_message() {
     let t = tools();
