@@ -8,8 +8,6 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
-mkdir -p "$FLUID_SERVICES_DIR"
 # shellcheck source=services/lib.sh
 source "$root/scripts/services/lib.sh"
 say() { printf '[bench] %s\n' "$*" >&2; }

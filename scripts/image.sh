@@ -13,8 +13,6 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
-mkdir -p "$FLUID_SERVICES_DIR"
 source "$root/scripts/services/lib.sh"
 say() { printf '[image] %s\n' "$*" >&2; }
 
@@ -95,7 +93,8 @@ oci_archive "$ref" "$work/rootfs" "$archive" \
 size=$(du -m "$archive" | cut -f1)
 say "wrote $archive ($ref, $profile build, ${size} MiB, $(( $(date +%s) - started )) s after the build)"
 if [ "$import" = 1 ]; then
-  sock="${FLUID_CLUSTER_CONTAINERD:-/run/fluid-cluster/containerd.sock}"
+  eval "$(scripts/services.sh env cluster)"
+  sock="$FLUID_CLUSTER_CONTAINERD"
   [ -S "$sock" ] || { say "error: no test cluster containerd at $sock (scripts/services.sh up cluster)"; exit 1; }
   ctr --address "$sock" -n k8s.io images import "$archive" >/dev/null
   say "imported $ref into the test cluster's containerd"

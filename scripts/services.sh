@@ -7,8 +7,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
-mkdir -p "$FLUID_SERVICES_DIR"
 # What `up`, `down` and `env` act on when no NAME is given. `kube` builds Kubernetes and
 # csi-provisioner from source the first time (one `go build`); later `kube` and `cluster` start in
 # under a minute.

@@ -121,9 +121,8 @@ CLUSTER_PROCESSES=(kubelet proxy s3-forward scheduler controller-manager contain
 # own loopback.
 cluster_forward_s3() {
   local ip="$1" dir; dir="$(cluster_dir)"
-  setsid socat "TCP-LISTEN:$SEAWEEDFS_S3_PORT,bind=$ip,reuseaddr,fork" "TCP:127.0.0.1:$SEAWEEDFS_S3_PORT" \
-    </dev/null >"$dir/s3-forward.log" 2>&1 &
-  echo $! > "$dir/s3-forward.pid"
+  spawn "$dir/s3-forward.log" "$dir/s3-forward.pid" \
+    socat "TCP-LISTEN:$SEAWEEDFS_S3_PORT,bind=$ip,reuseaddr,fork" "TCP:127.0.0.1:$SEAWEEDFS_S3_PORT"
 }
 
 cluster_running() {
@@ -139,8 +138,7 @@ cluster_node_ready() {
 # cluster_start BINARY NAME ARG...: BINARY from the Kubernetes build, its log NAME.log.
 cluster_start() {
   local bin="$1" name="$2" dir; dir="$(cluster_dir)"; shift 2
-  setsid "$FLUID_SERVICES_DIR/bin/$bin" "$@" </dev/null >"$dir/$name.log" 2>&1 &
-  echo $! > "$dir/$name.pid"
+  spawn "$dir/$name.log" "$dir/$name.pid" "$FLUID_SERVICES_DIR/bin/$bin" "$@"
   sleep 0.5
   pid_alive "$dir/$name.pid" || { tail -n 20 "$dir/$name.log" >&2; log "cluster: $bin exited at once"; cluster_fail; }
 }
@@ -248,8 +246,7 @@ state = "$(cluster_run)/containerd"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$dir/cni"
 EOF
-  setsid containerd --config "$dir/containerd.toml" </dev/null >"$dir/containerd.log" 2>&1 &
-  echo $! > "$dir/containerd.pid"
+  spawn "$dir/containerd.log" "$dir/containerd.pid" containerd --config "$dir/containerd.toml"
   wait_for "cluster: containerd" 30 "$dir/containerd.log" cluster_ctr version || cluster_fail
 }
 
@@ -407,5 +404,4 @@ cluster_env() {
   echo "export FLUID_CLUSTER_BUSYBOX_IMAGE=$CLUSTER_BUSYBOX_IMAGE"
   # SeaweedFS as every pod reaches it (see cluster_forward_s3).
   echo "export FLUID_CLUSTER_S3_ENDPOINT=http://$ip:$SEAWEEDFS_S3_PORT"
-  echo "export FLUID_CLUSTER_KUBELET_DIR=$CLUSTER_KUBELET_DIR"
 }

@@ -59,14 +59,11 @@ ports_free() {
 etcd_start() {
   local what="$1" dir="$2" port="$3" peer="$4"
   rm -rf "$dir/etcd-data"
-  # Not a job-control shell, so $! is the server's own pid (setsid execs without forking).
-  setsid "$(kube_etcd_bin)" --name fluid --data-dir "$dir/etcd-data" \
+  spawn "$dir/etcd.log" "$dir/etcd.pid" "$(kube_etcd_bin)" --name fluid --data-dir "$dir/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "fluid=http://127.0.0.1:$peer" --initial-cluster-state new \
-    --logger zap --log-outputs stderr --enable-v2=false \
-    </dev/null >"$dir/etcd.log" 2>&1 &
-  echo $! > "$dir/etcd.pid"
+    --logger zap --log-outputs stderr --enable-v2=false
   if ! wait_for "$what: etcd" 30 "$dir/etcd.log" etcd_started "$dir" "$port" || ! etcd_ready "$port"; then
     log "$what: etcd did not start; see $dir/etcd.log"
     return 1
@@ -80,8 +77,7 @@ etcd_started() { etcd_ready "$2" || ! pid_alive "$1/etcd.pid"; }
 # waits until URL/readyz answers `ok` to DIR/pki's admin certificate.
 apiserver_start() {
   local what="$1" dir="$2" url="$3"; shift 3
-  setsid "$(kube_bin)" "$@" </dev/null >"$dir/apiserver.log" 2>&1 &
-  echo $! > "$dir/apiserver.pid"
+  spawn "$dir/apiserver.log" "$dir/apiserver.pid" "$(kube_bin)" "$@"
   if ! wait_for "$what: kube-apiserver" 120 "$dir/apiserver.log" apiserver_started "$dir" "$url" \
       || ! apiserver_ready "$dir" "$url"; then
     pid_alive "$dir/apiserver.pid" || { log "$what: kube-apiserver exited; last lines of $dir/apiserver.log:"; tail -n 30 "$dir/apiserver.log" >&2; }

@@ -3,6 +3,20 @@
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
 
+# Where every service keeps its state, logs and downloads (scripts that source this file share
+# the default).
+export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
+mkdir -p "$FLUID_SERVICES_DIR"
+
+# spawn LOGFILE PIDFILE CMD...: runs CMD in the background in its own session, with no input and
+# its output in LOGFILE, and writes its pid to PIDFILE. This is not a job-control shell, so $! is
+# CMD's own pid (setsid execs without forking).
+spawn() {
+  local logf="$1" pidf="$2"; shift 2
+  setsid "$@" </dev/null >"$logf" 2>&1 &
+  echo $! > "$pidf"
+}
+
 # The Go builds of test tools (Kubernetes, csi-provisioner, helm, csi-sanity) keep their module
 # and build caches with the services, so a machine that keeps $FLUID_SERVICES_DIR (or a CI cache
 # of it) compiles each of them once.

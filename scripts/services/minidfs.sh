@@ -30,10 +30,8 @@ minidfs_up() {
   minidfs_build
   rm -rf "$dir/data"
   local cp; cp="$MINIDFS_SRC/target/classes:$(cat "$MINIDFS_SRC/target/classpath.txt")"
-  # Not a job-control shell, so $! is java's own pid (setsid execs without forking).
-  setsid "$(minidfs_java_home)/bin/java" "${MINIDFS_JAVA_OPTS[@]}" -cp "$cp" io.fluid.minidfs.Main --no-stdin \
-    "$dir/data" "$MINIDFS_PORT" </dev/null >"$dir/log" 2>&1 &
-  echo $! > "$dir/pid"
+  spawn "$dir/log" "$dir/pid" "$(minidfs_java_home)/bin/java" "${MINIDFS_JAVA_OPTS[@]}" -cp "$cp" \
+    io.fluid.minidfs.Main --no-stdin "$dir/data" "$MINIDFS_PORT"
   if ! wait_for "minidfs" 120 "$dir/log" minidfs_started || ! minidfs_ready; then
     pid_alive "$dir/pid" || { log "minidfs exited; last lines of $dir/log:"; tail -n 30 "$dir/log" >&2; }
     minidfs_down

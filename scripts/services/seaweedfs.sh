@@ -30,11 +30,9 @@ seaweedfs_up() {
 JSON
   # Every bucket is a collection that reserves several volumes of its own: with a small
   # -volume.max the third concurrent test bucket gets HTTP 500 on every write.
-  setsid "$(seaweedfs_bin)" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+  spawn "$dir/log" "$dir/pid" "$(seaweedfs_bin)" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
     -master.port=9333 -volume.port=8080 -volume.max=400 -master.volumeSizeLimitMB=256 \
-    -filer -s3 -s3.port="$SEAWEEDFS_S3_PORT" -s3.config="$dir/s3.json" \
-    </dev/null >"$dir/log" 2>&1 &
-  echo $! > "$dir/pid"
+    -filer -s3 -s3.port="$SEAWEEDFS_S3_PORT" -s3.config="$dir/s3.json"
   wait_for "seaweedfs S3" 60 "$dir/log" seaweedfs_s3_answers \
     || die "seaweedfs did not start; see $dir/log"
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::services::{self, S3Server, TempBucket, on_own_runtime, repo_root, var};
+use crate::services::{self, S3Server, TempBucket, chart_dir, on_own_runtime, repo_root, var};
 
 /// The Helm release and namespace the tests install the chart as.
 pub const RELEASE: &str = "fluid";
@@ -25,12 +26,10 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub helm: PathBuf,
     pub node: String,
-    pub node_ip: String,
     /// The busybox image the cluster service imported.
     pub busybox: String,
     /// SeaweedFS as pods reach it (the node address, not 127.0.0.1).
     pub s3_endpoint: String,
-    pub kubelet_dir: PathBuf,
 }
 
 static CLUSTER: OnceLock<std::result::Result<Cluster, String>> = OnceLock::new();
@@ -52,10 +51,8 @@ impl Cluster {
             kubeconfig: PathBuf::from(v("FLUID_CLUSTER_KUBECONFIG")?),
             helm: PathBuf::from(var("helm", "FLUID_HELM")?),
             node: v("FLUID_CLUSTER_NODE")?,
-            node_ip: v("FLUID_CLUSTER_NODE_IP")?,
             busybox: v("FLUID_CLUSTER_BUSYBOX_IMAGE")?,
             s3_endpoint: v("FLUID_CLUSTER_S3_ENDPOINT")?,
-            kubelet_dir: PathBuf::from(v("FLUID_CLUSTER_KUBELET_DIR")?),
         };
         let ready = c
             .kubectl(&[
@@ -143,10 +140,9 @@ impl Cluster {
     /// of a test process installs afresh, so its pods run the image just built; later calls
     /// install only when a test uninstalled it.
     pub fn install(&self) -> Result<()> {
-        static FRESH: OnceLock<()> = OnceLock::new();
+        static INSTALLED_BEFORE: AtomicBool = AtomicBool::new(false);
         self.import_image()?;
-        let mut fresh = false;
-        FRESH.get_or_init(|| fresh = true);
+        let fresh = !INSTALLED_BEFORE.swap(true, Ordering::SeqCst);
         let installed = self
             .helm(&["status", RELEASE, "-n", RELEASE_NAMESPACE])
             .is_ok();
@@ -156,7 +152,7 @@ impl Cluster {
         if installed {
             self.uninstall()?;
         }
-        let chart = repo_root().join("deploy/charts/fluid");
+        let chart = chart_dir();
         let chart = chart.to_string_lossy();
         let started = Instant::now();
         self.helm(&[

@@ -18,6 +18,11 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The Helm chart, `deploy/charts/fluid`.
+pub fn chart_dir() -> PathBuf {
+    repo_root().join("deploy/charts/fluid")
+}
+
 fn service_env() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-use fluid_tests::services::{self, repo_root, unique_name};
+use fluid_tests::services::{self, chart_dir, unique_name};
 use k8s_openapi::serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -87,10 +87,6 @@ fn tools() -> Tools {
         })
     };
     get().unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn chart_dir() -> PathBuf {
-    repo_root().join("deploy/charts/fluid")
 }
 
 /// Runs a command, feeding `stdin`; returns its output whatever the exit status.

@@ -512,7 +512,7 @@ fn readers_survive_a_killed_daemon_and_a_replaced_node_plugin() {
     // plugin pod; the daemon and the reader's mount stay.
     let old_plugin = c.node_plugin_pod().unwrap();
     let stamp = format!("node.podAnnotations.e2e-rollout=run-{}", std::process::id());
-    let chart = fluid_tests::services::repo_root().join("deploy/charts/fluid");
+    let chart = fluid_tests::services::chart_dir();
     c.helm(&[
         "upgrade",
         RELEASE,
