@@ -201,6 +201,7 @@ pub fn merge_stats(all: Vec<GetStatsResponse>) -> GetStatsResponse {
         out.source_requests += s.source_requests;
         out.bytes_served += s.bytes_served;
         out.passthrough_opens += s.passthrough_opens;
+        out.inodes += s.inodes;
         for m in s.mount_points {
             if !out.mount_points.contains(&m) {
                 out.mount_points.push(m);
@@ -328,6 +329,7 @@ mod tests {
             bytes_served: 5,
             mount_points: vec!["s3://b".into()],
             passthrough_opens: 6,
+            inodes: 7,
         };
         let b = GetStatsResponse {
             tiers: vec![tier("MEM", "", 20, 100), tier("SSD", "/c/pvc-b", 7, 50)],
@@ -352,9 +354,10 @@ mod tests {
                 m.source_bytes_read,
                 m.source_requests,
                 m.bytes_served,
-                m.passthrough_opens
+                m.passthrough_opens,
+                m.inodes
             ),
-            (2, 4, 6, 8, 10, 12)
+            (2, 4, 6, 8, 10, 12, 14)
         );
         assert_eq!(m.mount_points, vec!["s3://b", "s3://c"]);
         assert_eq!(merge_stats(vec![]), GetStatsResponse::default());

@@ -1,25 +1,18 @@
 //! The command line of `fluid-fuse`: one config struct per subcommand, built by clap.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fluid_proto::Endpoint;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 use fluid_proto::fluid::{EvictRequest, GetStatsRequest, WarmupRequest};
 
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::size::BlockSize;
 use fluid_volume::tier::{TierSpec, Tiers};
 
-use crate::cache::{BlockCache, CacheOptions};
-use crate::control::Control;
 use crate::error::{Error, Result};
-use crate::fs::FluidFs;
-use crate::namespace::{Namespace, Ttl};
-use crate::reader::{ReadConfig, Reader};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,8 +27,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Mount a dataset and serve it until SIGINT/SIGTERM (runs in the foreground).
+    /// Mount a dataset and serve it until SIGINT/SIGTERM (runs in the foreground). The
+    /// process that mounts keeps the FUSE connection and runs a serving process on it: a
+    /// crashed serving process is replaced without readers seeing an error (Linux 6.9+).
     Mount(Box<MountArgs>),
+    /// The serving process of a mount, started by `mount` (not for direct use).
+    #[command(hide = true)]
+    Serve(Box<ServeArgs>),
     /// Load paths of the mounted dataset into the cache of a running daemon, with progress.
     Warmup(WarmupArgs),
     /// Print the cache figures of a running daemon.
@@ -100,6 +98,32 @@ pub struct MountArgs {
     /// the daemon. Off, every read goes through the daemon.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub passthrough: bool,
+    /// Replace a serving process that died without ending the FUSE connection: the kernel
+    /// sends the requests it left unanswered to its successor (FUSE_NOTIFY_RESEND, Linux
+    /// 6.9+), so readers see a short stall and no error. Off (or on older kernels), a crash
+    /// ends the connection: readers get "transport endpoint is not connected" until the
+    /// mount is replaced (the node plugin does that and re-binds the pods' mounts).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub resend: bool,
+}
+
+/// `fluid-fuse serve`: the mount's arguments and the descriptors the keeper hands over.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub mount: MountArgs,
+    /// The /dev/fuse descriptor of the mount.
+    #[arg(long)]
+    pub fuse_fd: i32,
+    /// The hand-over journal (a memory file of the keeper).
+    #[arg(long)]
+    pub journal_fd: i32,
+    /// A pipe to tell the keeper that requests are answered.
+    #[arg(long)]
+    pub ready_fd: i32,
+    /// Serving processes before this one; above 0, the connection is taken over.
+    #[arg(long, default_value_t = 0)]
+    pub generation: u64,
 }
 
 #[derive(Args, Debug)]
@@ -131,12 +155,17 @@ pub struct EvictArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // The keeper runs a small runtime of its own on this thread (see `keeper::run`).
+    if let Command::Mount(args) = cli.command {
+        return crate::keeper::run(*args);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
     match cli.command {
-        Command::Mount(args) => mount(&rt, *args),
+        Command::Mount(_) => Ok(()),
+        Command::Serve(args) => crate::serve::serve(&rt, *args),
         Command::Warmup(args) => rt.block_on(warmup(args)),
         Command::Stats(args) => rt.block_on(stats(args)),
         Command::Evict(args) => rt.block_on(evict(args)),
@@ -144,7 +173,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.
-fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
+pub(crate) fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
     let (mut specs, field) = match &args.dataset {
         Some(file) => (dataset::load_file(file)?, "spec.mounts"),
         None => (dataset::from_urls(&args.mount), "--mount"),
@@ -163,205 +192,11 @@ fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
     Ok(dataset::resolve(specs, field)?)
 }
 
-fn tiers(args: &MountArgs) -> Result<Tiers> {
+pub(crate) fn tiers(args: &MountArgs) -> Result<Tiers> {
     if args.tiers.is_empty() {
         return Ok(Tiers::new(vec![TierSpec::Mem { quota: 1 << 30 }])?);
     }
     Ok(Tiers::parse_each(&args.tiers)?)
-}
-
-fn mount(rt: &tokio::runtime::Runtime, mut args: MountArgs) -> Result<()> {
-    let mounts = load_mounts(&args)?;
-    let block_size = args.block_size.bytes();
-    let tiers = tiers(&args)?;
-    check_mountpoint(&args.mountpoint)?;
-    // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
-    args.mountpoint = std::fs::canonicalize(&args.mountpoint)
-        .map_err(|e| Error::io(format!("--mountpoint {}", args.mountpoint.display()), e))?;
-
-    let (reader, control) = rt.block_on(async {
-        let mut sources = Vec::with_capacity(mounts.len());
-        for m in mounts {
-            let src = crate::source::open(&m.mount_point).await?;
-            src.check().await.map_err(|e| {
-                Error::invalid(
-                    format!("mount {:?} ({})", m.name, m.mount_point.url),
-                    e.to_string(),
-                )
-            })?;
-            sources.push((m, src));
-        }
-        let options = CacheOptions {
-            block_size,
-            ..CacheOptions::default()
-        };
-        let cache = Arc::new(BlockCache::open_with(tiers, options).await?);
-        let ttl = Ttl {
-            attr: args.attr_ttl,
-            entry: args.entry_ttl,
-            negative: args.negative_ttl,
-        };
-        let ns = Arc::new(Namespace::new(sources, ttl));
-        let cfg = ReadConfig {
-            block_size,
-            max_readahead_blocks: args.readahead_blocks.max(1),
-            ..ReadConfig::default()
-        };
-        let reader = Arc::new(Reader::new(ns, cache, cfg));
-        let control = Arc::new(Control {
-            reader: reader.clone(),
-        });
-        Ok::<_, Error>((reader, control))
-    })?;
-
-    let stop = Arc::new(tokio::sync::Notify::new());
-    if let Some(addr) = args.metrics {
-        let bound = rt.block_on(crate::metrics::serve(addr, control.clone()))?;
-        tracing::info!("metrics on http://{bound}/metrics");
-    }
-    let mut control_server = None;
-    if let Some(ep) = &args.control {
-        let ep: Endpoint = ep
-            .parse()
-            .map_err(|e: fluid_proto::EndpointError| Error::invalid("--control", e.to_string()))?;
-        let bound = rt
-            .block_on(ep.bind())
-            .map_err(|e| Error::invalid("--control", e.to_string()))?;
-        let router = tonic::transport::Server::builder()
-            .add_service(CacheNodeServer::new(control.as_ref().clone()));
-        let stop = stop.clone();
-        control_server = Some(rt.spawn(bound.serve(router, async move { stop.notified().await })));
-    }
-
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
-        fuser::MountOption::Subtype("fluid".into()),
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-    ];
-    if args.allow_other {
-        config.acl = fuser::SessionACL::All;
-    }
-    config.n_threads = Some(args.fuse_threads.max(1));
-    let fs = FluidFs::new(rt.handle().clone(), reader.clone(), args.passthrough);
-    let session = fuser::spawn_mount(fs, &args.mountpoint, &config)
-        .map_err(|e| Error::io(format!("mounting FUSE at {}", args.mountpoint.display()), e))?;
-
-    // Before the ready line: whoever waits for it may unmount at once.
-    let dev = mounted_dev(&args.mountpoint);
-    raise_kernel_readahead(&args.mountpoint);
-    if let Some(f) = &args.ready_file {
-        std::fs::write(f, format!("{}\n", std::process::id()))
-            .map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
-    }
-    println!("FLUID-FUSE READY {}", args.mountpoint.display());
-    tracing::info!("mounted at {}", args.mountpoint.display());
-
-    rt.block_on(async {
-        tokio::select! {
-            _ = fluid_proto::endpoint::shutdown_signal() => {}
-            _ = unmounted_everywhere(dev) => {
-                tracing::warn!("the file system mounted at {} is mounted nowhere any more; exiting", args.mountpoint.display());
-            }
-        }
-    });
-    stop.notify_waiters();
-    let unmounted = session.umount_and_join().or_else(|e| {
-        // Busy (a reader still has files open) or already gone: detach it lazily, so no dead
-        // "transport endpoint is not connected" mount is left behind when we exit.
-        tracing::warn!(
-            "unmounting {}: {e}; detaching it",
-            args.mountpoint.display()
-        );
-        detach(&args.mountpoint)
-    });
-    rt.block_on(async {
-        reader.cache.flush().await;
-        if let Some(server) = control_server {
-            let _ = server.await;
-        }
-    });
-    if let Some(f) = &args.ready_file {
-        let _ = std::fs::remove_file(f);
-    }
-    unmounted.map_err(|e| Error::io(format!("unmounting {}", args.mountpoint.display()), e))
-}
-
-/// The kernel caps a FUSE mount's readahead at its block-device default (128 KiB) whatever the
-/// daemon asks for at init; raising the mount's bdi setting lets sequential readers send 1 MiB
-/// requests. Best effort: without root or sysfs the mount still works, only with smaller reads.
-fn raise_kernel_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
-    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
-    if let Err(e) = std::fs::write(&knob, "1024") {
-        tracing::debug!("could not raise readahead at {knob}: {e}");
-    }
-}
-
-/// Completes once nothing is mounted at `dir` any more (e.g. `fusermount3 -u` or `umount`
-/// from outside), so the daemon does not outlive its mount.
-/// The device (`major:minor`, as mountinfo spells it) of the file system mounted at `dir`.
-fn mounted_dev(dir: &Path) -> Option<String> {
-    fluid_volume::mountinfo::read()
-        .ok()?
-        .into_iter()
-        .rfind(|m| m.mount_point == dir)
-        .map(|m| m.dev)
-}
-
-/// Resolves once no mount of the file system `dev` is left: it was unmounted by someone else.
-/// Not the mount point alone: the node plugin moves a kept volume's mount (a bind to its park
-/// folder, then an unmount of the staging path), and the daemon serves on. No `dev` (our mount
-/// was gone the moment we looked) resolves at once.
-async fn unmounted_everywhere(dev: Option<String>) {
-    let Some(dev) = dev else { return };
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(mounts) = fluid_volume::mountinfo::read()
-            && !mounts.iter().any(|m| m.dev == dev)
-        {
-            return;
-        }
-    }
-}
-
-/// Lazily detaches whatever is mounted at `dir`; fine when nothing is.
-fn detach(dir: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    match std::io::Error::last_os_error() {
-        e if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(())
-        }
-        e => Err(e),
-    }
-}
-
-/// The mount point must be a directory. A dead FUSE mount left by a crashed daemon answers
-/// ENOTCONN: it is detached so the new daemon can mount in its place.
-fn check_mountpoint(dir: &Path) -> Result<()> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::invalid(
-            "--mountpoint",
-            format!("{} is not a directory", dir.display()),
-        )),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!("{} is a dead FUSE mount; detaching it", dir.display());
-            detach(dir).map_err(|e| Error::io(format!("detaching {}", dir.display()), e))
-        }
-        Err(e) => Err(Error::io(format!("--mountpoint {}", dir.display()), e)),
-    }
 }
 
 async fn client(args: &ControlArgs) -> Result<CacheNodeClient<tonic::transport::Channel>> {
@@ -458,6 +293,10 @@ async fn stats(args: ControlArgs) -> Result<()> {
     println!(
         "source: {} bytes in {} requests; served {} bytes; {} opens by kernel passthrough",
         s.source_bytes_read, s.source_requests, s.bytes_served, s.passthrough_opens
+    );
+    println!(
+        "inodes {} (files and directories the daemon keeps)",
+        s.inodes
     );
     Ok(())
 }

@@ -56,6 +56,7 @@ impl Control {
             source_requests: c.requests.load(Ordering::Relaxed),
             bytes_served: c.bytes_served.load(Ordering::Relaxed),
             passthrough_opens: c.passthrough_opens.load(Ordering::Relaxed),
+            inodes: self.reader.ns.node_count() as u64,
             mount_points: self
                 .reader
                 .ns

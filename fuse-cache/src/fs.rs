@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::runtime::Handle as Runtime;
 
 use crate::cache::Resident;
 use crate::error::Error;
+use crate::journal::{Journal, OpenRecord, Record};
 use crate::lock;
 use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
@@ -47,6 +49,18 @@ pub struct FluidFs {
     /// across opens while it is unchanged.
     opened_versions: Mutex<HashMap<u64, String>>,
     next_fh: AtomicU64,
+    /// Where open file handles are written for a successor, and the connection's fd.
+    handover: Option<Handover>,
+}
+
+/// What a serving process that may be succeeded needs beyond the file system itself.
+pub struct Handover {
+    pub journal: Arc<Journal>,
+    /// The /dev/fuse descriptor of the connection (for backing ids a predecessor registered).
+    pub fuse_fd: RawFd,
+    /// How many serving processes came before this one: file handles of this one start at
+    /// `generation << 40`, so they never collide with a predecessor's.
+    pub generation: u64,
 }
 
 struct Handle {
@@ -64,9 +78,40 @@ struct InodeOpens {
 struct Passthrough {
     opens: u32,
     /// Registered with the kernel until the last of them is released.
-    backing: BackingId,
-    /// Keeps the memory file whole meanwhile.
-    _resident: Resident,
+    backing: Backing,
+    /// The kernel's number for it (written to the hand-over journal).
+    id: u32,
+    /// Keeps the memory file whole meanwhile (none for a predecessor's backing file: the
+    /// kernel holds that file itself).
+    _resident: Option<Resident>,
+}
+
+/// A backing file registered with the kernel, closed (unregistered) when dropped.
+enum Backing {
+    Ours(BackingId),
+    /// Registered by a predecessor serving process.
+    Inherited(InheritedBacking),
+}
+
+struct InheritedBacking {
+    id: u32,
+    fuse_fd: RawFd,
+}
+
+impl Drop for InheritedBacking {
+    fn drop(&mut self) {
+        // FUSE_DEV_IOC_BACKING_CLOSE: _IOW(229, 2, u32).
+        const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+        // SAFETY: the ioctl reads one u32 from a live reference; the fd is the connection's,
+        // open for as long as the session (which owns this file system) lives.
+        if unsafe { libc::ioctl(self.fuse_fd, BACKING_CLOSE, &self.id) } != 0 {
+            tracing::debug!(
+                "closing inherited backing file {}: {}",
+                self.id,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 fn errno(e: &Error) -> Errno {
@@ -88,6 +133,64 @@ impl FluidFs {
             dirs: Mutex::default(),
             opened_versions: Mutex::default(),
             next_fh: AtomicU64::new(1),
+            handover: None,
+        }
+    }
+
+    /// Writes open file handles to the journal of `handover` from now on.
+    pub fn with_handover(mut self, handover: Handover) -> Self {
+        self.next_fh = AtomicU64::new((handover.generation << 40) | 1);
+        self.handover = Some(handover);
+        self
+    }
+
+    /// Takes over the open files of a predecessor: their handles read the object versions
+    /// they opened, passthrough ones keep their backing file. A handle whose inode is
+    /// unknown is skipped (its reads then open the inode afresh, see `read`).
+    pub fn adopt_opens(&self, opens: &HashMap<u64, OpenRecord>) -> usize {
+        let Some(h) = &self.handover else { return 0 };
+        let mut adopted = 0;
+        let mut inode_opens = lock(&self.opens);
+        let mut files = lock(&self.files);
+        for o in opens.values() {
+            let Ok(mut node) = self.ns.node(o.ino) else {
+                continue;
+            };
+            node.meta = o.meta.clone();
+            let Ok(file) = self.reader.open(&node) else {
+                continue;
+            };
+            let io = inode_opens.entry(o.ino).or_default();
+            match o.backing {
+                Some(id) => {
+                    let p = io.passthrough.get_or_insert_with(|| Passthrough {
+                        opens: 0,
+                        backing: Backing::Inherited(InheritedBacking {
+                            id,
+                            fuse_fd: h.fuse_fd,
+                        }),
+                        id,
+                        _resident: None,
+                    });
+                    p.opens += 1;
+                }
+                None => io.cached += 1,
+            }
+            files.insert(
+                o.fh,
+                Handle {
+                    file: Arc::new(file),
+                    passthrough: o.backing.is_some(),
+                },
+            );
+            adopted += 1;
+        }
+        adopted
+    }
+
+    fn journal(&self, record: Record) {
+        if let Some(h) = &self.handover {
+            h.journal.append(&[record]);
         }
     }
 
@@ -103,11 +206,17 @@ impl FluidFs {
         }
         let resident = self.reader.cache.hold_resident(file.object())?;
         match reply.open_backing(resident.fd()) {
-            Ok(backing) => Some(Passthrough {
-                opens: 0,
-                backing,
-                _resident: resident,
-            }),
+            Ok(backing) => {
+                let id = backing.into_raw();
+                Some(Passthrough {
+                    opens: 0,
+                    // SAFETY: the id was registered just now on this connection, and only
+                    // this wrapper closes it.
+                    backing: Backing::Ours(unsafe { reply.wrap_backing(id) }),
+                    id,
+                    _resident: Some(resident),
+                })
+            }
             Err(e) => {
                 self.passthrough.store(false, Ordering::Relaxed);
                 tracing::warn!(
@@ -116,6 +225,59 @@ impl FluidFs {
                 None
             }
         }
+    }
+}
+
+impl FluidFs {
+    /// Drops what is kept per inode for the nodes the kernel forgot.
+    fn forgotten(&self, forgets: &[(u64, u64)]) {
+        let gone = self.ns.forget(forgets);
+        if gone.is_empty() {
+            return;
+        }
+        let mut versions = lock(&self.opened_versions);
+        for ino in &gone {
+            versions.remove(ino);
+        }
+        if versions.capacity() > 4 * versions.len() + 1024 {
+            versions.shrink_to_fit();
+        }
+        drop(versions);
+        self.reader.forget_inodes(&gone);
+    }
+
+    /// The open file of handle `fh`. A handle this process never gave out (a predecessor's
+    /// whose record was lost) opens inode `ino` afresh at its current version.
+    fn file_of(&self, fh: u64, ino: u64) -> Option<Arc<OpenFile>> {
+        if let Some(h) = lock(&self.files).get(&fh) {
+            return Some(h.file.clone());
+        }
+        self.handover.as_ref()?;
+        let node = self.ns.node(ino).ok()?;
+        let file = Arc::new(self.reader.open(&node).ok()?);
+        lock(&self.files).insert(
+            fh,
+            Handle {
+                file: file.clone(),
+                passthrough: false,
+            },
+        );
+        Some(file)
+    }
+
+    /// The listing of directory handle `fh`; a predecessor's handle (directory handles are
+    /// not journaled) gets a listing made now, which resumes at the kernel's offset.
+    fn dir_stream(&self, fh: u64, ino: u64) -> Result<Arc<tokio::sync::Mutex<DirStream>>, Errno> {
+        if let Some(s) = lock(&self.dirs).get(&fh) {
+            return Ok(s.clone());
+        }
+        if self.handover.is_none() {
+            return Err(Errno::EBADF);
+        }
+        let stream = self.ns.open_dir(ino).map_err(|e| errno(&e))?;
+        let stream = Arc::new(tokio::sync::Mutex::new(stream));
+        lock(&self.dirs).insert(fh, stream.clone());
+        Ok(stream)
     }
 }
 
@@ -185,10 +347,23 @@ impl Filesystem for FluidFs {
         let ttl = self.ttl();
         self.rt.spawn(async move {
             match ns.lookup(parent.0, &name).await {
-                Ok(node) => reply.entry(&ttl, &attr_of(&node), Generation(0)),
+                Ok(node) => {
+                    // Before the reply: a FORGET may follow it at once.
+                    ns.looked_up(node.ino);
+                    reply.entry(&ttl, &attr_of(&node), Generation(0))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.forgotten(&[(ino.0, nlookup)]);
+    }
+
+    fn batch_forget(&self, _req: &Request, nodes: &[fuser::ForgetOne]) {
+        let forgets: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid().0, n.nlookup())).collect();
+        self.forgotten(&forgets);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -225,6 +400,12 @@ impl Filesystem for FluidFs {
         // An open that comes while passthrough opens last reads their backing file, even if
         // the object changed since (the kernel allows no other mode then).
         let passthrough = io.passthrough.is_some();
+        self.journal(Record::Open(OpenRecord {
+            fh,
+            ino: ino.0,
+            meta: file.meta.clone(),
+            backing: io.passthrough.as_ref().map(|p| p.id),
+        }));
         lock(&self.files).insert(fh, Handle { file, passthrough });
         match &mut io.passthrough {
             Some(p) => {
@@ -233,7 +414,23 @@ impl Filesystem for FluidFs {
                     .counters
                     .passthrough_opens
                     .fetch_add(1, Ordering::Relaxed);
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &p.backing);
+                if let Backing::Inherited(inherited) = &p.backing {
+                    // From now on ours: the wrapper below closes it, the inherited one not.
+                    let id = inherited.id;
+                    let Backing::Inherited(old) = std::mem::replace(
+                        &mut p.backing,
+                        // SAFETY: the id is registered on this connection (by a
+                        // predecessor) and only this wrapper closes it from now on.
+                        Backing::Ours(unsafe { reply.wrap_backing(id) }),
+                    ) else {
+                        unreachable!("matched as inherited above")
+                    };
+                    std::mem::forget(old);
+                }
+                let Backing::Ours(backing) = &p.backing else {
+                    return reply.error(Errno::EIO);
+                };
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing);
             }
             None => {
                 io.cached += 1;
@@ -259,7 +456,7 @@ impl Filesystem for FluidFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -267,7 +464,7 @@ impl Filesystem for FluidFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = lock(&self.files).get(&fh.0).map(|h| h.file.clone()) else {
+        let Some(file) = self.file_of(fh.0, ino.0) else {
             return reply.error(Errno::EBADF);
         };
         let reader = self.reader.clone();
@@ -293,6 +490,9 @@ impl Filesystem for FluidFs {
         reply: ReplyEmpty,
     ) {
         let handle = lock(&self.files).remove(&fh.0);
+        if handle.is_some() {
+            self.journal(Record::Release(fh.0));
+        }
         reply.ok();
         let Some(handle) = handle else { return };
         let mut opens = lock(&self.opens);
@@ -334,8 +534,9 @@ impl Filesystem for FluidFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(stream) = lock(&self.dirs).get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let stream = match self.dir_stream(fh.0, ino.0) {
+            Ok(stream) => stream,
+            Err(e) => return reply.error(e),
         };
         let ns = self.ns.clone();
         self.rt.spawn(async move {
@@ -364,22 +565,28 @@ impl Filesystem for FluidFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(stream) = lock(&self.dirs).get(&fh.0).cloned() else {
-            return reply.error(Errno::EBADF);
+        let stream = match self.dir_stream(fh.0, ino.0) {
+            Ok(stream) => stream,
+            Err(e) => return reply.error(e),
         };
         let ns = self.ns.clone();
         let ttl = self.ttl();
         self.rt.spawn(async move {
             let mut stream = stream.lock().await;
             let listed = walk_dir(&ns, &mut stream, ino.0, offset, |off, name, node| {
-                reply.add(
+                let full = reply.add(
                     INodeNo(node.ino),
                     off,
                     name,
                     &ttl,
                     &attr_of(node),
                     Generation(0),
-                )
+                );
+                // The kernel counts a lookup for every entry it is given but "." and "..".
+                if !full && name != "." && name != ".." {
+                    ns.looked_up(node.ino);
+                }
+                full
             })
             .await;
             match listed {

@@ -7,9 +7,12 @@ pub mod cli;
 pub mod control;
 pub mod error;
 pub mod fs;
+pub mod journal;
+pub mod keeper;
 pub mod metrics;
 pub mod namespace;
 pub mod reader;
+pub mod serve;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::journal::{Journal, NodeLocation, NodeRecord, Record};
 use crate::source::{self, Entry, Kind, Meta, Source};
 use fluid_volume::dataset::Mount;
 
@@ -32,6 +33,9 @@ pub struct Node {
     pub location: Location,
     pub meta: Meta,
     fresh_until: Instant,
+    /// Lookups the kernel holds (entries replied minus those it forgot): a node stays while
+    /// the kernel may name it.
+    lookups: u64,
 }
 
 impl Node {
@@ -56,7 +60,17 @@ struct Table {
     /// [`LIST_FOR_LOOKUP_MAX`] entries, or slow to list for the entry TTL.
     too_big: HashMap<u64, Instant>,
     next_ino: u64,
+    /// Nodes the kernel holds (lookups above 0); the rest are swept (see `Namespace::forget`).
+    held: usize,
 }
+
+/// The lookups of an adopted node: a predecessor's, not journaled. The kernel forgets an
+/// inode with its whole count when it evicts it, so the first FORGET drops such a node.
+const UNKNOWN_LOOKUPS: u64 = u64::MAX;
+
+/// Nodes the kernel does not hold (made by listings it never looked up, or by the control
+/// service) kept before a sweep drops the unused ones.
+const UNHELD_BEFORE_SWEEP: usize = 100_000;
 
 /// TTLs for attribute and entry caching.
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +97,8 @@ pub struct Namespace {
     started: SystemTime,
     /// One listing at a time per directory for lookups (see [`Namespace::list_for_lookup`]).
     lookup_listings: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Where new node ids are written before the kernel learns them.
+    journal: Option<Arc<Journal>>,
 }
 
 /// A lookup of an unknown name lists its directory whole when it has at most this many
@@ -124,6 +140,7 @@ impl Namespace {
             location: root_location,
             meta: Meta::dir(started),
             fresh_until: Instant::now(),
+            lookups: 0,
         };
         let table = Table {
             nodes: HashMap::from([(ROOT, root)]),
@@ -132,6 +149,7 @@ impl Namespace {
             listings: HashMap::new(),
             too_big: HashMap::new(),
             next_ino: ROOT + 1,
+            held: 0,
         };
         Namespace {
             mounts,
@@ -139,7 +157,63 @@ impl Namespace {
             ttl,
             started,
             lookup_listings: Mutex::new(HashMap::new()),
+            journal: None,
         }
+    }
+
+    /// Writes every new node id to `journal` from now on.
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Takes over the node ids a previous serving process handed to the kernel: same ids,
+    /// same places. Their attributes count as expired, so each is asked of the source again
+    /// when next used. Returns how many were adopted; a record whose parent is unknown (it
+    /// cannot be placed) is skipped.
+    pub fn adopt(&self, nodes: &[NodeRecord]) -> usize {
+        let now = Instant::now();
+        let mut t = self.table();
+        let mut adopted = 0;
+        for n in nodes {
+            if n.ino == ROOT {
+                continue;
+            }
+            let Some(parent) = t.nodes.get(&n.parent) else {
+                continue;
+            };
+            let location = match &n.location {
+                NodeLocation::Virtual => Location::Virtual,
+                NodeLocation::InMount { mount, path } => Location::InMount {
+                    mount: *mount as usize,
+                    path: path.clone(),
+                },
+                NodeLocation::BelowParent => match &parent.location {
+                    Location::InMount { mount, path } => Location::InMount {
+                        mount: *mount,
+                        path: source::join(path, &n.name),
+                    },
+                    Location::Virtual => continue,
+                },
+            };
+            t.children.insert((n.parent, n.name.clone()), n.ino);
+            t.nodes.insert(
+                n.ino,
+                Node {
+                    ino: n.ino,
+                    parent: n.parent,
+                    name: n.name.clone(),
+                    location,
+                    meta: n.meta.clone(),
+                    fresh_until: now,
+                    lookups: UNKNOWN_LOOKUPS,
+                },
+            );
+            t.held += 1;
+            t.next_ino = t.next_ino.max(n.ino + 1);
+            adopted += 1;
+        }
+        adopted
     }
 
     pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
@@ -233,10 +307,122 @@ impl Namespace {
             location,
             meta,
             fresh_until,
+            lookups: 0,
         };
+        if let Some(j) = &self.journal {
+            let below = t.nodes.get(&parent).map(|p| &p.location);
+            j.append(&[Record::Node(node_record(&node, below))]);
+        }
         t.nodes.insert(ino, node.clone());
         t.children.insert(key, ino);
         node
+    }
+
+    /// The kernel was given `ino` in an entry (a lookup or readdirplus reply).
+    pub fn looked_up(&self, ino: u64) {
+        let mut t = self.table();
+        let Some(n) = t.nodes.get_mut(&ino) else {
+            return;
+        };
+        if n.lookups == UNKNOWN_LOOKUPS {
+            return;
+        }
+        n.lookups += 1;
+        if n.lookups == 1 {
+            t.held += 1;
+        }
+    }
+
+    /// The kernel forgot `(ino, count)` lookups: a node it no longer holds is dropped, with
+    /// its entry and its parent's cached listing (which names it), and written to the
+    /// journal as forgotten. When many nodes are held by nobody (listed, never looked up),
+    /// the unused ones are swept too. Returns the nodes dropped.
+    pub fn forget(&self, forgets: &[(u64, u64)]) -> Vec<u64> {
+        let mut t = self.table();
+        let mut gone = Vec::new();
+        for &(ino, count) in forgets {
+            if ino == ROOT {
+                continue;
+            }
+            let Some(n) = t.nodes.get_mut(&ino) else {
+                continue;
+            };
+            let before = n.lookups;
+            n.lookups = if before == UNKNOWN_LOOKUPS {
+                0
+            } else {
+                before.saturating_sub(count)
+            };
+            if before > 0 && n.lookups == 0 {
+                t.held -= 1;
+                gone.push(ino);
+            }
+        }
+        for ino in &gone {
+            Self::drop_node(&mut t, *ino);
+        }
+        if t.nodes.len() > t.held * 2 + UNHELD_BEFORE_SWEEP {
+            gone.extend(Self::sweep(&mut t));
+        }
+        if !gone.is_empty()
+            && let Some(j) = &self.journal
+        {
+            let records: Vec<Record> = gone.iter().map(|ino| Record::Forget(*ino)).collect();
+            j.append(&records);
+        }
+        if t.nodes.capacity() > 4 * t.nodes.len() + 1024 {
+            t.nodes.shrink_to_fit();
+            t.children.shrink_to_fit();
+            t.listings.shrink_to_fit();
+        }
+        gone
+    }
+
+    fn drop_node(t: &mut Table, ino: u64) {
+        let Some(n) = t.nodes.remove(&ino) else {
+            return;
+        };
+        let key = (n.parent, n.name);
+        if t.children.get(&key) == Some(&ino) {
+            t.children.remove(&key);
+        }
+        t.listings.remove(&n.parent);
+        t.listings.remove(&ino);
+        t.too_big.remove(&ino);
+    }
+
+    /// Drops the nodes nobody holds: not the kernel, not a fresh cached listing, not mount
+    /// roots or virtual levels (few, and they never change), and none whose entry is still
+    /// fresh (a listing being read names it, see `fs::walk_dir`).
+    fn sweep(t: &mut Table) -> Vec<u64> {
+        let now = Instant::now();
+        t.listings.retain(|_, l| l.fresh_until > now);
+        let listed: std::collections::HashSet<u64> = t
+            .listings
+            .values()
+            .flat_map(|l| l.entries.iter().map(|(_, ino)| *ino))
+            .collect();
+        let unused: Vec<u64> = t
+            .nodes
+            .values()
+            .filter(|n| {
+                n.ino != ROOT
+                    && n.lookups == 0
+                    && n.fresh_until <= now
+                    && !listed.contains(&n.ino)
+                    && matches!(&n.location, Location::InMount { path, .. } if !path.is_empty())
+            })
+            .map(|n| n.ino)
+            .collect();
+        for ino in &unused {
+            Self::drop_node(t, *ino);
+        }
+        unused
+    }
+
+    /// Nodes held now (the root, the kernel's, and those only listings hold).
+    pub fn node_count(&self) -> usize {
+        self.table().nodes.len()
     }
 
     /// Looks `name` up in directory `parent`.
@@ -531,6 +717,31 @@ impl Namespace {
     }
 }
 
+/// The journal's record of `node`, whose parent lies at `parent`.
+fn node_record(node: &Node, parent: Option<&Location>) -> NodeRecord {
+    let location = match (&node.location, parent) {
+        (Location::Virtual, _) => NodeLocation::Virtual,
+        (
+            Location::InMount { mount, path },
+            Some(Location::InMount {
+                mount: pm,
+                path: pp,
+            }),
+        ) if mount == pm && *path == source::join(pp, &node.name) => NodeLocation::BelowParent,
+        (Location::InMount { mount, path }, _) => NodeLocation::InMount {
+            mount: *mount as u32,
+            path: path.clone(),
+        },
+    };
+    NodeRecord {
+        ino: node.ino,
+        parent: node.parent,
+        name: node.name.clone(),
+        location,
+        meta: node.meta.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +783,73 @@ mod tests {
         let mut v: Vec<_> = s.entries.into_iter().map(|(n, _)| n).collect();
         v.sort();
         v
+    }
+
+    #[tokio::test]
+    async fn a_successor_adopts_the_node_ids_of_the_journal() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(b.path().join("d/e")).unwrap();
+        std::fs::write(b.path().join("d/e/f"), b"xyz").unwrap();
+        let journal = Arc::new(Journal::open(Journal::create().unwrap()));
+        let dirs = [(a.path(), "/a"), (b.path(), "/x/y/b")];
+        let first = namespace(&dirs, Ttl::default()).with_journal(journal.clone());
+        let f = first.resolve_path("/x/y/b/d/e/f").await.unwrap();
+        assert_eq!(names(&first, ROOT).await, ["a", "x"]);
+
+        // Made after the first listed `d`: only the successor sees it.
+        std::fs::write(b.path().join("d/new"), b"1").unwrap();
+        let second = namespace(&dirs, Ttl::default());
+        let adopted = second.adopt(&journal.replay().unwrap().nodes);
+        assert_eq!(adopted, 7, "x, y, b, d, e, f and a");
+        let again = second.node(f.ino).unwrap();
+        assert_eq!((again.location, again.meta.size), (f.location.clone(), 3));
+        assert_eq!(second.path_of(f.ino), "/x/y/b/d/e/f");
+        // Lookups find the adopted ids; new names get ids past them.
+        assert_eq!(
+            second.resolve_path("/x/y/b/d/e/f").await.unwrap().ino,
+            f.ino
+        );
+        let d = second.resolve_path("/x/y/b/d").await.unwrap();
+        let new = second.lookup(d.ino, "new").await.unwrap();
+        assert!(new.ino > f.ino);
+    }
+
+    #[tokio::test]
+    async fn forgotten_nodes_are_dropped_and_journaled() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        for i in 0..10 {
+            std::fs::write(d.path().join(format!("dir/f{i}")), b"x").unwrap();
+        }
+        let journal = Arc::new(Journal::open(Journal::create().unwrap()));
+        let ns = namespace(&[(d.path(), "/")], Ttl::default()).with_journal(journal.clone());
+        let dir = ns.lookup(ROOT, "dir").await.unwrap();
+        ns.looked_up(dir.ino);
+        let f0 = ns.lookup(dir.ino, "f0").await.unwrap();
+        ns.looked_up(f0.ino);
+        ns.looked_up(f0.ino);
+        let all = ns.node_count();
+        assert_eq!(
+            all, 12,
+            "root, dir and its ten files (listed for the lookup)"
+        );
+        // Two lookups: the first forget of one keeps it.
+        assert!(ns.forget(&[(f0.ino, 1)]).is_empty());
+        assert_eq!(ns.forget(&[(f0.ino, 1)]), vec![f0.ino]);
+        assert!(ns.node(f0.ino).is_err());
+        // The name resolves again, to a new node id (the old one may be reused by nobody).
+        let again = ns.lookup(dir.ino, "f0").await.unwrap();
+        assert_ne!(again.ino, f0.ino);
+        let replayed = journal.replay().unwrap();
+        assert!(replayed.nodes.iter().all(|n| n.ino != f0.ino));
+        assert!(replayed.nodes.iter().any(|n| n.ino == again.ino));
+
+        // Adopted nodes go at their first forget, whatever its count.
+        let successor = namespace(&[(d.path(), "/")], Ttl::default());
+        successor.adopt(&replayed.nodes);
+        assert_eq!(successor.forget(&[(dir.ino, 1)]), vec![dir.ino]);
+        // The root is never forgotten.
+        assert!(successor.forget(&[(ROOT, 1)]).is_empty());
     }
 
     #[tokio::test]

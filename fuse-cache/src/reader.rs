@@ -178,6 +178,14 @@ impl Reader {
         })
     }
 
+    /// Drops what is known of inodes the kernel forgot.
+    pub fn forget_inodes(&self, inos: &[u64]) {
+        let mut random = lock(&self.random_inodes);
+        for ino in inos {
+            random.remove(ino);
+        }
+    }
+
     /// Whether a file of inode `ino` was read at random offsets since the daemon started.
     pub fn read_at_random(&self, ino: u64) -> bool {
         lock(&self.random_inodes).contains(&ino)

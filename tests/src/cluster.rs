@@ -166,11 +166,33 @@ impl Cluster {
             "--timeout",
             "180s",
         ])?;
+        // Pods mounting a Fluid volume before the kubelet registered the driver fail their
+        // mount and are retried with a back-off that reaches two minutes: wait here instead.
+        self.wait("CSINode lists the driver", Duration::from_secs(120), || {
+            let d = self.jsonpath(None, "csinode", &self.node, "{.spec.drivers[*].name}")?;
+            Ok(d.contains(DRIVER).then_some(()))
+        })?;
         eprintln!(
-            "helm install: Ready in {:.1} s",
+            "helm install: Ready and registered with the kubelet in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+
+    /// The events of object `name` in `ns`, oldest first, one line each (for errors).
+    pub fn events_of(&self, ns: &str, name: &str) -> String {
+        self.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "--sort-by=.lastTimestamp",
+            "-o",
+            "custom-columns=TYPE:.type,REASON:.reason,MESSAGE:.message",
+        ])
+        .unwrap_or_else(|e| format!("(no events: {e:#})"))
     }
 
     /// `helm uninstall --wait`.
@@ -231,6 +253,7 @@ impl Cluster {
             )?;
             Ok((ready == "True").then_some(()))
         })
+        .with_context(|| self.events_of(ns, pod))
     }
 
     /// The release's node plugin pod that is not being deleted.

@@ -92,6 +92,40 @@ impl FuseDaemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The pid of the keeper (`fluid-fuse mount`, the process this started).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The pid of the keeper's serving process (`fluid-fuse serve`), once there is one.
+    pub fn serving_pid(&self) -> Option<u32> {
+        serving_pids(self.pid()?).into_iter().next()
+    }
+
+    /// Waits (up to `timeout`) for a serving process other than `not`; its pid.
+    pub fn wait_serving(&self, not: Option<u32>, timeout: Duration) -> Result<u32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(pid) = self.serving_pid().filter(|p| Some(*p) != not) {
+                return Ok(pid);
+            }
+            if std::time::Instant::now() >= deadline {
+                let ps = Command::new("ps")
+                    .args(["-eLo", "pid,ppid,stat,wchan:32,cmd"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let ours: Vec<&str> = ps.lines().filter(|l| l.contains("fluid-fuse")).collect();
+                bail!(
+                    "no new serving process within {timeout:?}; processes:\n{}\nlog:\n{}",
+                    ours.join("\n"),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn control_endpoint(&self) -> String {
         format!("unix://{}", self.control.display())
     }
@@ -165,6 +199,38 @@ impl Drop for FuseDaemon {
         }
         self.kill();
     }
+}
+
+/// The live `fluid-fuse serve` children of `keeper`.
+pub fn serving_pids(keeper: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesized command name: state, ppid, ...
+        let mut after = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace();
+        let (state, ppid) = (after.next(), after.next());
+        if state == Some("Z") || ppid != Some(&keeper.to_string()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).nth(1) == Some(b"serve") {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// Detaches whatever is mounted at `dir` (no error when nothing is).

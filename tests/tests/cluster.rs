@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fluid_tests::cluster::{Cluster, DRIVER, DatasetBucket, Namespace, RELEASE, RELEASE_NAMESPACE};
+use fluid_tests::daemon::serving_pids;
 
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Where the reader pods mount their volume; the Dataset's one mount is named `bucket`.
@@ -108,8 +109,12 @@ fn checksums_pod(c: &Cluster, ns: &str, name: &str, claim: &str, dir: &str) -> R
             let logs = c.kubectl(&["logs", "-n", ns, name]).unwrap_or_default();
             bail!("pod {name} failed: {logs}");
         }
-        Ok((phase == "Succeeded").then_some(()))
-    })?;
+        if phase == "Succeeded" {
+            return Ok(Some(()));
+        }
+        bail!("phase {phase:?}")
+    })
+    .with_context(|| c.events_of(ns, name))?;
     c.kubectl(&["logs", "-n", ns, name])
 }
 
@@ -484,29 +489,47 @@ fn readers_survive_a_killed_daemon_and_a_replaced_node_plugin() {
     };
     assert!(read().unwrap(), "reads before any fault");
 
-    // kill -9 of the daemon (it runs on this machine, in the node's fluid-fuse cgroup).
-    let pid = daemon_pid(&volume).expect("daemon");
+    // kill -9 of the serving process, 5 times (it runs on this machine, in the node's
+    // fluid-fuse cgroup, a child of the volume's keeper): the keeper's successor takes over
+    // the FUSE connection, and the reader sees no error at all.
+    let keeper = daemon_pid(&volume).expect("daemon");
+    let failures = || -> u64 {
+        c.exec(
+            &ns.name,
+            "reader",
+            &["sh", "-c", "cat /tmp/failures 2>/dev/null | wc -l"],
+        )
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+    };
+    let mut serving = serving_pids(keeper)
+        .first()
+        .copied()
+        .expect("serving process");
     assert!(
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        std::fs::read_to_string(format!("/proc/{serving}/cgroup"))
             .unwrap()
             .contains(":/fluid-fuse"),
-        "the daemon runs outside the plugin pod's cgroup"
+        "the serving process runs outside the plugin pod's cgroup"
     );
-    let t = Instant::now();
-    // SAFETY: kill(2) on the daemon's pid has no memory effects.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    c.wait(
-        "right bytes again after kill -9",
-        Duration::from_secs(30),
-        || Ok(read()?.then_some(())),
-    )
-    .unwrap();
-    eprintln!(
-        "kill -9 of fluid-fuse -> the reader pod reads right bytes again after {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
-    let new_pid = daemon_pid(&volume).unwrap();
-    assert_ne!(new_pid, pid);
+    for _ in 0..5 {
+        // SAFETY: kill(2) on the serving process's pid has no memory effects.
+        unsafe { libc::kill(serving as i32, libc::SIGKILL) };
+        serving = c
+            .wait(
+                "a successor serving process",
+                Duration::from_secs(30),
+                || Ok(serving_pids(keeper).into_iter().find(|p| *p != serving)),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            read().unwrap(),
+            "right bytes after a kill of the serving process"
+        );
+    }
+    assert_eq!(daemon_pid(&volume), Some(keeper), "the keeper stayed");
 
     // A DaemonSet rollout (helm upgrade with a changed pod annotation) replaces the node
     // plugin pod; the daemon and the reader's mount stay.
@@ -538,10 +561,32 @@ fn readers_survive_a_killed_daemon_and_a_replaced_node_plugin() {
     assert!(read().unwrap(), "reads right after the rollout");
     assert_eq!(
         daemon_pid(&volume),
-        Some(new_pid),
+        Some(keeper),
         "the new plugin adopted the daemon"
     );
-    assert!(alive(new_pid));
+    assert!(alive(keeper));
+    let failed = failures();
+    eprintln!(
+        "reader loop: {failed} failed reads over 5 kills of the serving process and the rollout"
+    );
+    assert_eq!(failed, 0, "no reader error over the kills and the rollout");
+
+    // kill -9 of the keeper itself ends the connection: the node plugin mounts again and
+    // re-binds the pod's mount (the path of kernels without FUSE_NOTIFY_RESEND).
+    let t = Instant::now();
+    // SAFETY: kill(2) on the keeper's pid has no memory effects.
+    unsafe { libc::kill(keeper as i32, libc::SIGKILL) };
+    c.wait(
+        "right bytes again after kill -9 of the keeper",
+        Duration::from_secs(30),
+        || Ok(read()?.then_some(())),
+    )
+    .unwrap();
+    eprintln!(
+        "kill -9 of the keeper -> the reader pod reads right bytes again after {:.2} s (re-mount and re-bind)",
+        t.elapsed().as_secs_f64()
+    );
+    assert_ne!(daemon_pid(&volume), Some(keeper));
 
     let restarts = c
         .jsonpath(
@@ -552,17 +597,6 @@ fn readers_survive_a_killed_daemon_and_a_replaced_node_plugin() {
         )
         .unwrap();
     assert_eq!(restarts, "Running 0", "the reader pod kept running");
-    let failures = c
-        .exec(
-            &ns.name,
-            "reader",
-            &["sh", "-c", "cat /tmp/failures 2>/dev/null | wc -l"],
-        )
-        .unwrap();
-    eprintln!(
-        "reader loop: {} failed reads over the kill and the rollout",
-        failures.trim()
-    );
 }
 
 #[test]

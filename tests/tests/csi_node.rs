@@ -1000,6 +1000,12 @@ fn killed_daemon_is_restarted_and_readers_recover() {
         let old = env.daemon_pid(&vol).expect("pid");
         let killed_at = Instant::now();
         kill(old, libc::SIGKILL);
+        // The killed daemon's serving process may answer for a few milliseconds more (it
+        // dies with it): wait for the supervisor's new daemon before reading.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.daemon_pid(&vol) == Some(old) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // The supervisor starts a new daemon and re-binds both targets.
         let took = wait_readable(
             std::slice::from_ref(&root_target),

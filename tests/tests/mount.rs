@@ -693,7 +693,23 @@ fn metrics_are_served_in_prometheus_text() {
     ]))
     .unwrap();
     std::fs::read(d.mountpoint.join("f")).unwrap();
-    let body = services::http_get(port, "/metrics").unwrap();
+    // The fetch's latency is recorded when its request ends, which may be just after the
+    // reader got the block's bytes: scrape until it shows (as Prometheus would, later).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let body = services::http_get(port, "/metrics").unwrap();
+        let reads = body
+            .lines()
+            .find_map(|l| l.strip_prefix("fluid_read_duration_seconds_count "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        let settled =
+            body.contains("fluid_source_request_duration_seconds_count 1\n") && reads >= 3;
+        if settled || Instant::now() >= deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains("fluid_source_read_bytes_total 3145728"),

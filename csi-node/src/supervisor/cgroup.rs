@@ -60,6 +60,21 @@ impl DaemonCgroup {
         Ok(DaemonCgroup { dirs })
     }
 
+    /// The `cgroup.procs` files of the daemon cgroup, open for writing: a child writes "0"
+    /// (itself) to each between fork and exec, so that it is inside before it starts
+    /// processes of its own (the keeper's serving process), which stay where they start.
+    pub fn procs_files(&self) -> Vec<std::fs::File> {
+        self.dirs
+            .iter()
+            .filter_map(|d| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Moves process `pid` (all its threads) into the daemon cgroup of every hierarchy.
     pub fn enter(&self, pid: u32) -> Result<(), String> {
         for dir in &self.dirs {

@@ -73,24 +73,42 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+        let cgroup_procs: Vec<i32> = self
+            .daemon_cgroup
+            .as_ref()
+            .map(|cg| cg.procs_files())
+            .unwrap_or_default()
+            .into_iter()
+            .map(std::os::fd::IntoRawFd::into_raw_fd)
+            .collect();
+        let procs = cgroup_procs.clone();
+        // SAFETY: setsid(2) and write(2) are async-signal-safe; the descriptors are open in
+        // the parent until after the spawn, and the buffer is a constant.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::setsid() == -1 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
+                    return Err(std::io::Error::last_os_error());
                 }
+                // Best effort: `enter` below moves it (and says so) if this failed.
+                for fd in &procs {
+                    libc::write(*fd, b"0".as_ptr().cast(), 1);
+                }
+                Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
+        let spawned = cmd.spawn();
+        for fd in cgroup_procs {
+            // SAFETY: our own descriptors from procs_files, closed once.
+            unsafe { libc::close(fd) };
+        }
+        let mut child = spawned
             .map_err(|e| Error::Daemon(format!("starting {}: {e}", self.fuse_binary.display())))?;
         let Some(pid) = child.id() else {
             return Err(Error::Daemon("fluid-fuse exited at once".into()));
         };
         if let Some(cg) = &self.daemon_cgroup {
-            // Before it mounts: from then on a kill of the plugin's pod must not reach it.
+            // It moved itself before exec (see pre_exec); this is the check, and the move
+            // if that failed: from now on a kill of the plugin's pod must not reach it.
             if let Err(e) = cg.enter(pid) {
                 tracing::warn!(volume = %rec.volume_id, pid, "{e}; this daemon ends with the plugin's pod");
             }

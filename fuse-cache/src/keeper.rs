@@ -1,0 +1,437 @@
+//! The keeper (`fluid-fuse mount`): mounts the file system, holds its /dev/fuse descriptor
+//! and the hand-over journal, and runs the serving process (`fluid-fuse serve`) on them.
+//!
+//! The kernel ends a FUSE connection when the last descriptor of it is closed; the keeper's
+//! copy keeps it open while a serving process dies. A dead serving process is replaced at
+//! once by a successor that adopts the connection from the journal and asks the kernel to
+//! resend the requests left unanswered (FUSE_NOTIFY_RESEND, Linux 6.9+): readers see a stall,
+//! no error, and nothing is unmounted or re-bound. Without RESEND (older kernels, or
+//! `--resend false`) a dead serving process ends the connection as it always did: the keeper
+//! closes its copy, readers get ENOTCONN, and it exits with an error so its supervisor (the
+//! node plugin) mounts again and re-binds.
+//!
+//! The keeper does no I/O for readers and holds no cache, so what crashes (a bug in the data
+//! path, the OOM killer picking the process with the cache) is the serving process. The
+//! serving process dies with the keeper (PR_SET_PDEATHSIG) and ignores SIGINT/SIGTERM: the
+//! keeper ends it by ending the connection, which lets it flush its cache index first.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::cli::{MountArgs, load_mounts, tiers};
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::serve::{CAN_RESEND, READY};
+
+/// Descriptor numbers of the connection, the journal and the ready pipe in the serving
+/// process.
+const FUSE_FD: RawFd = 3;
+const JOURNAL_FD: RawFd = 4;
+const READY_FD: RawFd = 5;
+/// How long a serving process may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Serving processes in a row that may fail to start or die within [`QUICK_DEATH`] of
+/// serving before the keeper gives up (one that cannot serve would otherwise be replaced
+/// forever while readers wait). One that served longer resets the count.
+const MAX_QUICK_DEATHS: u32 = 10;
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+/// How long the serving process gets to end after the connection was ended.
+const END_GRACE: Duration = Duration::from_secs(10);
+
+/// The mount options (and who may use the mount), shared with the serving process's session.
+pub fn mount_config(m: &MountArgs) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
+        fuser::MountOption::Subtype("fluid".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if m.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config
+}
+
+pub fn run(args: MountArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    // The serving process is started from this (the main) thread: PR_SET_PDEATHSIG fires
+    // when the thread that forked it ends.
+    rt.block_on(keep(args))
+}
+
+/// Why the keeper stops.
+enum End {
+    /// SIGTERM or SIGINT: unmount.
+    Stop,
+    /// Unmounted by someone else.
+    Gone,
+    /// The serving process ended because the connection ended.
+    Ended,
+    /// The serving process died and cannot be replaced.
+    Crashed(String),
+}
+
+async fn keep(mut args: MountArgs) -> Result<()> {
+    // The serving process checks these too; here a bad flag fails before anything is mounted.
+    load_mounts(&args)?;
+    tiers(&args)?;
+    check_mountpoint(&args.mountpoint)?;
+    // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
+    args.mountpoint = std::fs::canonicalize(&args.mountpoint)
+        .map_err(|e| Error::io(format!("--mountpoint {}", args.mountpoint.display()), e))?;
+    let mp = args.mountpoint.clone();
+    let (fuse, mount) = fuser::mount_unserved(&mp, &mount_config(&args))
+        .map_err(|e| Error::io(format!("mounting FUSE at {}", mp.display()), e))?;
+    let journal = Journal::create()?;
+    // Before the ready line: whoever waits for it may unmount at once. (From mountinfo:
+    // a stat of the mount would wait for the INIT no one has answered yet.)
+    let dev = mounted_dev(&mp);
+
+    let serving = Serving {
+        fuse,
+        journal,
+        args: serve_args(),
+    };
+    let mut generation = 0;
+    let (mut worker, can_resend) = match serving.start(generation).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = mount.umount().or_else(|_| detach(&mp));
+            return Err(e);
+        }
+    };
+    raise_kernel_readahead(&mp);
+    if let Some(f) = &args.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id()))
+            .map_err(|e| Error::io(format!("writing {}", f.display()), e))?;
+    }
+    println!("FLUID-FUSE READY {}", mp.display());
+    tracing::info!(
+        "mounted at {}; {}",
+        mp.display(),
+        if can_resend {
+            "a crash of the serving process is recovered without ending the connection (FUSE_NOTIFY_RESEND)"
+        } else {
+            "without FUSE_NOTIFY_RESEND (Linux 6.9+, --resend) a crash of the serving process ends the connection"
+        }
+    );
+
+    let shutdown = fluid_proto::endpoint::shutdown_signal();
+    let gone = unmounted_everywhere(dev);
+    tokio::pin!(shutdown, gone);
+    let mut quick_deaths = 0;
+    let mut serving_since = Instant::now();
+    let end = loop {
+        tokio::select! {
+            _ = &mut shutdown => break End::Stop,
+            _ = &mut gone => {
+                tracing::warn!("the file system mounted at {} is mounted nowhere any more; exiting", mp.display());
+                break End::Gone;
+            }
+            status = worker.wait() => {
+                let status = match status {
+                    Ok(s) if s.success() => break End::Ended,
+                    Ok(s) => describe(s),
+                    Err(e) => format!("could not be waited for: {e}"),
+                };
+                if !can_resend {
+                    break End::Crashed(format!("the serving process {status}"));
+                }
+                if serving_since.elapsed() < QUICK_DEATH {
+                    quick_deaths += 1;
+                } else {
+                    quick_deaths = 0;
+                }
+                match replace(&serving, &mut generation, &mut quick_deaths, &status).await {
+                    Ok(w) => {
+                        worker = w;
+                        serving_since = Instant::now();
+                    }
+                    Err(why) => break End::Crashed(why),
+                }
+            }
+        }
+    };
+
+    let result = match end {
+        End::Stop | End::Gone | End::Ended => {
+            if let Err(e) = mount.umount() {
+                // Busy (a reader still has files open) or already gone: detach it lazily,
+                // so no dead mount is left behind.
+                tracing::debug!("unmounting {}: {e}; detaching it", mp.display());
+                let _ = detach(&mp);
+            }
+            // The connection ends with the mount: the serving process sees it and exits.
+            if tokio::time::timeout(END_GRACE, worker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the serving process did not end within {END_GRACE:?} of the unmount; killing it"
+                );
+                let _ = worker.kill().await;
+            }
+            Ok(())
+        }
+        End::Crashed(why) => {
+            // As before hand-over existed: the connection ends (readers get ENOTCONN) and
+            // the dead mount stays for the supervisor to replace.
+            mount.forget();
+            drop(serving);
+            Err(Error::unavailable(
+                "fluid-fuse",
+                format!("{why}; the FUSE connection at {} ended", mp.display()),
+            ))
+        }
+    };
+    if let Some(f) = &args.ready_file {
+        let _ = std::fs::remove_file(f);
+    }
+    result
+}
+
+/// Starts successors until one serves, unless too many in a row died at once.
+async fn replace(
+    serving: &Serving,
+    generation: &mut u64,
+    quick_deaths: &mut u32,
+    status: &str,
+) -> std::result::Result<tokio::process::Child, String> {
+    let mut why = format!("the serving process {status}");
+    loop {
+        if *quick_deaths >= MAX_QUICK_DEATHS {
+            return Err(format!(
+                "{why}; {MAX_QUICK_DEATHS} serving processes in a row died within {QUICK_DEATH:?}: giving up"
+            ));
+        }
+        let started = Instant::now();
+        *generation += 1;
+        tracing::warn!(
+            generation = *generation,
+            "{why}; a successor takes over the connection"
+        );
+        match serving.start(*generation).await {
+            Ok((w, _)) => {
+                tracing::info!(
+                    generation = *generation,
+                    "the successor serves after {:.0} ms",
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(w);
+            }
+            Err(e) => {
+                why = format!("the successor failed: {e}");
+                *quick_deaths += 1;
+                // A quick failure (a store down for a moment) is retried after a pause.
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(*quick_deaths))).await;
+            }
+        }
+    }
+}
+
+/// What every serving process is started with.
+struct Serving {
+    fuse: OwnedFd,
+    journal: OwnedFd,
+    /// The command line after `mount`, passed on to `serve`.
+    args: Vec<OsString>,
+}
+
+impl Serving {
+    /// Starts a serving process and waits until it answers requests; whether the kernel can
+    /// resend requests (so it can be replaced without ending the connection).
+    async fn start(&self, generation: u64) -> Result<(tokio::process::Child, bool)> {
+        let (ready_r, ready_w) = pipe()?;
+        // /proc/self/exe: the binary this keeper runs, even when a newer one replaced its
+        // path since.
+        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        cmd.arg0("fluid-fuse")
+            .arg("serve")
+            .args(&self.args)
+            .args(["--fuse-fd", &FUSE_FD.to_string()])
+            .args(["--journal-fd", &JOURNAL_FD.to_string()])
+            .args(["--ready-fd", &READY_FD.to_string()])
+            .args(["--generation", &generation.to_string()])
+            .stdin(Stdio::null());
+        let fds = [
+            self.fuse.as_raw_fd(),
+            self.journal.as_raw_fd(),
+            ready_w.as_raw_fd(),
+        ];
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl, getppid,
+        // signal) between fork and exec, on descriptors that are open in the parent.
+        unsafe {
+            let keeper = libc::getpid();
+            cmd.pre_exec(move || {
+                let mut high = [0; 3];
+                for (h, fd) in high.iter_mut().zip(fds) {
+                    *h = libc::fcntl(fd, libc::F_DUPFD, 10);
+                    if *h < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (target, h) in [FUSE_FD, JOURNAL_FD, READY_FD].into_iter().zip(high) {
+                    if libc::dup2(h, target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(h);
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                    || libc::getppid() != keeper
+                {
+                    return Err(std::io::Error::other("the keeper is gone"));
+                }
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io("starting fluid-fuse serve", e))?;
+        drop(ready_w);
+        let line = tokio::time::timeout(START_TIMEOUT, read_line(ready_r)).await;
+        let line = match line {
+            Ok(Ok(line)) if line.starts_with(READY) => line,
+            other => {
+                // A process that closed the pipe is exiting (and printing why): let it.
+                if other.is_err() || tokio::time::timeout(END_GRACE, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                }
+                let status = child.wait().await.map(describe).unwrap_or_default();
+                let why = match other {
+                    Err(_) => format!("did not serve within {START_TIMEOUT:?} and was killed"),
+                    Ok(Err(_)) => format!("{status} before it served (its error is above)"),
+                    Ok(Ok(l)) => format!("said {l:?}; it {status}"),
+                };
+                return Err(Error::unavailable("the serving process", why));
+            }
+        };
+        let can_resend = line.split_whitespace().any(|w| w == CAN_RESEND);
+        Ok((child, can_resend))
+    }
+}
+
+async fn read_line(fd: OwnedFd) -> std::io::Result<String> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+    let mut line = String::new();
+    BufReader::new(rx).read_line(&mut line).await?;
+    if line.is_empty() {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    }
+    Ok(line.trim_end().to_string())
+}
+
+/// A pipe: (read end, non-blocking, for the keeper; write end, for the child).
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors were just made and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: sets a status flag on our own descriptor.
+    unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    Ok((r, w))
+}
+
+/// The keeper's command line after the `mount` subcommand.
+fn serve_args() -> Vec<OsString> {
+    std::env::args_os()
+        .skip_while(|a| a != "mount")
+        .skip(1)
+        .collect()
+}
+
+fn describe(s: ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => s.to_string(),
+    }
+}
+
+/// The kernel caps a FUSE mount's readahead at its block-device default (128 KiB) whatever the
+/// daemon asks for at init; raising the mount's bdi setting lets sequential readers send 1 MiB
+/// requests. Best effort: without root or sysfs the mount still works, only with smaller reads.
+fn raise_kernel_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&knob, "1024") {
+        tracing::debug!("could not raise readahead at {knob}: {e}");
+    }
+}
+
+/// The device (`major:minor`, as mountinfo spells it) of the file system mounted at `dir`.
+fn mounted_dev(dir: &Path) -> Option<String> {
+    fluid_volume::mountinfo::read()
+        .ok()?
+        .into_iter()
+        .rfind(|m| m.mount_point == dir)
+        .map(|m| m.dev)
+}
+
+/// Resolves once no mount of the file system `dev` is left: it was unmounted by someone else.
+/// Not the mount point alone: the node plugin moves a kept volume's mount (a bind to its park
+/// folder, then an unmount of the staging path), and the daemon serves on. No `dev` (our mount
+/// was gone the moment we looked) resolves at once.
+async fn unmounted_everywhere(dev: Option<String>) {
+    let Some(dev) = dev else { return };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(mounts) = fluid_volume::mountinfo::read()
+            && !mounts.iter().any(|m| m.dev == dev)
+        {
+            return;
+        }
+    }
+}
+
+/// Lazily detaches whatever is mounted at `dir`; fine when nothing is.
+fn detach(dir: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        e => Err(e),
+    }
+}
+
+/// The mount point must be a directory. A dead FUSE mount left by a crashed daemon answers
+/// ENOTCONN: it is detached so the new daemon can mount in its place.
+fn check_mountpoint(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::invalid(
+            "--mountpoint",
+            format!("{} is not a directory", dir.display()),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!("{} is a dead FUSE mount; detaching it", dir.display());
+            detach(dir).map_err(|e| Error::io(format!("detaching {}", dir.display()), e))
+        }
+        Err(e) => Err(Error::io(format!("--mountpoint {}", dir.display()), e)),
+    }
+}

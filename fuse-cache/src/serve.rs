@@ -1,0 +1,253 @@
+//! The serving process (`fluid-fuse serve`, started by the keeper): builds the sources, the
+//! cache and the file system, and answers the kernel on the /dev/fuse descriptor the keeper
+//! hands it. The first one does the INIT handshake; a successor takes over the initialized
+//! connection from the hand-over journal and asks the kernel to send the requests its
+//! predecessor left unanswered again.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use fluid_proto::Endpoint;
+use fluid_proto::fluid::cache_node_server::CacheNodeServer;
+
+use crate::cache::{BlockCache, CacheOptions};
+use crate::cli::{MountArgs, ServeArgs, load_mounts, tiers};
+use crate::control::Control;
+use crate::error::{Error, Result};
+use crate::fs::{FluidFs, Handover};
+use crate::journal::{InitRecord, Journal, Record, Replayed};
+use crate::namespace::{Namespace, Ttl};
+use crate::reader::{ReadConfig, Reader};
+
+/// FUSE_NOTIFY_RESEND (Linux 6.9+): the kernel queues again every request that was read
+/// from the connection and not answered.
+const FUSE_NOTIFY_RESEND: i32 = 7;
+
+/// What the serving process tells the keeper on its ready pipe once it answers requests.
+pub const READY: &str = "serving";
+/// ... followed by this when the kernel can resend requests (the keeper may then replace a
+/// dead serving process without ending the connection).
+pub const CAN_RESEND: &str = "resend";
+
+/// Takes the descriptor `fd` as ours. The keeper put it there for us (see `keeper.rs`).
+fn inherited(fd: RawFd, what: &str) -> Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only checks that the descriptor is open.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "descriptor {fd} is not open (fluid-fuse serve is started by fluid-fuse mount)"
+            ),
+        ));
+    }
+    // SAFETY: the descriptor is open and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
+    let fuse = inherited(args.fuse_fd, "--fuse-fd")?;
+    let journal = Arc::new(Journal::open(inherited(args.journal_fd, "--journal-fd")?));
+    let mut ready = std::fs::File::from(inherited(args.ready_fd, "--ready-fd")?);
+    let adopting = args.generation > 0;
+    let replayed = if adopting {
+        let r = journal.replay()?;
+        if r.init.is_none() {
+            return Err(Error::invalid(
+                "--generation",
+                "the journal holds no INIT record: nothing to take over",
+            ));
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let m = &args.mount;
+    let (reader, control) = rt.block_on(build(m, journal.clone(), replayed.as_ref()))?;
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    if let Some(addr) = m.metrics {
+        let bound = rt.block_on(crate::metrics::serve(addr, control.clone()))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
+    let mut control_server = None;
+    if let Some(ep) = &m.control {
+        let ep: Endpoint = ep
+            .parse()
+            .map_err(|e: fluid_proto::EndpointError| Error::invalid("--control", e.to_string()))?;
+        let bound = rt
+            .block_on(ep.bind())
+            .map_err(|e| Error::invalid("--control", e.to_string()))?;
+        let router = tonic::transport::Server::builder()
+            .add_service(CacheNodeServer::new(control.as_ref().clone()));
+        let stop = stop.clone();
+        control_server = Some(rt.spawn(bound.serve(router, async move { stop.notified().await })));
+    }
+
+    let fuse_fd = fuse.as_raw_fd();
+    let fs =
+        FluidFs::new(rt.handle().clone(), reader.clone(), m.passthrough).with_handover(Handover {
+            journal: journal.clone(),
+            fuse_fd,
+            generation: args.generation,
+        });
+    let config = session_config(m);
+    let acl = config.acl;
+    let (session, init) = match &replayed {
+        Some(Replayed {
+            init: Some(init),
+            nodes,
+            opens,
+            ..
+        }) => {
+            let adopted = fs.adopt_opens(opens);
+            tracing::info!(
+                generation = args.generation,
+                nodes = nodes.len(),
+                open_files = adopted,
+                "taking over the connection"
+            );
+            let session =
+                fuser::Session::from_initialized_fd(fs, fuse, acl, config, negotiated(init))
+                    .map_err(|e| Error::io("taking over the FUSE connection", e))?;
+            (session, *init)
+        }
+        _ => {
+            let session = fuser::Session::from_fd(fs, fuse, acl, config)
+                .map_err(|e| Error::io("the FUSE INIT handshake", e))?;
+            let Some(n) = session.negotiated() else {
+                return Err(Error::io(
+                    "the FUSE INIT handshake",
+                    std::io::Error::other("no INIT was answered"),
+                ));
+            };
+            let init = init_record(&n);
+            journal.append(&[Record::Init(init)]);
+            (session, init)
+        }
+    };
+    if adopting {
+        // Before this process reads any request: a request it had read already would be
+        // queued again too, and answered twice.
+        resend(fuse_fd)?;
+    }
+    let running = session
+        .spawn()
+        .map_err(|e| Error::io("starting the FUSE session", e))?;
+    let can_resend =
+        m.resend && init.kernel_capabilities & fuser::InitFlags::FUSE_HAS_RESEND.bits() != 0;
+    let line = if can_resend {
+        format!("{READY} {CAN_RESEND}\n")
+    } else {
+        format!("{READY}\n")
+    };
+    ready
+        .write_all(line.as_bytes())
+        .map_err(|e| Error::io("telling the keeper we serve", e))?;
+    drop(ready);
+
+    // Until the connection ends: the mount was unmounted, or the keeper ended it.
+    let ended = running.join();
+    stop.notify_waiters();
+    rt.block_on(async {
+        reader.cache.flush().await;
+        if let Some(server) = control_server {
+            let _ = server.await;
+        }
+    });
+    ended.map_err(|e| Error::io("serving FUSE requests", e))
+}
+
+/// The sources, the cache and the namespace of the mount. A successor skips the checks of
+/// the sources: a store that is down for a moment must not stop it from serving what the
+/// cache holds (and readers are waiting).
+async fn build(
+    m: &MountArgs,
+    journal: Arc<Journal>,
+    replayed: Option<&Replayed>,
+) -> Result<(Arc<Reader>, Arc<Control>)> {
+    let mounts = load_mounts(m)?;
+    let block_size = m.block_size.bytes();
+    let tiers = tiers(m)?;
+    let mut sources = Vec::with_capacity(mounts.len());
+    for mount in mounts {
+        let src = crate::source::open(&mount.mount_point).await?;
+        if replayed.is_none() {
+            src.check().await.map_err(|e| {
+                Error::invalid(
+                    format!("mount {:?} ({})", mount.name, mount.mount_point.url),
+                    e.to_string(),
+                )
+            })?;
+        }
+        sources.push((mount, src));
+    }
+    let options = CacheOptions {
+        block_size,
+        ..CacheOptions::default()
+    };
+    let cache = Arc::new(BlockCache::open_with(tiers, options).await?);
+    let ttl = Ttl {
+        attr: m.attr_ttl,
+        entry: m.entry_ttl,
+        negative: m.negative_ttl,
+    };
+    let ns = Namespace::new(sources, ttl).with_journal(journal);
+    if let Some(r) = replayed {
+        ns.adopt(&r.nodes);
+    }
+    let cfg = ReadConfig {
+        block_size,
+        max_readahead_blocks: m.readahead_blocks.max(1),
+        ..ReadConfig::default()
+    };
+    let reader = Arc::new(Reader::new(Arc::new(ns), cache, cfg));
+    let control = Arc::new(Control {
+        reader: reader.clone(),
+    });
+    Ok((reader, control))
+}
+
+/// The session's settings (the mount options are the keeper's, see `keeper::mount_config`).
+fn session_config(m: &MountArgs) -> fuser::Config {
+    let mut config = crate::keeper::mount_config(m);
+    config.n_threads = Some(m.fuse_threads.max(1));
+    config
+}
+
+fn init_record(n: &fuser::Negotiated) -> InitRecord {
+    InitRecord {
+        abi_major: n.kernel_abi.0,
+        abi_minor: n.kernel_abi.1,
+        kernel_capabilities: n.kernel_capabilities.bits(),
+        granted: n.granted.bits(),
+        max_readahead: n.max_readahead,
+    }
+}
+
+fn negotiated(i: &InitRecord) -> fuser::Negotiated {
+    fuser::Negotiated {
+        kernel_abi: fuser::Version(i.abi_major, i.abi_minor),
+        kernel_capabilities: fuser::InitFlags::from_bits_retain(i.kernel_capabilities),
+        granted: fuser::InitFlags::from_bits_retain(i.granted),
+        max_readahead: i.max_readahead,
+    }
+}
+
+/// Sends FUSE_NOTIFY_RESEND: a notification is a reply header with unique 0 and the code in
+/// the error field.
+fn resend(fuse_fd: RawFd) -> Result<()> {
+    let mut msg = [0u8; 16];
+    msg[0..4].copy_from_slice(&16u32.to_le_bytes());
+    msg[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_le_bytes());
+    // SAFETY: writes 16 bytes from a live buffer to the connection's descriptor.
+    let n = unsafe { libc::write(fuse_fd, msg.as_ptr().cast(), msg.len()) };
+    if n == msg.len() as isize {
+        tracing::info!("asked the kernel to resend the requests left unanswered");
+        return Ok(());
+    }
+    Err(Error::io(
+        "FUSE_NOTIFY_RESEND (needs Linux 6.9+)",
+        std::io::Error::last_os_error(),
+    ))
+}
