@@ -74,9 +74,19 @@ pub struct VolumeRecord {
     pub released: bool,
     #[serde(default)]
     pub targets: BTreeMap<PathBuf, TargetRecord>,
+    /// SHA-256 of the fluid-fuse binary the daemon serves with: a plugin configured with
+    /// another one upgrades the daemon when it adopts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuse_digest: Option<String>,
 }
 
 impl VolumeRecord {
+    /// The keeper's upgrade socket (`fluid-fuse mount --keeper-socket`), beside the
+    /// control socket in the volume's state folder.
+    pub fn keeper_socket(&self) -> PathBuf {
+        self.control_socket.with_file_name("keeper.sock")
+    }
+
     /// Where the daemon's file system is mounted: the staging path, or the park folder of a
     /// parked volume.
     pub fn daemon_path(&self) -> &Path {
@@ -185,6 +195,7 @@ impl StateDir {
             parked: false,
             released: false,
             targets: BTreeMap::new(),
+            fuse_digest: None,
         })
     }
 

@@ -40,6 +40,9 @@ pub enum Command {
     Stats(ControlArgs),
     /// Drop the cached blocks of paths from every tier of a running daemon.
     Evict(EvictArgs),
+    /// Replace the serving process of a running mount (e.g. with a newer fluid-fuse binary)
+    /// without unmounting: readers stall for the hand-over, and see no error.
+    Upgrade(UpgradeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +108,22 @@ pub struct MountArgs {
     /// mount is replaced (the node plugin does that and re-binds the pods' mounts).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub resend: bool,
+    /// Listen here (a unix socket path) for `fluid-fuse upgrade`.
+    #[arg(long)]
+    pub keeper_socket: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// The mount's `--keeper-socket`.
+    #[arg(long)]
+    pub keeper_socket: PathBuf,
+    /// The fluid-fuse binary to serve with from now on; default: the one the mount runs.
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// How long to wait for the new serving process.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `fluid-fuse serve`: the mount's arguments and the descriptors the keeper hands over.
@@ -169,7 +188,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Warmup(args) => rt.block_on(warmup(args)),
         Command::Stats(args) => rt.block_on(stats(args)),
         Command::Evict(args) => rt.block_on(evict(args)),
+        Command::Upgrade(args) => upgrade(args),
     }
+}
+
+fn upgrade(args: UpgradeArgs) -> Result<()> {
+    let binary = match &args.binary {
+        Some(p) => Some(
+            std::fs::File::open(p)
+                .map_err(|e| Error::io(format!("--binary {}", p.display()), e))?,
+        ),
+        None => None,
+    };
+    let u = fluid_volume::upgrade::request(&args.keeper_socket, binary.as_ref(), args.timeout)?;
+    println!(
+        "upgraded: serving process generation {}, readers waited {:.0} ms at most",
+        u.generation, u.stall_ms
+    );
+    Ok(())
 }
 
 /// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.

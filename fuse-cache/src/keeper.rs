@@ -16,6 +16,7 @@
 //! keeper ends it by ending the connection, which lets it flush its cache index first.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -23,11 +24,14 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixListener;
+
+use fluid_volume::upgrade::{self, Upgraded};
 
 use crate::cli::{MountArgs, load_mounts, tiers};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::serve::{CAN_RESEND, READY};
+use crate::serve::{CAN_RESEND, HANDED_OVER, READY};
 
 /// Descriptor numbers of the connection, the journal and the ready pipe in the serving
 /// process.
@@ -98,10 +102,21 @@ async fn keep(mut args: MountArgs) -> Result<()> {
     // a stat of the mount would wait for the INIT no one has answered yet.)
     let dev = mounted_dev(&mp);
 
-    let serving = Serving {
+    let listener = match &args.keeper_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            Some(
+                UnixListener::bind(path)
+                    .map_err(|e| Error::io(format!("--keeper-socket {}", path.display()), e))?,
+            )
+        }
+        None => None,
+    };
+    let mut serving = Serving {
         fuse,
         journal,
         args: serve_args(),
+        binary: None,
     };
     let mut generation = 0;
     let (mut worker, can_resend) = match serving.start(generation).await {
@@ -138,6 +153,13 @@ async fn keep(mut args: MountArgs) -> Result<()> {
             _ = &mut gone => {
                 tracing::warn!("the file system mounted at {} is mounted nowhere any more; exiting", mp.display());
                 break End::Gone;
+            }
+            conn = accept(&listener) => {
+                let Some(stream) = conn else { continue };
+                match handle_upgrade(stream, &mut serving, &mut worker, &mut generation).await {
+                    Ok(()) => serving_since = Instant::now(),
+                    Err(why) => break End::Crashed(why),
+                }
             }
             status = worker.wait() => {
                 let status = match status {
@@ -198,7 +220,129 @@ async fn keep(mut args: MountArgs) -> Result<()> {
     if let Some(f) = &args.ready_file {
         let _ = std::fs::remove_file(f);
     }
+    if let Some(path) = &args.keeper_socket {
+        let _ = std::fs::remove_file(path);
+    }
     result
+}
+
+/// The next connection to the upgrade socket; never, without one.
+async fn accept(listener: &Option<UnixListener>) -> Option<std::os::unix::net::UnixStream> {
+    let Some(l) = listener else {
+        return std::future::pending().await;
+    };
+    let (stream, _) = l.accept().await.ok()?;
+    let stream = stream.into_std().ok()?;
+    stream.set_nonblocking(false).ok()?;
+    Some(stream)
+}
+
+/// Answers one upgrade request. An error is one the mount cannot survive (neither the new
+/// nor the old binary serves).
+async fn handle_upgrade(
+    stream: std::os::unix::net::UnixStream,
+    serving: &mut Serving,
+    worker: &mut tokio::process::Child,
+    generation: &mut u64,
+) -> std::result::Result<(), String> {
+    let (stream, received) = tokio::task::spawn_blocking(move || {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let r = upgrade::receive(&stream);
+        (stream, r)
+    })
+    .await
+    .map_err(|e| format!("reading an upgrade request: {e}"))?;
+    let (answer, fatal) = match received {
+        Ok((line, binary)) if line == upgrade::REQUEST => {
+            match upgrade_serving(serving, worker, generation, binary).await {
+                Ok(u) => (upgrade::ok_answer(&u), None),
+                Err((why, fatal)) => (upgrade::error_answer(&why), fatal.then_some(why)),
+            }
+        }
+        Ok((line, _)) => (
+            upgrade::error_answer(&format!("unknown request {line:?}")),
+            None,
+        ),
+        Err(e) => (
+            upgrade::error_answer(&format!("reading the request: {e}")),
+            None,
+        ),
+    };
+    let _ = (&stream).write_all(answer.as_bytes());
+    match fatal {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+/// The old serving process flushes its cache index and exits (SIGUSR1); a new one, of
+/// `binary` when given, takes over. If the new binary cannot serve, the previous one is
+/// started again (the error says so); `true` in the error when that failed too.
+async fn upgrade_serving(
+    serving: &mut Serving,
+    worker: &mut tokio::process::Child,
+    generation: &mut u64,
+    binary: Option<OwnedFd>,
+) -> std::result::Result<Upgraded, (String, bool)> {
+    let started = Instant::now();
+    if let Some(pid) = worker.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
+    }
+    match tokio::time::timeout(END_GRACE, worker.wait()).await {
+        Ok(Ok(s)) if s.code() == Some(HANDED_OVER) => {}
+        Ok(Ok(s)) => tracing::warn!("the old serving process {} during the upgrade", describe(s)),
+        _ => {
+            tracing::warn!("the old serving process did not stop within {END_GRACE:?}; killing it");
+            let _ = worker.kill().await;
+        }
+    }
+    let previous = binary.map(|b| serving.binary.replace(b));
+    *generation += 1;
+    tracing::info!(
+        generation = *generation,
+        "upgrade: a new serving process takes over"
+    );
+    match serving.start(*generation).await {
+        Ok((w, _)) => {
+            *worker = w;
+            let stall_ms = started.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(
+                generation = *generation,
+                "upgrade done; readers waited {stall_ms:.0} ms at most"
+            );
+            Ok(Upgraded {
+                generation: *generation,
+                stall_ms,
+            })
+        }
+        Err(e) => {
+            if let Some(prev) = previous {
+                serving.binary = prev;
+            }
+            *generation += 1;
+            tracing::warn!(
+                "upgrade: the new serving process failed ({e}); the previous binary serves again"
+            );
+            match serving.start(*generation).await {
+                Ok((w, _)) => {
+                    *worker = w;
+                    Err((
+                        format!(
+                            "the new serving process failed ({e}); the previous binary serves again"
+                        ),
+                        false,
+                    ))
+                }
+                Err(e2) => Err((
+                    format!(
+                        "the new serving process failed ({e}), and so did the previous binary ({e2})"
+                    ),
+                    true,
+                )),
+            }
+        }
+    }
 }
 
 /// Starts successors until one serves, unless too many in a row died at once.
@@ -246,6 +390,8 @@ struct Serving {
     journal: OwnedFd,
     /// The command line after `mount`, passed on to `serve`.
     args: Vec<OsString>,
+    /// The binary an upgrade gave; none: the keeper's own.
+    binary: Option<OwnedFd>,
 }
 
 impl Serving {
@@ -254,8 +400,12 @@ impl Serving {
     async fn start(&self, generation: u64) -> Result<(tokio::process::Child, bool)> {
         let (ready_r, ready_w) = pipe()?;
         // /proc/self/exe: the binary this keeper runs, even when a newer one replaced its
-        // path since.
-        let mut cmd = tokio::process::Command::new("/proc/self/exe");
+        // path since; after an upgrade, the descriptor of the binary it was given.
+        let program = match &self.binary {
+            Some(fd) => format!("/proc/self/fd/{}", fd.as_raw_fd()),
+            None => "/proc/self/exe".to_string(),
+        };
+        let mut cmd = tokio::process::Command::new(program);
         cmd.arg0("fluid-fuse")
             .arg("serve")
             .args(&self.args)

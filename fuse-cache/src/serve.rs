@@ -24,6 +24,10 @@ use crate::reader::{ReadConfig, Reader};
 /// from the connection and not answered.
 const FUSE_NOTIFY_RESEND: i32 = 7;
 
+/// The exit status of a serving process that stopped for an upgrade (SIGUSR1), its cache
+/// index flushed.
+pub const HANDED_OVER: i32 = 75;
+
 /// What the serving process tells the keeper on its ready pipe once it answers requests.
 pub const READY: &str = "serving";
 /// ... followed by this when the kernel can resend requests (the keeper may then replace a
@@ -145,6 +149,20 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
         .write_all(line.as_bytes())
         .map_err(|e| Error::io("telling the keeper we serve", e))?;
     drop(ready);
+    // An upgrade: the keeper starts the successor once we are gone; the requests we took
+    // and did not answer are resent to it.
+    let cache = reader.cache.clone();
+    rt.spawn(async move {
+        let Ok(mut usr1) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        else {
+            return;
+        };
+        usr1.recv().await;
+        tracing::info!("handing the mount over to a new serving process");
+        cache.flush().await;
+        std::process::exit(HANDED_OVER);
+    });
 
     // Until the connection ends: the mount was unmounted, or the keeper ended it.
     let ended = running.join();

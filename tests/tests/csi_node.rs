@@ -168,6 +168,16 @@ impl Env {
             .map(|p| p as u32)
     }
 
+    /// Waits (up to 20 s) until the record names another daemon than `old`. A killed
+    /// daemon's serving process may answer for a few milliseconds more (it dies with it),
+    /// so reads right after a kill do not show whether the supervisor replaced it.
+    fn wait_new_daemon(&self, volume_id: &str, old: u32) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.daemon_pid(volume_id) == Some(old) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn start_plugin(&self) -> Plugin {
         Plugin::start(self)
     }
@@ -601,10 +611,16 @@ fn the_plugin_serves_the_kubelets_plugin_registration() {
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
         let socket = registry.join("fuse.csi.fluid.io-reg.sock");
-        let channel = Endpoint::Unix(socket.clone())
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", plugin.log()));
+        // The registration socket comes up beside the CSI one, maybe a moment later (the
+        // kubelet, too, retries until it answers).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let channel = loop {
+            match Endpoint::Unix(socket.clone()).connect().await {
+                Ok(c) => break c,
+                Err(e) if Instant::now() >= deadline => panic!("{e}\n{}", plugin.log()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
         let mut kubelet = RegistrationClient::new(channel);
         let info = kubelet.get_info(InfoRequest {}).await.unwrap().into_inner();
         assert_eq!(info.r#type, "CSIPlugin");
@@ -1000,12 +1016,7 @@ fn killed_daemon_is_restarted_and_readers_recover() {
         let old = env.daemon_pid(&vol).expect("pid");
         let killed_at = Instant::now();
         kill(old, libc::SIGKILL);
-        // The killed daemon's serving process may answer for a few milliseconds more (it
-        // dies with it): wait for the supervisor's new daemon before reading.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while env.daemon_pid(&vol) == Some(old) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        env.wait_new_daemon(&vol, old);
         // The supervisor starts a new daemon and re-binds both targets.
         let took = wait_readable(
             std::slice::from_ref(&root_target),
@@ -1116,8 +1127,15 @@ fn plugin_restart_adopts_running_daemons() {
     let junk = env.state_dir().join("junk-without-record");
     std::fs::create_dir(&junk).unwrap();
 
-    // A new plugin on the same state dir adopts the daemon: same pid, one mount.
-    let mut plugin = env.start_plugin();
+    // A new plugin on the same state dir adopts the daemon: same pid, one mount. It is
+    // configured with another fluid-fuse binary (a newer release: here the same program
+    // with bytes appended), so it upgrades the daemon's serving process to it.
+    let newer = env.path("fluid-fuse-next");
+    let mut bytes = std::fs::read(binary("fluid-fuse")).unwrap();
+    bytes.extend_from_slice(b"next release");
+    std::fs::write(&newer, &bytes).unwrap();
+    std::fs::set_permissions(&newer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut plugin = Plugin::start_with(&env, &[format!("--fuse-binary={}", newer.display())]);
     {
         let csi = Csi {
             env: &env,
@@ -1133,6 +1151,18 @@ fn plugin_restart_adopts_running_daemons() {
         assert_eq!(mount_count(&target), 1);
         assert_eq!(std::fs::read(&deep).unwrap(), b"deep\n");
         assert!(plugin.log().contains("adopted"), "{}", plugin.log());
+        assert!(
+            plugin.log().contains("upgraded fluid-fuse"),
+            "{}",
+            plugin.log()
+        );
+        let serving = fluid_tests::daemon::serving_pids(pid);
+        assert_eq!(serving.len(), 1, "{serving:?}");
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{}/exe", serving[0])).unwrap(),
+            newer,
+            "the serving process runs the plugin's binary"
+        );
         // Publishing the same target again is still idempotent.
         csi.publish(publish_req(&vol, &staging, &target, false, None))
             .unwrap();
@@ -1142,6 +1172,7 @@ fn plugin_restart_adopts_running_daemons() {
     // The adopted daemon is still supervised: kill -9 brings a new one, readers recover.
     let killed_at = Instant::now();
     kill(pid, libc::SIGKILL);
+    env.wait_new_daemon(&vol, pid);
     let took = wait_readable(
         std::slice::from_ref(&target),
         "a/b/c/deep.txt",

@@ -218,6 +218,89 @@ fn readers_see_no_error_while_the_serving_process_is_killed_20_times() {
     assert!(d.stop().unwrap().success());
 }
 
+fn upgrade(socket: &Path, binary: Option<&Path>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(fluid_tests::daemon::binary("fluid-fuse"));
+    cmd.arg("upgrade").arg("--keeper-socket").arg(socket);
+    if let Some(b) = binary {
+        cmd.arg("--binary").arg(b);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn twenty_upgrades_hand_the_mount_over_without_a_reader_error() {
+    let src = tempfile::tempdir().unwrap();
+    let files = tree(src.path());
+    let sock_dir = tempfile::tempdir().unwrap();
+    let socket = sock_dir.path().join("keeper.sock");
+    // A "new release": a copy of the binary at another path.
+    let newer = sock_dir.path().join("fluid-fuse-next");
+    std::fs::copy(fluid_tests::daemon::binary("fluid-fuse"), &newer).unwrap();
+    let mut d = start(src.path(), &["--keeper-socket", socket.to_str().unwrap()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let threads = readers(&d.mountpoint, &files, &stop, &seen);
+
+    let mut stalls = Vec::new();
+    for i in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = upgrade(&socket, (i % 2 == 0).then_some(newer.as_path()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ms: f64 = text
+            .split("waited ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        stalls.push(ms);
+    }
+    // The serving process runs the new binary after an upgrade that gave one.
+    let out = upgrade(&socket, Some(&newer));
+    assert!(out.status.success());
+    let serving = d.wait_serving(None, Duration::from_secs(10)).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{serving}/exe")).unwrap();
+    assert_eq!(exe, newer.canonicalize().unwrap());
+
+    // A binary that cannot serve is refused, and the previous one serves again.
+    let out = upgrade(&socket, Some(Path::new("/bin/true")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("the previous binary serves again"), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    stalls.sort_by(f64::total_cmp);
+    let (errors, wrong) = (
+        seen.errors.load(Ordering::Relaxed),
+        seen.wrong.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "20 upgrades: {} reader passes, {errors} read errors, {wrong} wrong checksums; hand-over p50 {:.0} ms, max {:.0} ms; longest read {:.0} ms",
+        seen.passes.load(Ordering::Relaxed),
+        stalls[stalls.len() / 2],
+        stalls[stalls.len() - 1],
+        seen.longest_us.load(Ordering::Relaxed) as f64 / 1e3,
+    );
+    assert_eq!(
+        errors,
+        0,
+        "first: {:?}; log:\n{}",
+        seen.first_error.lock().unwrap(),
+        d.log()
+    );
+    assert_eq!(wrong, 0);
+    assert!(d.running());
+    assert!(d.stop().unwrap().success());
+}
+
 #[test]
 fn without_resend_a_killed_serving_process_ends_the_connection_as_before() {
     let src = tempfile::tempdir().unwrap();

@@ -17,5 +17,6 @@ pub mod mountpoint;
 pub mod options;
 pub mod size;
 pub mod tier;
+pub mod upgrade;
 
 pub use error::{Error, Result};

@@ -69,6 +69,8 @@ impl Supervisor {
             .arg(format!("unix://{}", rec.control_socket.display()))
             .arg("--ready-file")
             .arg(&rec.ready_file)
+            .arg("--keeper-socket")
+            .arg(rec.keeper_socket())
             .env(LOG_ENV, &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log)
@@ -117,6 +119,7 @@ impl Supervisor {
         rec.pid = Some(pid);
         rec.pid_start = process_start(pid);
         rec.boot_id = self.boot_id.clone();
+        rec.fuse_digest = self.fuse_digest.clone();
         if let Err(e) = self.state.save(rec) {
             kill_child(&mut child).await;
             return Err(e);

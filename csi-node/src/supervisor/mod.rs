@@ -91,6 +91,9 @@ struct Index {
 pub struct Supervisor {
     cfg: Config,
     fuse_binary: PathBuf,
+    /// SHA-256 of `fuse_binary` (none when it cannot be read; daemons are then never
+    /// upgraded on adoption).
+    fuse_digest: Option<String>,
     state: StateDir,
     slots: std::sync::Mutex<HashMap<String, Slot>>,
     index: std::sync::Mutex<Index>,
@@ -106,6 +109,15 @@ pub struct Supervisor {
     daemon_cgroup: Option<DaemonCgroup>,
 }
 
+/// The hex SHA-256 of a file's bytes.
+fn file_digest(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    Some(format!("{:x}", h.finalize()))
+}
+
 /// A lock that a panicking holder poisoned is still usable: the maps stay consistent.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -115,6 +127,7 @@ impl Supervisor {
     pub fn new(cfg: Config) -> Result<Arc<Supervisor>> {
         let state = StateDir::open(&cfg.state_dir)?;
         let fuse_binary = cfg.fuse_binary();
+        let fuse_digest = file_digest(&fuse_binary);
         let cache_dirs = CacheDirs::open(state.root());
         let daemon_cgroup = cfg.daemon_cgroup.as_deref().and_then(|name| {
             match DaemonCgroup::prepare(name, &cfg.host_cgroup_root) {
@@ -133,6 +146,7 @@ impl Supervisor {
             daemon_cgroup,
             cfg,
             fuse_binary,
+            fuse_digest,
             state,
             slots: Default::default(),
             index: Default::default(),

@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// How long an adopted daemon's upgrade to this plugin's binary may take.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Supervisor {
     /// Makes every published target of the volume show its current daemon: dead binds of an
     /// earlier daemon are detached and the staging path (or sub path) bound again. With
@@ -85,6 +88,42 @@ impl Supervisor {
         Ok(())
     }
 
+    /// An adopted daemon that serves with another binary than this plugin's (a plugin of
+    /// a newer image) is handed to this plugin's binary: its keeper replaces the serving
+    /// process, and readers only stall. A daemon that cannot be upgraded (no keeper
+    /// socket: started by an older plugin) keeps its binary.
+    async fn upgrade_adopted(&self, rec: &mut VolumeRecord) {
+        let Some(digest) = self.fuse_digest.clone() else {
+            return;
+        };
+        if rec.fuse_digest.as_deref() == Some(digest.as_str()) {
+            return;
+        }
+        let id = rec.volume_id.clone();
+        let socket = rec.keeper_socket();
+        let binary = self.fuse_binary.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&binary)
+                .map_err(|e| format!("opening {}: {e}", binary.display()))?;
+            fluid_volume::upgrade::request(&socket, Some(&file), UPGRADE_TIMEOUT)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match done {
+            Ok(u) => {
+                tracing::info!(volume = %id, generation = u.generation, "upgraded fluid-fuse to this plugin's binary; readers waited {:.0} ms at most", u.stall_ms);
+                rec.fuse_digest = Some(digest);
+                if let Err(e) = self.state.save(rec) {
+                    tracing::error!(volume = %id, "{e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(volume = %id, "fluid-fuse serves with another binary than this plugin's and could not be upgraded: {e}");
+            }
+        }
+    }
+
     pub(super) async fn recover_volume(
         self: Arc<Self>,
         slot: Slot,
@@ -133,6 +172,7 @@ impl Supervisor {
             vol.generation = generation;
             vol.running = true;
             tracing::info!(volume = %id, pid, "adopted the running fluid-fuse");
+            self.upgrade_adopted(&mut vol.record).await;
             if !vol.record.parked
                 && let Err(e) = self.attach_staging(&vol.record).await
             {
