@@ -5,6 +5,7 @@
 
 mod chart;
 mod data;
+mod recovery;
 mod report;
 mod source;
 mod spec;
@@ -42,11 +43,12 @@ struct Args {
         default_value = "fluid,s3fs,s3fs-cache,rclone,source,memory"
     )]
     systems: Vec<String>,
-    /// Workloads to run, comma-separated: seq, rand-4k, rand-1m, epoch, meta.
+    /// Workloads to run, comma-separated: seq, rand-4k, rand-1m, epoch, meta, recovery
+    /// (fluid-fuse's serving process killed under readers: hand-over against re-mount).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "seq,rand-4k,rand-1m,epoch,meta"
+        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery"
     )]
     workloads: Vec<String>,
     /// Where results.{md,json} and chart.png go [default: bench/results, or bench/results/quick].
@@ -116,9 +118,11 @@ fn run(args: Args) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     systems.sort();
     systems.dedup();
+    let want_recovery = args.workloads.iter().any(|w| w.trim() == "recovery");
     let workloads = args
         .workloads
         .iter()
+        .filter(|s| s.trim() != "recovery")
         .map(|s| Workload::parse(s.trim()))
         .collect::<Result<Vec<_>>>()?;
     report::parse_size(&args.fluid_mem)
@@ -292,6 +296,21 @@ fn run(args: Args) -> Result<()> {
             eprintln!("\n## {}\n\n{}", last.workload, report::table(last));
         }
     }
+    let mut recovery = Vec::new();
+    let mut notes = Vec::new();
+    if want_recovery {
+        if let Some(why) = missing.get(&System::Fluid) {
+            notes.push(format!("recovery skipped: {why}"));
+        } else {
+            match recovery::run(&cfg, &spec, args.quick) {
+                Ok(rows) => {
+                    eprintln!("\n## recovery\n\n{}", recovery::markdown(&rows));
+                    recovery = rows;
+                }
+                Err(e) => notes.push(format!("recovery failed: {e:#}")),
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&args.tmpfs);
     let _ = std::fs::remove_dir_all(args.work.join("cache"));
 
@@ -305,7 +324,6 @@ fn run(args: Args) -> Result<()> {
         .filter_map(|size| report::parse_size(size.split(',').next().unwrap_or(size)))
         .sum();
     let targets = report::targets(&results, fluid_mem);
-    let mut notes = Vec::new();
     for (sys, why) in &missing {
         if systems.contains(sys) {
             notes.push(format!("{} skipped: {why}", sys.name()));
@@ -324,6 +342,7 @@ fn run(args: Args) -> Result<()> {
         fluid_tiers: cfg.fluid_tiers(),
         fluid_args: cfg.fluid_args.clone(),
         workloads: results,
+        recovery,
         targets,
         notes,
     };

@@ -433,6 +433,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fluid_args: Vec<String>,
     pub workloads: Vec<WorkloadResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<crate::recovery::RecoveryRow>,
     pub targets: Vec<TargetResult>,
     pub notes: Vec<String>,
 }
@@ -508,6 +510,16 @@ impl Report {
                     let _ = writeln!(out, "\n- {}: {n}", sys.name());
                 }
             }
+        }
+        if !self.recovery.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## recovery\n\n4 readers loop over 64 epoch files (1 MiB reads, page cache dropped each \
+                 pass, one reader holding its files open) while fluid-fuse's serving process is \
+                 killed (kill -9) every 1.5 s. Stall: per kill, the longest gap between two reads \
+                 of a reader across it.\n\n{}",
+                crate::recovery::markdown(&self.recovery)
+            );
         }
         let _ = writeln!(
             out,

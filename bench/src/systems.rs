@@ -285,6 +285,13 @@ impl Mounted {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether the daemon (fluid-fuse's keeper) still runs.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The peak resident memory so far (for a run that is about to be aborted).
     pub fn peak_now(&self) -> Option<u64> {
         let s = self.sampler.as_ref()?;
