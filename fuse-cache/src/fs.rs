@@ -29,6 +29,9 @@ use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
 use crate::source::Kind;
 
+/// Nodes forgotten between two returns of free heap memory to the system.
+const TRIM_AFTER_FORGETS: usize = 50_000;
+
 /// Largest read the kernel sends us (it splits bigger ones).
 const MAX_READ: u32 = 1 << 20;
 
@@ -51,6 +54,7 @@ pub struct FluidFs {
     next_fh: AtomicU64,
     /// Where open file handles are written for a successor, and the connection's fd.
     handover: Option<Handover>,
+    forgotten_since_trim: std::sync::atomic::AtomicUsize,
 }
 
 /// What a serving process that may be succeeded needs beyond the file system itself.
@@ -134,6 +138,7 @@ impl FluidFs {
             opened_versions: Mutex::default(),
             next_fh: AtomicU64::new(1),
             handover: None,
+            forgotten_since_trim: Default::default(),
         }
     }
 
@@ -244,6 +249,19 @@ impl FluidFs {
         }
         drop(versions);
         self.reader.forget_inodes(&gone);
+        // The freed nodes are many small allocations spread over the heap: glibc keeps
+        // them unless asked (after a forget of 1,000,000 nodes, 150 MiB stayed resident).
+        let dropped = self
+            .forgotten_since_trim
+            .fetch_add(gone.len(), Ordering::Relaxed);
+        if dropped + gone.len() >= TRIM_AFTER_FORGETS {
+            self.forgotten_since_trim.store(0, Ordering::Relaxed);
+            #[cfg(target_env = "gnu")]
+            // SAFETY: malloc_trim only returns free heap memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     /// The open file of handle `fh`. A handle this process never gave out (a predecessor's
