@@ -233,17 +233,7 @@ fn read_one(
 
 /// The live `fluid-fuse serve` child of `keeper`.
 fn serving_pid(keeper: u32) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let mut f = stat.rsplit_once(')')?.1.split_whitespace();
-        let (state, ppid) = (f.next()?, f.next()?);
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (state != "Z"
-            && ppid == keeper.to_string()
-            && cmdline.split(|b| *b == 0).nth(1) == Some(b"serve"))
-        .then_some(pid)
-    })
+    fluid_tests::daemon::serving_pids(keeper).into_iter().next()
 }
 
 pub fn markdown(rows: &[RecoveryRow]) -> String {

@@ -29,6 +29,11 @@ use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
 use crate::source::Kind;
 
+/// Releases and forgets between two looks at the journal's size.
+const JOURNAL_CHECK_EVERY: u64 = 4096;
+/// Bytes a live node or open file takes in the journal, about.
+const JOURNAL_BYTES_PER_LIVE: u64 = 64;
+
 /// Nodes forgotten between two returns of free heap memory to the system.
 const TRIM_AFTER_FORGETS: usize = 50_000;
 
@@ -55,6 +60,8 @@ pub struct FluidFs {
     /// Where open file handles are written for a successor, and the connection's fd.
     handover: Option<Handover>,
     forgotten_since_trim: std::sync::atomic::AtomicUsize,
+    /// Releases and forgets since the start (see [`JOURNAL_CHECK_EVERY`]).
+    journal_events: AtomicU64,
 }
 
 /// What a serving process that may be succeeded needs beyond the file system itself.
@@ -139,6 +146,7 @@ impl FluidFs {
             next_fh: AtomicU64::new(1),
             handover: None,
             forgotten_since_trim: Default::default(),
+            journal_events: AtomicU64::new(0),
         }
     }
 
@@ -199,6 +207,49 @@ impl FluidFs {
         }
     }
 
+    /// Every [`JOURNAL_CHECK_EVERY`] releases and forgotten nodes: compacts the journal once its
+    /// records are many times what is live (opens and releases, forgotten nodes).
+    fn maybe_compact_journal(&self, events: u64) {
+        let Some(h) = &self.handover else { return };
+        let before = self.journal_events.fetch_add(events, Ordering::Relaxed);
+        if before / JOURNAL_CHECK_EVERY == (before + events) / JOURNAL_CHECK_EVERY {
+            return;
+        }
+        let bytes = h.journal.replay_bytes();
+        let live = (self.ns.node_count() + lock(&self.files).len()) as u64 * JOURNAL_BYTES_PER_LIVE;
+        if bytes < crate::journal::COMPACT_FROM || bytes < 4 * live {
+            return;
+        }
+        // Nothing is journaled meanwhile: opens hold `opens`, releases `files`, new and
+        // forgotten nodes the namespace's table.
+        let inode_opens = lock(&self.opens);
+        let files = lock(&self.files);
+        let open_records: Vec<Record> = files
+            .iter()
+            .map(|(fh, handle)| {
+                Record::Open(OpenRecord {
+                    fh: *fh,
+                    ino: handle.file.ino,
+                    meta: handle.file.meta.clone(),
+                    backing: handle
+                        .passthrough
+                        .then(|| inode_opens.get(&handle.file.ino))
+                        .flatten()
+                        .and_then(|io| io.passthrough.as_ref())
+                        .map(|p| p.id),
+                })
+            })
+            .collect();
+        self.ns.with_node_records(|nodes| {
+            h.journal.compact(nodes.into_iter().chain(open_records));
+        });
+        tracing::info!(
+            "compacted the hand-over journal: {} MiB of records to {} MiB",
+            bytes >> 20,
+            h.journal.replay_bytes() >> 20
+        );
+    }
+
     fn ttl(&self) -> Duration {
         self.ns.ttl.attr
     }
@@ -237,6 +288,7 @@ impl FluidFs {
     /// Drops what is kept per inode for the nodes the kernel forgot.
     fn forgotten(&self, forgets: &[(u64, u64)]) {
         let gone = self.ns.forget(forgets);
+        self.maybe_compact_journal(forgets.len() as u64);
         if gone.is_empty() {
             return;
         }
@@ -512,6 +564,7 @@ impl Filesystem for FluidFs {
             self.journal(Record::Release(fh.0));
         }
         reply.ok();
+        self.maybe_compact_journal(1);
         let Some(handle) = handle else { return };
         let mut opens = lock(&self.opens);
         let Some(io) = opens.get_mut(&handle.file.ino) else {

@@ -6,8 +6,11 @@
 //!
 //! The journal is a memory file owned by the keeper (`keeper.rs`) and inherited by each
 //! serving process; it lives as long as the mount, and nothing of it is left on disk.
-//! Records: `len: u32` then `tag: u8` and the fields, little-endian. A record cut short by a
-//! kill mid-write is dropped on replay (its reply was never sent).
+//! Layout: a 16-byte header (magic, then the offset where replay starts), then records:
+//! `len: u32` then `tag: u8` and the fields, little-endian. A record cut short by a kill
+//! mid-write is dropped on replay (its reply was never sent). Compaction appends a snapshot
+//! of what is live, moves the start to it, and punches the old records out of memory, so the
+//! journal stays in proportion to what the kernel holds (forgotten nodes leave it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -20,6 +23,11 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::source::{Kind, Meta};
+
+const MAGIC: &[u8; 8] = b"FLUIDJ01";
+const HEADER_LEN: u64 = 16;
+/// A journal is compacted once its records take this much and four times what is live.
+pub const COMPACT_FROM: u64 = 16 << 20;
 
 const TAG_INIT: u8 = 1;
 const TAG_NODE: u8 = 2;
@@ -94,8 +102,10 @@ pub struct Replayed {
 pub struct Journal {
     file: File,
     /// Set after a failed write: the next serving process could not resolve everything, so
-    /// it must not take over (see [`Journal::is_complete`]).
+    /// the journal is emptied and no successor takes over (see [`Journal::append`]).
     broken: Mutex<Option<String>>,
+    /// The INIT record, for snapshots.
+    init: Mutex<Option<InitRecord>>,
 }
 
 impl Journal {
@@ -111,7 +121,11 @@ impl Journal {
             ));
         }
         // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let file = File::from(fd);
+        file.write_all_at(&header(HEADER_LEN), 0)
+            .map_err(|e| Error::io("writing the hand-over journal's header", e))?;
+        Ok(file.into())
     }
 
     /// The journal behind `fd` (inherited from the keeper).
@@ -119,20 +133,35 @@ impl Journal {
         Journal {
             file: File::from(fd),
             broken: Mutex::new(None),
+            init: Mutex::new(None),
         }
     }
 
-    /// Reads every whole record; cuts off a torn tail so later appends follow whole ones.
+    /// Reads every whole record from the start the header names; cuts off a torn tail so
+    /// later appends follow whole ones. An emptied journal (a write failed) is an error: no
+    /// successor can take over from it.
     pub fn replay(&self) -> Result<Replayed> {
         let mut bytes = Vec::new();
         let mut f = &self.file;
         f.seek(SeekFrom::Start(0))
             .and_then(|_| f.read_to_end(&mut bytes))
             .map_err(|e| Error::io("reading the hand-over journal", e))?;
+        let start = bytes
+            .get(..HEADER_LEN as usize)
+            .filter(|h| h.starts_with(MAGIC))
+            .and_then(|h| h[8..16].try_into().ok())
+            .map(u64::from_le_bytes)
+            .filter(|s| (HEADER_LEN..=bytes.len() as u64).contains(s))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "the hand-over journal",
+                    "it is incomplete (a write to it failed): the connection cannot be taken over",
+                )
+            })?;
         let mut out = Replayed::default();
         let mut order: Vec<u64> = Vec::new();
         let mut nodes: HashMap<u64, NodeRecord> = HashMap::new();
-        let mut pos = 0usize;
+        let mut pos = start as usize;
         while let Some((record, next)) = decode(&bytes, pos) {
             match record {
                 Record::Init(i) => out.init = Some(i),
@@ -167,6 +196,7 @@ impl Journal {
             .filter_map(|ino| nodes.remove(&ino))
             .collect();
         out.valid_len = pos as u64;
+        *lock(&self.init) = out.init;
         Ok(out)
     }
 
@@ -176,24 +206,28 @@ impl Journal {
     pub fn append(&self, records: &[Record]) {
         let mut buf = Vec::with_capacity(64 * records.len());
         for r in records {
+            if let Record::Init(i) = r {
+                *lock(&self.init) = Some(*i);
+            }
             encode(r, &mut buf);
         }
-        if let Err(e) = self.write_at_end(&buf) {
-            let mut broken = lock(&self.broken);
-            if broken.is_none() {
-                tracing::warn!(
-                    "writing the hand-over journal failed ({e}); a crash of this process will end the mount's connection"
-                );
-                *broken = Some(e.to_string());
-            }
+        let mut broken = lock(&self.broken);
+        if broken.is_some() {
+            return;
         }
-    }
-
-    fn write_at_end(&self, buf: &[u8]) -> std::io::Result<()> {
         // One writer at a time: the offset is read and advanced under the lock.
-        let _one = lock(&self.broken);
-        let end = self.file.metadata()?.len();
-        self.file.write_all_at(buf, end)
+        let written = self
+            .file
+            .metadata()
+            .and_then(|m| self.file.write_all_at(&buf, m.len()));
+        if let Err(e) = written {
+            tracing::warn!(
+                "writing the hand-over journal failed ({e}); a crash of this process will end the mount's connection"
+            );
+            // Emptied, it cannot be mistaken for a whole one (see `replay`).
+            let _ = self.file.set_len(0);
+            *broken = Some(e.to_string());
+        }
     }
 
     /// Whether every record since the start was written.
@@ -201,9 +235,68 @@ impl Journal {
         lock(&self.broken).is_none()
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
+    /// Bytes of records from the replay start on (what a successor reads).
+    pub fn replay_bytes(&self) -> u64 {
+        let mut h = [0u8; HEADER_LEN as usize];
+        let start = self
+            .file
+            .read_exact_at(&mut h, 0)
+            .ok()
+            .and_then(|_| h[8..16].try_into().ok())
+            .map_or(HEADER_LEN, u64::from_le_bytes);
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        len.saturating_sub(start)
     }
+
+    /// Replaces the records with `live` (the nodes, then the open files): written after the
+    /// old ones, then made the start, then the old ones punched out of memory. The caller
+    /// holds whatever keeps records from being appended meanwhile. A kill at any point leaves
+    /// a journal that replays to the same state.
+    pub fn compact(&self, live: impl IntoIterator<Item = Record>) {
+        let init = *lock(&self.init);
+        let Some(init) = init else { return };
+        let mut buf = Vec::new();
+        encode(&Record::Init(init), &mut buf);
+        for r in live {
+            encode(&r, &mut buf);
+        }
+        let broken = lock(&self.broken);
+        if broken.is_some() {
+            return;
+        }
+        let done = (|| -> std::io::Result<u64> {
+            let start = self.file.metadata()?.len();
+            self.file.write_all_at(&buf, start)?;
+            self.file.write_all_at(&header(start), 0)?;
+            // SAFETY: fallocate on our own descriptor, within the file.
+            let punched = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    HEADER_LEN as i64,
+                    (start - HEADER_LEN) as i64,
+                )
+            };
+            if punched != 0 {
+                tracing::debug!(
+                    "punching the journal's old records: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(start)
+        })();
+        match done {
+            Ok(_) => tracing::debug!("compacted the hand-over journal to {} bytes", buf.len()),
+            Err(e) => tracing::warn!("compacting the hand-over journal: {e}"),
+        }
+    }
+}
+
+fn header(start: u64) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&start.to_le_bytes());
+    h
 }
 
 fn put_str(s: &str, out: &mut Vec<u8>) {
@@ -472,6 +565,50 @@ mod tests {
             .map(|n| n.name)
             .collect();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_live_and_frees_the_rest() {
+        let j = Journal::open(Journal::create().unwrap());
+        let init = InitRecord {
+            abi_major: 7,
+            abi_minor: 41,
+            kernel_capabilities: 1,
+            granted: 1,
+            max_readahead: 4096,
+        };
+        j.append(&[Record::Init(init)]);
+        for ino in 2..2000 {
+            j.append(&[Record::Node(node(ino, 1, &format!("n{ino}")))]);
+        }
+        let forgets: Vec<Record> = (3..2000).map(Record::Forget).collect();
+        j.append(&forgets);
+        let before = j.replay_bytes();
+        let live = j.replay().unwrap();
+        j.compact(live.nodes.iter().cloned().map(Record::Node));
+        assert!(
+            j.replay_bytes() < before / 20,
+            "{} of {before}",
+            j.replay_bytes()
+        );
+        j.append(&[Record::Node(node(5000, 2, "after"))]);
+        let r = j.replay().unwrap();
+        assert_eq!(r.init, Some(init));
+        let inos: Vec<u64> = r.nodes.iter().map(|n| n.ino).collect();
+        assert_eq!(inos, [2, 5000]);
+        // The old records no longer take memory (a hole in the file).
+        let blocks = std::fs::metadata(format!("/proc/self/fd/{}", j.file.as_raw_fd()))
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m))
+            .unwrap();
+        assert!(blocks * 512 < before, "{blocks} blocks");
+    }
+
+    #[test]
+    fn an_emptied_journal_cannot_be_taken_over() {
+        let j = Journal::open(Journal::create().unwrap());
+        j.file.set_len(0).unwrap();
+        let err = j.replay().unwrap_err().to_string();
+        assert!(err.contains("incomplete"), "{err}");
     }
 
     #[test]

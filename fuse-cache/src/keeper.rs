@@ -31,7 +31,7 @@ use fluid_volume::upgrade::{self, Upgraded};
 use crate::cli::{MountArgs, load_mounts, tiers};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::serve::{CAN_RESEND, HANDED_OVER, READY};
+use crate::serve::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY};
 
 /// Descriptor numbers of the connection, the journal and the ready pipe in the serving
 /// process.
@@ -232,6 +232,18 @@ async fn accept(listener: &Option<UnixListener>) -> Option<std::os::unix::net::U
         return std::future::pending().await;
     };
     let (stream, _) = l.accept().await.ok()?;
+    // An upgrade runs a binary of the caller's choosing as this process's user: only that
+    // user (or root) may ask.
+    // SAFETY: geteuid has no preconditions.
+    let ours = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(c) if c.uid() == ours || c.uid() == 0 => {}
+        other => {
+            let uid = other.map(|c| c.uid().to_string()).unwrap_or_default();
+            tracing::warn!("refused an upgrade request from uid {uid}");
+            return None;
+        }
+    }
     let stream = stream.into_std().ok()?;
     stream.set_nonblocking(false).ok()?;
     Some(stream)
@@ -374,6 +386,9 @@ async fn replace(
                 );
                 return Ok(w);
             }
+            Err(e @ Error::Invalid { .. }) => {
+                return Err(format!("{why}, and the successor cannot take over: {e}"));
+            }
             Err(e) => {
                 why = format!("the successor failed: {e}");
                 *quick_deaths += 1;
@@ -459,7 +474,17 @@ impl Serving {
                 if other.is_err() || tokio::time::timeout(END_GRACE, child.wait()).await.is_err() {
                     let _ = child.start_kill();
                 }
-                let status = child.wait().await.map(describe).unwrap_or_default();
+                let status = child.wait().await;
+                if status
+                    .as_ref()
+                    .is_ok_and(|s| s.code() == Some(CANNOT_TAKE_OVER))
+                {
+                    return Err(Error::invalid(
+                        "the hand-over journal",
+                        "incomplete: the connection cannot be taken over",
+                    ));
+                }
+                let status = status.map(describe).unwrap_or_default();
                 let why = match other {
                     Err(_) => format!("did not serve within {START_TIMEOUT:?} and was killed"),
                     Ok(Err(_)) => format!("{status} before it served (its error is above)"),

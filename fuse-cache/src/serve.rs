@@ -28,6 +28,10 @@ const FUSE_NOTIFY_RESEND: i32 = 7;
 /// index flushed.
 pub const HANDED_OVER: i32 = 75;
 
+/// The exit status of a successor that cannot take the connection over (the journal is
+/// incomplete): the keeper then ends the connection rather than try again.
+pub const CANNOT_TAKE_OVER: i32 = 76;
+
 /// What the serving process tells the keeper on its ready pipe once it answers requests.
 pub const READY: &str = "serving";
 /// ... followed by this when the kernel can resend requests (the keeper may then replace a
@@ -55,14 +59,20 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     let mut ready = std::fs::File::from(inherited(args.ready_fd, "--ready-fd")?);
     let adopting = args.generation > 0;
     let replayed = if adopting {
-        let r = journal.replay()?;
-        if r.init.is_none() {
-            return Err(Error::invalid(
-                "--generation",
-                "the journal holds no INIT record: nothing to take over",
-            ));
+        let r = journal.replay().and_then(|r| match r.init {
+            Some(_) => Ok(r),
+            None => Err(Error::invalid(
+                "the hand-over journal",
+                "it holds no INIT record: nothing to take over",
+            )),
+        });
+        match r {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("fluid-fuse serve: {e}");
+                std::process::exit(CANNOT_TAKE_OVER);
+            }
         }
-        Some(r)
     } else {
         None
     };

@@ -277,25 +277,13 @@ impl Cluster {
             })
     }
 
-    /// The pids of the node's fluid-fuse daemons (the tests run on the node).
+    /// The pids of the node's fluid-fuse daemons (keepers; the tests run on the node).
     pub fn fuse_daemons(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let mut args = cmdline.split(|b| *b == 0);
-            let exe = args.next().unwrap_or_default();
-            if exe.ends_with(b"fluid-fuse") && args.next() == Some(b"mount") {
-                pids.push(pid);
-            }
-        }
-        pids
+        crate::daemon::processes()
+            .into_iter()
+            .filter(|p| p.is_fluid_fuse("mount"))
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// The mount points of FUSE file systems of type `fluid` on the node.

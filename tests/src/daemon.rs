@@ -201,9 +201,27 @@ impl Drop for FuseDaemon {
     }
 }
 
-/// The live `fluid-fuse serve` children of `keeper`.
-pub fn serving_pids(keeper: u32) -> Vec<u32> {
-    let mut pids = Vec::new();
+/// A live process of this machine, as /proc shows it.
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    /// Its command line, argument by argument.
+    pub args: Vec<Vec<u8>>,
+}
+
+impl Process {
+    /// Whether it runs `fluid-fuse SUBCOMMAND` (the keeper is `mount`, its child `serve`).
+    pub fn is_fluid_fuse(&self, subcommand: &str) -> bool {
+        self.args
+            .first()
+            .is_some_and(|a| a.ends_with(b"fluid-fuse"))
+            && self.args.get(1).map(Vec::as_slice) == Some(subcommand.as_bytes())
+    }
+}
+
+/// Every process that is not a zombie.
+pub fn processes() -> Vec<Process> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
             .file_name()
@@ -221,16 +239,28 @@ pub fn serving_pids(keeper: u32) -> Vec<u32> {
             .map(|(_, r)| r)
             .unwrap_or("")
             .split_whitespace();
-        let (state, ppid) = (after.next(), after.next());
-        if state == Some("Z") || ppid != Some(&keeper.to_string()) {
+        let (state, ppid) = (after.next(), after.next().and_then(|p| p.parse().ok()));
+        let (Some(ppid), false) = (ppid, state == Some("Z")) else {
             continue;
-        }
+        };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.split(|b| *b == 0).nth(1) == Some(b"serve") {
-            pids.push(pid);
-        }
+        let args = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        out.push(Process { pid, ppid, args });
     }
-    pids
+    out
+}
+
+/// The live `fluid-fuse serve` children of `keeper`.
+pub fn serving_pids(keeper: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == keeper && p.is_fluid_fuse("serve"))
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Detaches whatever is mounted at `dir` (no error when nothing is).
