@@ -484,17 +484,19 @@ impl Filesystem for FluidFs {
                     .counters
                     .passthrough_opens
                     .fetch_add(1, Ordering::Relaxed);
-                if let Backing::Inherited(inherited) = &p.backing {
-                    // From now on ours: the wrapper below closes it, the inherited one not.
-                    let id = inherited.id;
-                    let Backing::Inherited(old) = std::mem::replace(
+                let inherited = match &p.backing {
+                    Backing::Inherited(i) => Some(i.id),
+                    Backing::Ours(_) => None,
+                };
+                if let Some(id) = inherited {
+                    // From now on ours: the wrapper made here closes it, the inherited one
+                    // (forgotten, not dropped) does not.
+                    // SAFETY: the id is registered on this connection (by a predecessor)
+                    // and only this wrapper closes it from now on.
+                    let old = std::mem::replace(
                         &mut p.backing,
-                        // SAFETY: the id is registered on this connection (by a
-                        // predecessor) and only this wrapper closes it from now on.
                         Backing::Ours(unsafe { reply.wrap_backing(id) }),
-                    ) else {
-                        unreachable!("matched as inherited above")
-                    };
+                    );
                     std::mem::forget(old);
                 }
                 let Backing::Ours(backing) = &p.backing else {
