@@ -75,15 +75,15 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let cgroup_procs: Vec<i32> = self
+        let cgroup_procs = self
             .daemon_cgroup
             .as_ref()
             .map(|cg| cg.procs_files())
-            .unwrap_or_default()
-            .into_iter()
-            .map(std::os::fd::IntoRawFd::into_raw_fd)
+            .unwrap_or_default();
+        let procs: Vec<i32> = cgroup_procs
+            .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
             .collect();
-        let procs = cgroup_procs.clone();
         // SAFETY: setsid(2) and write(2) are async-signal-safe; the descriptors are open in
         // the parent until after the spawn, and the buffer is a constant.
         unsafe {
@@ -99,10 +99,7 @@ impl Supervisor {
             });
         }
         let spawned = cmd.spawn();
-        for fd in cgroup_procs {
-            // SAFETY: our own descriptors from procs_files, closed once.
-            unsafe { libc::close(fd) };
-        }
+        drop(cgroup_procs);
         let mut child = spawned
             .map_err(|e| Error::Daemon(format!("starting {}: {e}", self.fuse_binary.display())))?;
         let Some(pid) = child.id() else {
