@@ -11,6 +11,7 @@ pub mod journal;
 pub mod keeper;
 pub mod metrics;
 pub mod namespace;
+pub mod peers;
 pub mod reader;
 pub mod serve;
 pub mod source;

@@ -96,6 +96,16 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const SEED_B: u64 = 0x9e37_79b9_7f4a_7c15;
 const PRIME_B: u64 = 0xff51_afd7_ed55_8ccd;
 
+/// A 64-bit hash of `bytes` that is the same in every process and on every machine.
+pub fn stable_hash64(bytes: &[u8]) -> u64 {
+    fmix64(fnv1a(&[bytes], FNV_OFFSET, FNV_PRIME))
+}
+
+/// Mixes the bits of `k` (the 64-bit finalizer of MurmurHash3): a good hash of a hash.
+pub fn mix64(k: u64) -> u64 {
+    fmix64(k)
+}
+
 fn fnv1a(parts: &[&[u8]], seed: u64, prime: u64) -> u64 {
     let mut h = seed;
     for part in parts {

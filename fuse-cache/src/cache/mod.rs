@@ -51,7 +51,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 pub use block_buf::BlockBuf;
-pub use key::{BlockKey, ObjectId, ObjectScope};
+pub use key::{BlockKey, ObjectId, ObjectScope, mix64, stable_hash64};
 
 use crate::error::{Error, Result};
 use disk::DiskTier;

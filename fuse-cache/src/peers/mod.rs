@@ -1,0 +1,8 @@
+//! The nodes that serve a Dataset together (issue 17, the distributed cache): who they are
+//! (`list`: a peers flag or file; Kubernetes membership comes later) and which of them owns
+//! each block (`owner`: rendezvous hashing). Not yet wired to the read path.
+
+pub mod list;
+pub mod owner;
+
+pub use owner::{Member, Owners};
