@@ -190,9 +190,15 @@ async fn keep(mut args: MountArgs) -> Result<()> {
         End::Stop | End::Gone | End::Ended => {
             if let Err(e) = mount.umount() {
                 // Busy (a reader still has files open) or already gone: detach it lazily,
-                // so no dead mount is left behind.
+                // so no dead mount is left behind. A detached mount with open files keeps
+                // its connection, so the serving process is asked to flush and exit; the
+                // connection ends with this process (those readers get ENOTCONN).
                 tracing::debug!("unmounting {}: {e}; detaching it", mp.display());
                 let _ = detach(&mp);
+                if let Some(pid) = worker.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                    // SAFETY: kill(2) of our own child.
+                    unsafe { libc::kill(pid, libc::SIGUSR1) };
+                }
             }
             // The connection ends with the mount: the serving process sees it and exits.
             if tokio::time::timeout(END_GRACE, worker.wait())

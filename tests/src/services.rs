@@ -104,6 +104,24 @@ impl S3Server {
         Ok(s)
     }
 
+    /// `fluid-fuse mount` arguments for `url` on this server (endpoint, keys, region).
+    pub fn mount_args(&self, url: &str) -> Vec<String> {
+        [
+            "--mount",
+            url,
+            "--option",
+            &format!("endpoint={}", self.endpoint),
+            "--option",
+            &format!("access-key={}", self.access_key),
+            "--option",
+            &format!("secret-key={}", self.secret_key),
+            "--option",
+            &format!("region={}", self.region),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
     /// A path-style client, as the servers here have no wildcard DNS.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let creds = aws_sdk_s3::config::Credentials::new(

@@ -422,22 +422,9 @@ fn forgotten_inodes_leave_the_table_so_memory_stays_bounded() {
                 .map_err(aws_sdk_s3::Error::from)
         })
         .unwrap();
-        let url = format!("s3://{}", bucket.name);
+        let args = server.mount_args(&format!("s3://{}", bucket.name));
         _bucket = Some(bucket);
-        [
-            "--mount",
-            &url,
-            "--option",
-            &format!("endpoint={}", server.endpoint),
-            "--option",
-            &format!("access-key={}", server.access_key),
-            "--option",
-            &format!("secret-key={}", server.secret_key),
-            "--option",
-            &format!("region={}", server.region),
-        ]
-        .map(str::to_string)
-        .to_vec()
+        args
     } else {
         for name in names {
             let path = src.path().join(name);

@@ -43,21 +43,6 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn s3_args(server: &S3Server, url: &str) -> Vec<String> {
-    args(&[
-        "--mount",
-        url,
-        "--option",
-        &format!("endpoint={}", server.endpoint),
-        "--option",
-        &format!("access-key={}", server.access_key),
-        "--option",
-        &format!("secret-key={}", server.secret_key),
-        "--option",
-        &format!("region={}", server.region),
-    ])
-}
-
 /// A bucket on `server` holding `tree` under `prefix`, removed when dropped.
 fn s3_dataset(server: &S3Server, tree: &Tree, prefix: &str) -> TempBucket {
     let bucket = server
@@ -105,7 +90,7 @@ fn seaweedfs_source_serves_the_tree_byte_exact() {
     let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
     let tree = tree::generate(&full_spec(), 2);
     let bucket = s3_dataset(&server, &tree, "data/set");
-    let mut a = s3_args(&server, &format!("s3://{}/data/set", bucket.name));
+    let mut a = server.mount_args(&format!("s3://{}/data/set", bucket.name));
     a.extend(args(&["--block-size", "1MiB", "--tier", "mem:256MiB"]));
     let d = FuseDaemon::start(&a).unwrap();
     check_tree(&d, &tree);
@@ -135,7 +120,7 @@ fn ceph_rgw_source_serves_the_tree_byte_exact() {
     let server = S3Server::ceph_rgw().unwrap_or_else(|e| panic!("{e:#}"));
     let tree = tree::generate(&full_spec(), 3);
     let bucket = s3_dataset(&server, &tree, "");
-    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    let mut a = server.mount_args(&format!("s3://{}", bucket.name));
     a.extend(args(&["--block-size", "1MiB", "--tier", "mem:256MiB"]));
     let d = FuseDaemon::start(&a).unwrap();
     check_tree(&d, &tree);
@@ -188,7 +173,7 @@ fn second_read_is_served_from_cache_and_remount_reuses_the_disk_tier() {
     let tree = small_tree();
     let bucket = s3_dataset(&server, &tree, "");
     let cache = tempfile::tempdir().unwrap();
-    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    let mut a = server.mount_args(&format!("s3://{}", bucket.name));
     a.extend(args(&[
         "--block-size",
         "1MiB",
@@ -329,7 +314,7 @@ fn files_whole_in_memory_are_read_by_kernel_passthrough() {
     let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
     let tree = small_tree();
     let bucket = s3_dataset(&server, &tree, "");
-    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    let mut a = server.mount_args(&format!("s3://{}", bucket.name));
     a.extend(args(&["--block-size", "1MiB", "--tier", "mem:64MiB"]));
     let d = FuseDaemon::start(&a).unwrap();
     let (name, want) = tree.files.iter().max_by_key(|(_, b)| b.len()).unwrap();
@@ -430,7 +415,7 @@ fn corrupted_disk_block_is_detected_and_refetched() {
     let tree = small_tree();
     let bucket = s3_dataset(&server, &tree, "");
     let cache = tempfile::tempdir().unwrap();
-    let mut a = s3_args(&server, &format!("s3://{}", bucket.name));
+    let mut a = server.mount_args(&format!("s3://{}", bucket.name));
     a.extend(args(&[
         "--block-size",
         "1MiB",
@@ -501,7 +486,7 @@ fn overwritten_object_is_served_fresh_after_the_attribute_ttl() {
             .await
             .unwrap();
     });
-    let mut a = s3_args(&server, &format!("s3://{bucket}"));
+    let mut a = server.mount_args(&format!("s3://{bucket}"));
     a.extend(args(&["--attr-ttl", "1s", "--entry-ttl", "1s"]));
     let d = FuseDaemon::start(&a).unwrap();
     let f = d.mountpoint.join("f.txt");
@@ -546,7 +531,7 @@ fn writes_are_refused_read_only() {
 fn a_wrong_secret_fails_the_mount_naming_it() {
     let mut server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
     server.secret_key = "wrong-secret-value".into();
-    let err = FuseDaemon::start(&s3_args(&server, "s3://any-bucket"))
+    let err = FuseDaemon::start(&server.mount_args("s3://any-bucket"))
         .err()
         .expect("mount must fail");
     let msg = format!("{err:#}");
@@ -588,7 +573,7 @@ fn reads_fail_with_eio_while_the_source_is_down_and_recover_after() {
     let proxy = fluid_tests::proxy::CuttableProxy::start(target).unwrap();
     let mut via_proxy = server.clone();
     via_proxy.endpoint = format!("http://{}", proxy.addr);
-    let mut a = s3_args(&via_proxy, &format!("s3://{}", bucket.name));
+    let mut a = via_proxy.mount_args(&format!("s3://{}", bucket.name));
     a.extend(args(&["--block-size", "1MiB", "--tier", "mem:4MiB"]));
     let d = FuseDaemon::start(&a).unwrap();
     let big = d.mountpoint.join("big.bin");
