@@ -365,7 +365,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The size of the keeper's hand-over journal (its memfd).
+/// The memory the keeper's hand-over journal (its memfd) takes: its allocated blocks (after a
+/// compaction the old records are a hole).
 fn journal_bytes(keeper: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{keeper}/fd"))
         .into_iter()
@@ -376,7 +377,7 @@ fn journal_bytes(keeper: u32) -> u64 {
                 .is_ok_and(|l| l.to_string_lossy().contains("fluid-fuse-journal"))
         })
         .and_then(|e| std::fs::metadata(e.path()).ok())
-        .map_or(0, |m| m.len())
+        .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
 }
 
 fn inodes(d: &FuseDaemon) -> u64 {
