@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 use tokio::runtime::Handle as Runtime;
 
@@ -58,7 +58,7 @@ pub struct FluidFs {
     opened_versions: Mutex<HashMap<u64, String>>,
     next_fh: AtomicU64,
     /// Where open file handles are written for a successor, and the connection's fd.
-    handover: Option<Handover>,
+    handover: Handover,
     forgotten_since_trim: std::sync::atomic::AtomicUsize,
     /// Releases and forgets since the start (see [`JOURNAL_CHECK_EVERY`]).
     journal_events: AtomicU64,
@@ -89,27 +89,32 @@ struct InodeOpens {
 struct Passthrough {
     opens: u32,
     /// Registered with the kernel until the last of them is released.
-    backing: Backing,
-    /// The kernel's number for it (written to the hand-over journal).
-    id: u32,
+    backing: BackingFile,
     /// Keeps the memory file whole meanwhile (none for a predecessor's backing file: the
     /// kernel holds that file itself).
     _resident: Option<Resident>,
 }
 
-/// A backing file registered with the kernel, closed (unregistered) when dropped.
-enum Backing {
-    Ours(BackingId),
-    /// Registered by a predecessor serving process.
-    Inherited(InheritedBacking),
-}
-
-struct InheritedBacking {
+/// A backing file registered with the kernel (by this process or a predecessor), by its
+/// number on the connection; unregistered when dropped. One owner for both kinds: a
+/// predecessor's id has no fuser `BackingId`, so ours are kept as raw ids too.
+struct BackingFile {
     id: u32,
     fuse_fd: RawFd,
 }
 
-impl Drop for InheritedBacking {
+impl BackingFile {
+    /// Answers an open in passthrough mode with this backing file.
+    fn reply(&self, reply: ReplyOpen, fh: u64) {
+        // SAFETY: the id is registered on this connection; the wrapper is turned back into
+        // the raw id at once, so only `Drop` below ever closes it.
+        let wrapped = unsafe { reply.wrap_backing(self.id) };
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &wrapped);
+        let _ = wrapped.into_raw();
+    }
+}
+
+impl Drop for BackingFile {
     fn drop(&mut self) {
         // FUSE_DEV_IOC_BACKING_CLOSE: _IOW(229, 2, u32).
         const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
@@ -117,7 +122,7 @@ impl Drop for InheritedBacking {
         // open for as long as the session (which owns this file system) lives.
         if unsafe { libc::ioctl(self.fuse_fd, BACKING_CLOSE, &self.id) } != 0 {
             tracing::debug!(
-                "closing inherited backing file {}: {}",
+                "closing backing file {}: {}",
                 self.id,
                 std::io::Error::last_os_error()
             );
@@ -131,8 +136,8 @@ fn errno(e: &Error) -> Errno {
 
 impl FluidFs {
     /// `passthrough`: open files the memory tier holds whole in kernel passthrough mode, when
-    /// the kernel allows it.
-    pub fn new(rt: Runtime, reader: Arc<Reader>, passthrough: bool) -> Self {
+    /// the kernel allows it. Open file handles are written to the journal of `handover`.
+    pub fn new(rt: Runtime, reader: Arc<Reader>, passthrough: bool, handover: Handover) -> Self {
         FluidFs {
             rt,
             ns: reader.ns.clone(),
@@ -143,25 +148,17 @@ impl FluidFs {
             direct_cold: AtomicBool::new(false),
             dirs: Mutex::default(),
             opened_versions: Mutex::default(),
-            next_fh: AtomicU64::new(1),
-            handover: None,
+            next_fh: AtomicU64::new((handover.generation << 40) | 1),
+            handover,
             forgotten_since_trim: Default::default(),
             journal_events: AtomicU64::new(0),
         }
-    }
-
-    /// Writes open file handles to the journal of `handover` from now on.
-    pub fn with_handover(mut self, handover: Handover) -> Self {
-        self.next_fh = AtomicU64::new((handover.generation << 40) | 1);
-        self.handover = Some(handover);
-        self
     }
 
     /// Takes over the open files of a predecessor: their handles read the object versions
     /// they opened, passthrough ones keep their backing file. A handle whose inode is
     /// unknown is skipped (its reads then open the inode afresh, see `read`).
     pub fn adopt_opens(&self, opens: &HashMap<u64, OpenRecord>) -> usize {
-        let Some(h) = &self.handover else { return 0 };
         let mut adopted = 0;
         let mut inode_opens = lock(&self.opens);
         let mut files = lock(&self.files);
@@ -178,11 +175,10 @@ impl FluidFs {
                 Some(id) => {
                     let p = io.passthrough.get_or_insert_with(|| Passthrough {
                         opens: 0,
-                        backing: Backing::Inherited(InheritedBacking {
+                        backing: BackingFile {
                             id,
-                            fuse_fd: h.fuse_fd,
-                        }),
-                        id,
+                            fuse_fd: self.handover.fuse_fd,
+                        },
                         _resident: None,
                     });
                     p.opens += 1;
@@ -202,15 +198,13 @@ impl FluidFs {
     }
 
     fn journal(&self, record: Record) {
-        if let Some(h) = &self.handover {
-            h.journal.append(&[record]);
-        }
+        self.handover.journal.append(&[record]);
     }
 
     /// Every [`JOURNAL_CHECK_EVERY`] releases and forgotten nodes: compacts the journal once its
     /// records are many times what is live (opens and releases, forgotten nodes).
     fn maybe_compact_journal(&self, events: u64) {
-        let Some(h) = &self.handover else { return };
+        let h = &self.handover;
         let before = self.journal_events.fetch_add(events, Ordering::Relaxed);
         if before / JOURNAL_CHECK_EVERY == (before + events) / JOURNAL_CHECK_EVERY {
             return;
@@ -236,12 +230,12 @@ impl FluidFs {
                         .then(|| inode_opens.get(&handle.file.ino))
                         .flatten()
                         .and_then(|io| io.passthrough.as_ref())
-                        .map(|p| p.id),
+                        .map(|p| p.backing.id),
                 })
             })
             .collect();
         self.ns.with_node_records(|nodes| {
-            h.journal.compact(nodes.into_iter().chain(open_records));
+            h.journal.compact(nodes.chain(open_records));
         });
         tracing::info!(
             "compacted the hand-over journal: {} MiB of records to {} MiB",
@@ -262,17 +256,14 @@ impl FluidFs {
         }
         let resident = self.reader.cache.hold_resident(file.object())?;
         match reply.open_backing(resident.fd()) {
-            Ok(backing) => {
-                let id = backing.into_raw();
-                Some(Passthrough {
-                    opens: 0,
-                    // SAFETY: the id was registered just now on this connection, and only
-                    // this wrapper closes it.
-                    backing: Backing::Ours(unsafe { reply.wrap_backing(id) }),
-                    id,
-                    _resident: Some(resident),
-                })
-            }
+            Ok(backing) => Some(Passthrough {
+                opens: 0,
+                backing: BackingFile {
+                    id: backing.into_raw(),
+                    fuse_fd: self.handover.fuse_fd,
+                },
+                _resident: Some(resident),
+            }),
             Err(e) => {
                 self.passthrough.store(false, Ordering::Relaxed);
                 tracing::warn!(
@@ -322,7 +313,6 @@ impl FluidFs {
         if let Some(h) = lock(&self.files).get(&fh) {
             return Some(h.file.clone());
         }
-        self.handover.as_ref()?;
         let node = self.ns.node(ino).ok()?;
         let file = Arc::new(self.reader.open(&node).ok()?);
         lock(&self.files).insert(
@@ -340,9 +330,6 @@ impl FluidFs {
     fn dir_stream(&self, fh: u64, ino: u64) -> Result<Arc<tokio::sync::Mutex<DirStream>>, Errno> {
         if let Some(s) = lock(&self.dirs).get(&fh) {
             return Ok(s.clone());
-        }
-        if self.handover.is_none() {
-            return Err(Errno::EBADF);
         }
         let stream = self.ns.open_dir(ino).map_err(|e| errno(&e))?;
         let stream = Arc::new(tokio::sync::Mutex::new(stream));
@@ -474,7 +461,7 @@ impl Filesystem for FluidFs {
             fh,
             ino: ino.0,
             meta: file.meta.clone(),
-            backing: io.passthrough.as_ref().map(|p| p.id),
+            backing: io.passthrough.as_ref().map(|p| p.backing.id),
         }));
         lock(&self.files).insert(fh, Handle { file, passthrough });
         match &mut io.passthrough {
@@ -484,25 +471,7 @@ impl Filesystem for FluidFs {
                     .counters
                     .passthrough_opens
                     .fetch_add(1, Ordering::Relaxed);
-                let inherited = match &p.backing {
-                    Backing::Inherited(i) => Some(i.id),
-                    Backing::Ours(_) => None,
-                };
-                if let Some(id) = inherited {
-                    // From now on ours: the wrapper made here closes it, the inherited one
-                    // (forgotten, not dropped) does not.
-                    // SAFETY: the id is registered on this connection (by a predecessor)
-                    // and only this wrapper closes it from now on.
-                    let old = std::mem::replace(
-                        &mut p.backing,
-                        Backing::Ours(unsafe { reply.wrap_backing(id) }),
-                    );
-                    std::mem::forget(old);
-                }
-                let Backing::Ours(backing) = &p.backing else {
-                    return reply.error(Errno::EIO);
-                };
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing);
+                p.backing.reply(reply, fh);
             }
             None => {
                 io.cached += 1;

@@ -141,34 +141,30 @@ impl Journal {
     /// later appends follow whole ones. An emptied journal (a write failed) is an error: no
     /// successor can take over from it.
     pub fn replay(&self) -> Result<Replayed> {
+        let start = self.start().ok_or_else(|| {
+            Error::invalid(
+                "the hand-over journal",
+                "it is incomplete (a write to it failed): the connection cannot be taken over",
+            )
+        })?;
+        // From the start on only: what a compaction left before it is a hole of zeros.
         let mut bytes = Vec::new();
         let mut f = &self.file;
-        f.seek(SeekFrom::Start(0))
+        f.seek(SeekFrom::Start(start))
             .and_then(|_| f.read_to_end(&mut bytes))
             .map_err(|e| Error::io("reading the hand-over journal", e))?;
-        let start = bytes
-            .get(..HEADER_LEN as usize)
-            .filter(|h| h.starts_with(MAGIC))
-            .and_then(|h| h[8..16].try_into().ok())
-            .map(u64::from_le_bytes)
-            .filter(|s| (HEADER_LEN..=bytes.len() as u64).contains(s))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "the hand-over journal",
-                    "it is incomplete (a write to it failed): the connection cannot be taken over",
-                )
-            })?;
         let mut out = Replayed::default();
         let mut order: Vec<u64> = Vec::new();
         let mut nodes: HashMap<u64, NodeRecord> = HashMap::new();
-        let mut pos = start as usize;
+        let mut pos = 0;
         while let Some((record, next)) = decode(&bytes, pos) {
             match record {
                 Record::Init(i) => out.init = Some(i),
                 Record::Node(n) => {
-                    if nodes.insert(n.ino, n.clone()).is_none() {
+                    if !nodes.contains_key(&n.ino) {
                         order.push(n.ino);
                     }
+                    nodes.insert(n.ino, n);
                 }
                 Record::Forget(ino) => {
                     nodes.remove(&ino);
@@ -188,14 +184,14 @@ impl Journal {
                 bytes.len() - pos
             );
             self.file
-                .set_len(pos as u64)
+                .set_len(start + pos as u64)
                 .map_err(|e| Error::io("cutting the hand-over journal", e))?;
         }
         out.nodes = order
             .into_iter()
             .filter_map(|ino| nodes.remove(&ino))
             .collect();
-        out.valid_len = pos as u64;
+        out.valid_len = start + pos as u64;
         *lock(&self.init) = out.init;
         Ok(out)
     }
@@ -235,17 +231,19 @@ impl Journal {
         lock(&self.broken).is_none()
     }
 
+    /// Where replay starts, from the header; `None` for an emptied or foreign file.
+    fn start(&self) -> Option<u64> {
+        let mut h = [0u8; HEADER_LEN as usize];
+        self.file.read_exact_at(&mut h, 0).ok()?;
+        let start = u64::from_le_bytes(h[8..16].try_into().ok()?);
+        let len = self.file.metadata().ok()?.len();
+        (h.starts_with(MAGIC) && (HEADER_LEN..=len).contains(&start)).then_some(start)
+    }
+
     /// Bytes of records from the replay start on (what a successor reads).
     pub fn replay_bytes(&self) -> u64 {
-        let mut h = [0u8; HEADER_LEN as usize];
-        let start = self
-            .file
-            .read_exact_at(&mut h, 0)
-            .ok()
-            .and_then(|_| h[8..16].try_into().ok())
-            .map_or(HEADER_LEN, u64::from_le_bytes);
         let len = self.file.metadata().map_or(0, |m| m.len());
-        len.saturating_sub(start)
+        len.saturating_sub(self.start().unwrap_or(HEADER_LEN))
     }
 
     /// Replaces the records with `live` (the nodes, then the open files): written after the
@@ -264,7 +262,7 @@ impl Journal {
         if broken.is_some() {
             return;
         }
-        let done = (|| -> std::io::Result<u64> {
+        let done = (|| -> std::io::Result<()> {
             let start = self.file.metadata()?.len();
             self.file.write_all_at(&buf, start)?;
             self.file.write_all_at(&header(start), 0)?;
@@ -283,10 +281,10 @@ impl Journal {
                     std::io::Error::last_os_error()
                 );
             }
-            Ok(start)
+            Ok(())
         })();
         match done {
-            Ok(_) => tracing::debug!("compacted the hand-over journal to {} bytes", buf.len()),
+            Ok(()) => tracing::debug!("compacted the hand-over journal to {} bytes", buf.len()),
             Err(e) => tracing::warn!("compacting the hand-over journal: {e}"),
         }
     }
@@ -492,6 +490,16 @@ mod tests {
         }
     }
 
+    fn init() -> InitRecord {
+        InitRecord {
+            abi_major: 7,
+            abi_minor: 41,
+            kernel_capabilities: 1 << 39 | 1 << 37,
+            granted: 1 << 37,
+            max_readahead: 1 << 20,
+        }
+    }
+
     fn node(ino: u64, parent: u64, name: &str) -> NodeRecord {
         NodeRecord {
             ino,
@@ -505,13 +513,7 @@ mod tests {
     #[test]
     fn records_survive_a_round_trip_and_replay_keeps_what_is_live() {
         let j = Journal::open(Journal::create().unwrap());
-        let init = InitRecord {
-            abi_major: 7,
-            abi_minor: 41,
-            kernel_capabilities: 1 << 39 | 1 << 37,
-            granted: 1 << 37,
-            max_readahead: 1 << 20,
-        };
+        let init = init();
         let mount_root = NodeRecord {
             location: NodeLocation::InMount {
                 mount: 1,
@@ -570,13 +572,7 @@ mod tests {
     #[test]
     fn compaction_keeps_what_is_live_and_frees_the_rest() {
         let j = Journal::open(Journal::create().unwrap());
-        let init = InitRecord {
-            abi_major: 7,
-            abi_minor: 41,
-            kernel_capabilities: 1,
-            granted: 1,
-            max_readahead: 4096,
-        };
+        let init = init();
         j.append(&[Record::Init(init)]);
         for ino in 2..2000 {
             j.append(&[Record::Node(node(ino, 1, &format!("n{ino}")))]);

@@ -195,10 +195,7 @@ async fn keep(mut args: MountArgs) -> Result<()> {
                 // connection ends with this process (those readers get ENOTCONN).
                 tracing::debug!("unmounting {}: {e}; detaching it", mp.display());
                 let _ = detach(&mp);
-                if let Some(pid) = worker.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-                    // SAFETY: kill(2) of our own child.
-                    unsafe { libc::kill(pid, libc::SIGUSR1) };
-                }
+                ask_to_hand_over(&worker);
             }
             // The connection ends with the mount: the serving process sees it and exits.
             if tokio::time::timeout(END_GRACE, worker.wait())
@@ -303,10 +300,7 @@ async fn upgrade_serving(
     binary: Option<OwnedFd>,
 ) -> std::result::Result<Upgraded, (String, bool)> {
     let started = Instant::now();
-    if let Some(pid) = worker.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-        // SAFETY: kill(2) of our own child.
-        unsafe { libc::kill(pid, libc::SIGUSR1) };
-    }
+    ask_to_hand_over(worker);
     match tokio::time::timeout(END_GRACE, worker.wait()).await {
         Ok(Ok(s)) if s.code() == Some(HANDED_OVER) => {}
         Ok(Ok(s)) => tracing::warn!("the old serving process {} during the upgrade", describe(s)),
@@ -360,6 +354,15 @@ async fn upgrade_serving(
                 )),
             }
         }
+    }
+}
+
+/// Asks the serving process to flush its cache index and exit (SIGUSR1; status
+/// [`HANDED_OVER`]), leaving the connection to whoever holds it next.
+fn ask_to_hand_over(worker: &tokio::process::Child) {
+    if let Some(pid) = worker.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(pid, libc::SIGUSR1) };
     }
 }
 

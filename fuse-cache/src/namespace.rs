@@ -420,17 +420,17 @@ impl Namespace {
         unused
     }
 
-    /// Calls `f` with a journal record of every node but the root, parents before children
-    /// (a parent's id is always the smaller), while no node can be made or dropped.
-    pub fn with_node_records<R>(&self, f: impl FnOnce(Vec<Record>) -> R) -> R {
+    /// Calls `f` with the journal records of every node but the root, parents before
+    /// children (a parent's id is always the smaller), made one by one as `f` takes them,
+    /// while no node can be made or dropped.
+    pub fn with_node_records<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = Record>) -> R) -> R {
         let t = self.table();
         let mut nodes: Vec<&Node> = t.nodes.values().filter(|n| n.ino != ROOT).collect();
         nodes.sort_unstable_by_key(|n| n.ino);
-        let records = nodes
+        let mut records = nodes
             .into_iter()
-            .map(|n| Record::Node(node_record(n, t.nodes.get(&n.parent).map(|p| &p.location))))
-            .collect();
-        f(records)
+            .map(|n| Record::Node(node_record(n, t.nodes.get(&n.parent).map(|p| &p.location))));
+        f(&mut records)
     }
 
     /// Nodes held now (the root, the kernel's, and those only listings hold).

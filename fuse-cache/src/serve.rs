@@ -99,12 +99,12 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     }
 
     let fuse_fd = fuse.as_raw_fd();
-    let fs =
-        FluidFs::new(rt.handle().clone(), reader.clone(), m.passthrough).with_handover(Handover {
-            journal: journal.clone(),
-            fuse_fd,
-            generation: args.generation,
-        });
+    let handover = Handover {
+        journal: journal.clone(),
+        fuse_fd,
+        generation: args.generation,
+    };
+    let fs = FluidFs::new(rt.handle().clone(), reader.clone(), m.passthrough, handover);
     let config = session_config(m);
     let acl = config.acl;
     let (session, init) = match &replayed {
