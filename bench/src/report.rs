@@ -130,7 +130,7 @@ pub fn build_rows(w: Workload, runs: &[(System, SystemRun)]) -> Vec<Row> {
     // Peak memory of the daemons (the limits have none).
     let mut row = Row {
         phase: "whole workload".into(),
-        metric: "peak RSS MiB".into(),
+        metric: "peak RSS MiB (process tree)".into(),
         lower_is_better: true,
         values: BTreeMap::new(),
         partial: Vec::new(),

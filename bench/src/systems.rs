@@ -294,9 +294,7 @@ impl Mounted {
 
     /// The peak resident memory so far (for a run that is about to be aborted).
     pub fn peak_now(&self) -> Option<u64> {
-        let s = self.sampler.as_ref()?;
-        let hwm = proc_status_kib(s.pid, "VmHWM:").unwrap_or(0) << 10;
-        Some(s.peak.load(Ordering::Relaxed).max(hwm))
+        Some(self.sampler.as_ref()?.peak())
     }
 
     /// Takes the mount down cleanly; returns the daemon's peak resident memory in bytes.
@@ -446,8 +444,11 @@ pub fn unmount_stale(dir: &Path) {
     }
 }
 
-/// Polls a process's resident memory; the peak is the larger of the polled maximum and the
-/// kernel's own high-water mark (VmHWM) read at the end.
+/// Polls the resident memory of a daemon's whole process tree (fluid-fuse is a keeper and a
+/// serving process, and successors after a crash; a peer may spawn helpers), summed over its
+/// processes. The peak is the larger of the polled maximum and, read at the end, the sum of
+/// each live process's own high-water mark (VmHWM; an upper bound, as the processes may have
+/// peaked at different times).
 struct RssSampler {
     pid: u32,
     stop: Arc<AtomicBool>,
@@ -462,9 +463,7 @@ impl RssSampler {
         let (s, p) = (stop.clone(), peak.clone());
         let handle = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = proc_status_kib(pid, "VmRSS:") {
-                    p.fetch_max(rss << 10, Ordering::Relaxed);
-                }
+                p.fetch_max(tree_kib(pid, "VmRSS:") << 10, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
@@ -476,14 +475,28 @@ impl RssSampler {
         }
     }
 
+    /// The peak so far.
+    fn peak(&self) -> u64 {
+        let hwm = tree_kib(self.pid, "VmHWM:") << 10;
+        self.peak.load(Ordering::Relaxed).max(hwm)
+    }
+
     fn stop(mut self) -> u64 {
-        let hwm = proc_status_kib(self.pid, "VmHWM:").unwrap_or(0) << 10;
+        let peak = self.peak();
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.peak.load(Ordering::Relaxed).max(hwm)
+        peak.max(self.peak.load(Ordering::Relaxed))
     }
+}
+
+/// `field` of /proc/PID/status (in KiB) summed over `root` and its descendants.
+fn tree_kib(root: u32, field: &str) -> u64 {
+    fluid_tests::daemon::tree(root)
+        .into_iter()
+        .filter_map(|pid| proc_status_kib(pid, field))
+        .sum()
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {

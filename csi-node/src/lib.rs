@@ -96,7 +96,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     if let Some(listener) = health {
-        tracing::info!("answering liveness probes on /healthz");
         tokio::spawn(fluid_proto::health::serve(
             listener,
             sup.config().endpoint.clone(),
@@ -124,9 +123,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         let router = tonic::transport::Server::builder()
             .add_service(CacheNodeServer::with_interceptor(service, guard));
         tracing::info!(
+            listen = %b.endpoint(),
             advertised = advertise.as_deref().unwrap_or("-"),
-            "serving the Datasets' cache service on {}",
-            b.endpoint()
+            "serving the Datasets' cache service"
         );
         b.serve(router, stopped(stop_rx.clone())).await
     };

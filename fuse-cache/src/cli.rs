@@ -81,7 +81,10 @@ pub struct MountArgs {
     /// Largest readahead window of a sequential reader, in blocks.
     #[arg(long, default_value_t = 16)]
     pub readahead_blocks: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9400).
+    /// Serve Prometheus metrics (OpenMetrics text on GET /metrics) on this address, e.g.
+    /// 127.0.0.1:9400; port 0 takes a free one. The address is printed as `FLUID-FUSE METRICS
+    /// http://HOST:PORT/metrics` before the ready line, and stays the same when the serving
+    /// process is replaced.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
     /// Serve the CacheNode gRPC service here (unix:///run/fluid/VOL.sock or tcp://host:port).
@@ -140,6 +143,10 @@ pub struct ServeArgs {
     /// A pipe to tell the keeper that requests are answered.
     #[arg(long)]
     pub ready_fd: i32,
+    /// The listening socket for --metrics (the keeper binds it once, for every serving
+    /// process).
+    #[arg(long)]
+    pub metrics_fd: Option<i32>,
     /// Serving processes before this one; above 0, the connection is taken over.
     #[arg(long, default_value_t = 0)]
     pub generation: u64,

@@ -38,6 +38,8 @@ use crate::serve::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY};
 const FUSE_FD: RawFd = 3;
 const JOURNAL_FD: RawFd = 4;
 const READY_FD: RawFd = 5;
+/// ... and of the --metrics listener, when there is one.
+const METRICS_FD: RawFd = 6;
 /// How long a serving process may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Serving processes in a row that may fail to start or die within [`QUICK_DEATH`] of
@@ -112,9 +114,25 @@ async fn keep(mut args: MountArgs) -> Result<()> {
         }
         None => None,
     };
+    // Bound here, once: every serving process answers on the same port, and port 0 is
+    // resolved before anyone is told the address.
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::io(format!("--metrics {addr}"), e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| Error::io("--metrics", e))?;
+            println!("FLUID-FUSE METRICS http://{bound}/metrics");
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let mut serving = Serving {
         fuse,
         journal,
+        metrics,
         args: serve_args(),
         binary: None,
     };
@@ -412,6 +430,7 @@ async fn replace(
 struct Serving {
     fuse: OwnedFd,
     journal: OwnedFd,
+    metrics: Option<std::net::TcpListener>,
     /// The command line after `mount`, passed on to `serve`.
     args: Vec<OsString>,
     /// The binary an upgrade gave; none: the keeper's own.
@@ -438,28 +457,35 @@ impl Serving {
             .args(["--ready-fd", &READY_FD.to_string()])
             .args(["--generation", &generation.to_string()])
             .stdin(Stdio::null());
-        let fds = [
-            self.fuse.as_raw_fd(),
-            self.journal.as_raw_fd(),
-            ready_w.as_raw_fd(),
+        // (descriptor here, number in the serving process)
+        let mut fds = vec![
+            (self.fuse.as_raw_fd(), FUSE_FD),
+            (self.journal.as_raw_fd(), JOURNAL_FD),
+            (ready_w.as_raw_fd(), READY_FD),
         ];
+        if let Some(m) = &self.metrics {
+            cmd.args(["--metrics-fd", &METRICS_FD.to_string()]);
+            fds.push((m.as_raw_fd(), METRICS_FD));
+        }
         // SAFETY: only async-signal-safe calls (fcntl, dup2, close, prctl, getppid,
         // signal) between fork and exec, on descriptors that are open in the parent.
         unsafe {
             let keeper = libc::getpid();
+            // The copies above every target number first, so that no dup2 below closes a
+            // descriptor still to be moved.
+            let mut high = vec![0; fds.len()];
             cmd.pre_exec(move || {
-                let mut high = [0; 3];
-                for (h, fd) in high.iter_mut().zip(fds) {
-                    *h = libc::fcntl(fd, libc::F_DUPFD, 10);
+                for (h, (fd, _)) in high.iter_mut().zip(&fds) {
+                    *h = libc::fcntl(*fd, libc::F_DUPFD, 10);
                     if *h < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                for (target, h) in [FUSE_FD, JOURNAL_FD, READY_FD].into_iter().zip(high) {
-                    if libc::dup2(h, target) < 0 {
+                for (h, (_, target)) in high.iter().zip(&fds) {
+                    if libc::dup2(*h, *target) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    libc::close(h);
+                    libc::close(*h);
                 }
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
                     || libc::getppid() != keeper

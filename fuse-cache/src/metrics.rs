@@ -1,25 +1,39 @@
-//! Prometheus text exposition of the daemon's figures on a small HTTP endpoint.
+//! The daemon's figures for Prometheus: OpenMetrics text made by `prometheus-client`, served on
+//! `GET /metrics` by the product's one HTTP server ([`fluid_proto::http`]).
+//!
+//! The counters and gauges are read at each scrape from the same figures `fluid-fuse stats`
+//! shows (a [`Collector`]), so the two never disagree. The latency histograms are our own
+//! lock-free ones (a read through the mount records one without a lock) that encode themselves
+//! as typed histograms.
 
-use std::fmt::Write;
-use std::net::SocketAddr;
+use std::fmt;
 use std::sync::Arc;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use fluid_proto::http::{self, Reply};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
 use crate::control::Control;
-use crate::error::{Error, Result};
+
+/// The OpenMetrics text format's media type, which Prometheus asks for and parses.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the latency buckets, in seconds: from a memory hit to a slow remote read.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
 ];
 
-/// A Prometheus histogram of durations, lock-free.
-#[derive(Default)]
+/// A histogram of durations, lock-free.
+#[derive(Default, Debug)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
     sum_nanos: AtomicU64,
@@ -36,141 +50,259 @@ impl Histogram {
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// Appends the histogram in text format (cumulative buckets, then sum and count).
-    pub fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, c) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        // The count first: a bucket counted after it could make the buckets exceed it.
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let mut buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
+            .collect();
+        let below: u64 = buckets.iter().map(|(_, c)| c).sum();
+        // f64::MAX is the encoder's +Inf bucket.
+        buckets.push((f64::MAX, count.saturating_sub(below)));
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            count.max(below),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
-/// Renders the metrics in Prometheus text format.
-pub fn render(control: &Control) -> String {
-    let s = control.stats();
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
+/// Labels of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family: its samples, by labels (none: one sample without labels).
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Labels, M)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    let unlabelled = matches!(samples.as_slice(), [(labels, _)] if labels.is_empty());
+    for (labels, m) in samples {
+        if unlabelled {
+            return m.encode(metric);
         }
-    };
-    let tier = |t: &fluid_proto::fluid::TierStats| {
-        format!(
-            "{{tier=\"{}\",path=\"{}\"}}",
-            t.medium,
-            t.path.replace('"', "'")
+        m.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A label value as the text format wants it (the encoder writes values as given).
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The daemon's figures, read at each scrape.
+struct Figures(Arc<Control>);
+
+impl fmt::Debug for Figures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Figures")
+    }
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let s = self.0.stats();
+        let tier = |t: &fluid_proto::fluid::TierStats| -> Labels {
+            vec![
+                ("tier", label_value(&t.medium)),
+                ("path", label_value(&t.path)),
+            ]
+        };
+        let per_tier = |value: fn(&fluid_proto::fluid::TierStats) -> u64| {
+            s.tiers
+                .iter()
+                .map(|t| (tier(t), value(t)))
+                .collect::<Vec<_>>()
+        };
+        let counters = |samples: Vec<(Labels, u64)>| {
+            samples
+                .into_iter()
+                .map(|(l, v)| (l, ConstCounter::new(v)))
+                .collect::<Vec<_>>()
+        };
+        let gauges = |samples: Vec<(Labels, u64)>| {
+            samples
+                .into_iter()
+                .map(|(l, v)| (l, ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))))
+                .collect::<Vec<_>>()
+        };
+        let one = |v: u64| vec![(Labels::new(), v)];
+        // Counter names lose their `_total` here: the encoder appends it to every sample.
+        family(
+            &mut e,
+            "fluid_cache_hits",
+            "Block reads served by a cache tier.",
+            MetricType::Counter,
+            counters(per_tier(|t| t.hits)),
+        )?;
+        family(
+            &mut e,
+            "fluid_cache_misses",
+            "Block reads that went to the source.",
+            MetricType::Counter,
+            counters(one(s.misses)),
+        )?;
+        family(
+            &mut e,
+            "fluid_cache_used_bytes",
+            "Bytes held by a cache tier.",
+            MetricType::Gauge,
+            gauges(per_tier(|t| t.used_bytes)),
+        )?;
+        family(
+            &mut e,
+            "fluid_cache_capacity_bytes",
+            "Quota of a cache tier.",
+            MetricType::Gauge,
+            gauges(per_tier(|t| t.capacity_bytes)),
+        )?;
+        family(
+            &mut e,
+            "fluid_cache_evictions",
+            "Blocks evicted from a cache tier.",
+            MetricType::Counter,
+            counters(per_tier(|t| t.evictions)),
+        )?;
+        family(
+            &mut e,
+            "fluid_source_read_bytes",
+            "Bytes read from the sources.",
+            MetricType::Counter,
+            counters(one(s.source_bytes_read)),
+        )?;
+        family(
+            &mut e,
+            "fluid_source_requests",
+            "Range reads sent to the sources.",
+            MetricType::Counter,
+            counters(one(s.source_requests)),
+        )?;
+        family(
+            &mut e,
+            "fluid_served_bytes",
+            "Bytes returned to readers by the daemon (not those of passthrough opens).",
+            MetricType::Counter,
+            counters(one(s.bytes_served)),
+        )?;
+        family(
+            &mut e,
+            "fluid_passthrough_opens",
+            "Opens of files the memory tier held whole, read by the kernel itself.",
+            MetricType::Counter,
+            counters(one(s.passthrough_opens)),
+        )?;
+        let c = &self.0.reader.counters;
+        family(
+            &mut e,
+            "fluid_read_duration_seconds",
+            "Time to answer a read through the mount.",
+            MetricType::Histogram,
+            vec![(Labels::new(), &c.read_latency)],
+        )?;
+        family(
+            &mut e,
+            "fluid_source_request_duration_seconds",
+            "Time of one range read from a source.",
+            MetricType::Histogram,
+            vec![(Labels::new(), &c.source_latency)],
         )
-    };
-    family(
-        "fluid_cache_hits_total",
-        "counter",
-        "Block reads served by a cache tier.",
-        s.tiers.iter().map(|t| (tier(t), t.hits)).collect(),
-    );
-    family(
-        "fluid_cache_misses_total",
-        "counter",
-        "Block reads that went to the source.",
-        vec![(String::new(), s.misses)],
-    );
-    family(
-        "fluid_cache_used_bytes",
-        "gauge",
-        "Bytes held by a cache tier.",
-        s.tiers.iter().map(|t| (tier(t), t.used_bytes)).collect(),
-    );
-    family(
-        "fluid_cache_capacity_bytes",
-        "gauge",
-        "Quota of a cache tier.",
-        s.tiers
-            .iter()
-            .map(|t| (tier(t), t.capacity_bytes))
-            .collect(),
-    );
-    family(
-        "fluid_cache_evictions_total",
-        "counter",
-        "Blocks evicted from a cache tier.",
-        s.tiers.iter().map(|t| (tier(t), t.evictions)).collect(),
-    );
-    family(
-        "fluid_source_read_bytes_total",
-        "counter",
-        "Bytes read from the sources.",
-        vec![(String::new(), s.source_bytes_read)],
-    );
-    family(
-        "fluid_source_requests_total",
-        "counter",
-        "Range reads sent to the sources.",
-        vec![(String::new(), s.source_requests)],
-    );
-    family(
-        "fluid_served_bytes_total",
-        "counter",
-        "Bytes returned to readers by the daemon (not those of passthrough opens).",
-        vec![(String::new(), s.bytes_served)],
-    );
-    family(
-        "fluid_passthrough_opens_total",
-        "counter",
-        "Opens of files the memory tier held whole, read by the kernel itself.",
-        vec![(String::new(), s.passthrough_opens)],
-    );
-    let c = &control.reader.counters;
-    c.read_latency.render(
-        "fluid_read_duration_seconds",
-        "Time to answer a read through the mount.",
-        &mut out,
-    );
-    c.source_latency.render(
-        "fluid_source_request_duration_seconds",
-        "Time of one range read from a source.",
-        &mut out,
-    );
+    }
+}
+
+impl EncodeMetric for &Histogram {
+    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
+        (**self).encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The registry of the daemon's metrics.
+pub fn registry(control: Arc<Control>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Figures(control)));
+    registry
+}
+
+/// The metrics in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the encoders do not fail otherwise.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::warn!("encoding the metrics: {e}");
+    }
     out
 }
 
-/// Binds now (so a busy port fails the start) and serves in the background.
-pub async fn serve(addr: SocketAddr, control: Arc<Control>) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("metrics listen on {addr}"), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("metrics address", e))?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let control = control.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let ok = request.starts_with("GET /metrics") || request.starts_with("GET / ");
-                let (status, body) = if ok {
-                    ("200 OK", render(&control))
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    Ok(bound)
+/// Serves `GET /metrics` (and `/`) on `listener` for as long as the process runs.
+pub async fn serve(listener: TcpListener, control: Arc<Control>) {
+    let registry = Arc::new(registry(control));
+    let handle = move |req: Request<Incoming>| {
+        let registry = registry.clone();
+        async move { answer(&req, &registry) }
+    };
+    http::serve(listener, handle, std::future::pending()).await
+}
+
+fn answer(req: &Request<Incoming>, registry: &Registry) -> Reply {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return http::text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+    }
+    match req.uri().path() {
+        "/metrics" | "/" => http::reply(StatusCode::OK, CONTENT_TYPE, render(registry)),
+        _ => http::text(StatusCode::NOT_FOUND, "GET /metrics\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_encode_cumulative_buckets_with_inf_sum_and_count() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(20));
+        let mut registry = Registry::default();
+        registry.register("lat_seconds", "a latency", h);
+        let text = render(&registry);
+        assert!(text.contains("# TYPE lat_seconds histogram\n"), "{text}");
+        assert!(text.contains("lat_seconds_count 3\n"), "{text}");
+        assert!(text.contains("lat_seconds_sum 20.00305"), "{text}");
+        let bucket = |le: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("lat_seconds_bucket{{le=\"{le}\"}} ")))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(bucket("0.0001"), Some(1), "{text}");
+        assert_eq!(bucket("0.005"), Some(2), "{text}");
+        assert_eq!(bucket("10.0"), Some(2), "{text}");
+        assert_eq!(bucket("+Inf"), Some(3), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -80,9 +80,16 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     let (reader, control) = rt.block_on(build(m, journal.clone(), replayed.as_ref()))?;
 
     let stop = Arc::new(tokio::sync::Notify::new());
-    if let Some(addr) = m.metrics {
-        let bound = rt.block_on(crate::metrics::serve(addr, control.clone()))?;
-        tracing::info!("metrics on http://{bound}/metrics");
+    if let Some(fd) = args.metrics_fd {
+        let listener = std::net::TcpListener::from(inherited(fd, "--metrics-fd")?);
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| {
+                let _guard = rt.enter();
+                tokio::net::TcpListener::from_std(listener)
+            })
+            .map_err(|e| Error::io("the metrics listener", e))?;
+        rt.spawn(crate::metrics::serve(listener, control.clone()));
     }
     let mut control_server = None;
     if let Some(ep) = &m.control {

@@ -6,19 +6,17 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::Endpoint;
 use crate::csi::ProbeRequest;
 use crate::csi::identity_client::IdentityClient;
+use crate::http::{self, Reply};
 
 /// How long the CSI Probe may take before the plugin counts as unhealthy.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A probe's request is one short line and a few headers; more is not a probe.
-const MAX_REQUEST: usize = 8 << 10;
-/// A client that sends nothing is dropped after this.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether the plugin on `csi` answers Probe as ready, or why not.
 pub async fn probe(csi: &Endpoint) -> Result<(), String> {
@@ -41,67 +39,30 @@ pub async fn probe(csi: &Endpoint) -> Result<(), String> {
 
 /// Serves `/healthz` on `listener` for the plugin on `csi` until `stop` completes.
 pub async fn serve(listener: TcpListener, csi: Endpoint, stop: impl Future<Output = ()>) {
-    tokio::pin!(stop);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let csi = csi.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &csi).await {
-                        tracing::debug!("health check connection: {e}");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!("accepting a health check: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "answering liveness probes on /healthz");
     }
+    let handle = move |req: Request<Incoming>| {
+        let csi = csi.clone();
+        async move { answer(&req, &csi).await }
+    };
+    http::serve(listener, handle, stop).await
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, csi: &Endpoint) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let head_done = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n");
-    while !head_done(&buf) && buf.len() < MAX_REQUEST {
-        let n = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk)).await {
-            Ok(read) => read?,
-            Err(_) => return Ok(()),
-        };
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+async fn answer(req: &Request<Incoming>, csi: &Endpoint) -> Reply {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return http::text(StatusCode::METHOD_NOT_ALLOWED, "GET /healthz\n");
     }
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, body) = if method != "GET" && method != "HEAD" {
-        ("405 Method Not Allowed", "GET /healthz\n".to_string())
-    } else if path != "/healthz" {
-        ("404 Not Found", "GET /healthz\n".to_string())
-    } else {
-        match probe(csi).await {
-            Ok(()) => ("200 OK", "ok\n".to_string()),
-            Err(why) => {
-                tracing::warn!("health check failed: {why}");
-                ("503 Service Unavailable", format!("{why}\n"))
-            }
+    if req.uri().path() != "/healthz" {
+        return http::text(StatusCode::NOT_FOUND, "GET /healthz\n");
+    }
+    match probe(csi).await {
+        Ok(()) => http::text(StatusCode::OK, "ok\n"),
+        Err(why) => {
+            tracing::warn!("health check failed: {why}");
+            http::text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
         }
-    };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        body.len(),
-        if method == "HEAD" { "" } else { body.as_str() }
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +70,7 @@ mod tests {
     use super::*;
     use crate::csi::identity_server::IdentityServer;
     use crate::identity::IdentityService;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: std::net::SocketAddr, request: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -130,7 +92,11 @@ mod tests {
         }));
 
         // No CSI server yet: unhealthy, with the reason.
-        let down = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let down = get(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(down.starts_with("HTTP/1.1 503"), "{down}");
 
         let bound = csi.bind().await.unwrap();
@@ -140,14 +106,18 @@ mod tests {
         let csi_server = tokio::spawn(bound.serve(router, async {
             let _ = csi_stop_rx.await;
         }));
-        let up = get(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let up = get(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(
             up.starts_with("HTTP/1.1 200") && up.ends_with("ok\n"),
             "{up}"
         );
-        let other = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        let other = get(addr, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
-        let post = get(addr, "POST /healthz HTTP/1.1\r\n\r\n").await;
+        let post = get(addr, "POST /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 
         let _ = csi_stop_tx.send(());

@@ -6,6 +6,7 @@ mod authority;
 pub mod cache_auth;
 pub mod endpoint;
 pub mod health;
+pub mod http;
 pub mod identity;
 
 pub use endpoint::{Endpoint, EndpointError};

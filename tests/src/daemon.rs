@@ -21,6 +21,8 @@ pub struct FuseDaemon {
     child: Option<Child>,
     pub mountpoint: PathBuf,
     pub control: PathBuf,
+    /// Where the daemon serves its metrics, as it printed (with `--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
     stderr_log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -58,11 +60,16 @@ impl FuseDaemon {
             .spawn()
             .context("starting fluid-fuse")?;
         let stdout = child.stdout.take().context("fluid-fuse stdout")?;
+        // The metrics address (when asked for) comes before the ready line.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics = None;
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Some(url) = line.strip_prefix("FLUID-FUSE METRICS http://") {
+                    metrics = url.trim_end_matches("/metrics").parse().ok();
+                }
                 if line.starts_with("FLUID-FUSE READY") {
-                    let _ = tx.send(());
+                    let _ = tx.send(metrics);
                 }
             }
         });
@@ -70,10 +77,14 @@ impl FuseDaemon {
             child: Some(child),
             mountpoint,
             control,
+            metrics: None,
             stderr_log,
             _dir: dir,
         };
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let ready = rx.recv_timeout(Duration::from_secs(60));
+        if let Ok(metrics) = ready {
+            daemon.metrics = metrics;
+        } else {
             let status = daemon
                 .child
                 .as_mut()
@@ -250,6 +261,19 @@ pub fn processes() -> Vec<Process> {
             .map(<[u8]>::to_vec)
             .collect();
         out.push(Process { pid, ppid, args });
+    }
+    out
+}
+
+/// `root` and every live process below it (children, their children, ...).
+pub fn tree(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(all.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        i += 1;
     }
     out
 }

@@ -167,6 +167,11 @@ impl NodePlugin {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The port of `--cache-endpoint`, as the plugin logged it (start it with port 0).
+    pub fn cache_port(&self) -> Result<u16> {
+        Ok(crate::services::logged_listen(|| self.log(), "cache service")?.port())
+    }
+
     /// SIGTERM, and the exit status. The daemons keep running, for the next run to adopt.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("the plugin is not running")?;

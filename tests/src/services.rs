@@ -161,11 +161,32 @@ pub fn csi_sanity() -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A TCP port on 127.0.0.1 that nothing listens on right now.
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The address a daemon started with port 0 logged it listens on: the last line of `log()`
+/// that contains `what` and a field `listen=[tcp://]HOST:PORT`, once there is one (30 s at
+/// most). Daemons bind port 0 themselves, so no other process can take the port between a
+/// test choosing it and the daemon binding it.
+pub fn logged_listen(log: impl Fn() -> String, what: &str) -> Result<std::net::SocketAddr> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = log();
+        let found = text
+            .lines()
+            .rev()
+            .filter(|l| l.contains(what))
+            .find_map(|l| {
+                let field = l
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("listen="))?;
+                field.trim_start_matches("tcp://").parse().ok()
+            });
+        if let Some(addr) = found {
+            return Ok(addr);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("no `listen=` address logged with {what:?} within 30 s; the log:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `GET path` on 127.0.0.1:`port` over plain HTTP/1.1; the whole answer, status line first.

@@ -20,7 +20,7 @@ use fluid_proto::csi::volume_capability::{
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir};
-use fluid_tests::services::{free_port, http_get};
+use fluid_tests::services::{http_get, logged_listen};
 use fluid_volume::context::{BLOCK_SIZE, MOUNTS, TIERS, VolumeContext};
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
@@ -903,12 +903,11 @@ async fn identity_capabilities_and_sigterm() {
         .prefix("csi-controller")
         .tempdir()
         .unwrap();
-    let health_port = free_port().unwrap();
-    let mut plugin = Plugin::start_with(
-        dir.path(),
-        &[format!("--health-listen=127.0.0.1:{health_port}")],
-    );
+    let mut plugin = Plugin::start_with(dir.path(), &["--health-listen=127.0.0.1:0".to_string()]);
     let (mut identity, mut c) = plugin.connect().await;
+    let health_port = logged_listen(|| plugin.log(), "liveness probes")
+        .unwrap()
+        .port();
     // The liveness probe's answer, from the plugin itself (its CSI endpoint answers Probe).
     let health = tokio::task::spawn_blocking(move || http_get(health_port, "/healthz"))
         .await

@@ -21,7 +21,7 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType, BlockVolume, M
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
-use fluid_tests::services::{S3Server, TempBucket, free_port, http_get, unique_name};
+use fluid_tests::services::{S3Server, TempBucket, http_get, logged_listen, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -597,14 +597,13 @@ fn the_plugin_serves_the_kubelets_plugin_registration() {
         let registry = dir.path("plugins_registry");
         std::fs::create_dir(&registry).unwrap();
         let host_socket = "/var/lib/kubelet/plugins/fuse.csi.fluid.io/csi.sock";
-        let health_port = free_port().unwrap();
         let mut plugin = NodePlugin::start(
             &dir,
             "n1",
             &[
                 format!("--registration-dir={}", registry.display()),
                 format!("--kubelet-registration-path={host_socket}"),
-                format!("--health-listen=127.0.0.1:{health_port}"),
+                "--health-listen=127.0.0.1:0".to_string(),
             ],
             &[],
         )
@@ -637,6 +636,9 @@ fn the_plugin_serves_the_kubelets_plugin_registration() {
                 .unwrap();
         }
         // The liveness probe's answer, from the plugin itself.
+        let health_port = logged_listen(|| plugin.log(), "liveness probes")
+            .unwrap()
+            .port();
         let health = tokio::task::spawn_blocking(move || http_get(health_port, "/healthz"))
             .await
             .unwrap()

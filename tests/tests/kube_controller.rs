@@ -25,7 +25,7 @@ use fluid_tests::kube::{
     Kube, apply_crds, kubeconfig_path, unique_name, wait_for, wait_for_object,
 };
 use fluid_tests::node_plugin::{NodePlugin, PluginDir};
-use fluid_tests::services::{S3Server, TempBucket, free_port};
+use fluid_tests::services::{S3Server, TempBucket};
 use fluid_volume::context::{DATASET, MOUNT_SECRETS, MOUNTS, TIERS};
 use fluid_volume::labels::dataset_label_key;
 use fluid_volume::size::human_size;
@@ -429,18 +429,18 @@ impl Cluster {
             .create_node(&unique_name(&format!("{prefix}-node")))
             .await?;
         let dir = PluginDir::new()?;
-        let port = free_port()?;
         let plugin = NodePlugin::start(
             &dir,
             &node.name,
             &[
                 "--kubernetes".into(),
-                format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+                "--cache-endpoint=tcp://127.0.0.1:0".into(),
                 format!("--cache-token={CACHE_TOKEN}"),
             ],
             &[("KUBECONFIG", &kubeconfig_path()?)],
         )
         .await?;
+        let port = plugin.cache_port()?;
         let controller = ControllerProcess::start(&[format!("--cache-token={CACHE_TOKEN}")])?;
         let ds = kube
             .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)

@@ -22,7 +22,7 @@ use fluid_proto::fluid::{
 };
 use fluid_tests::kube::{self as k, Kube, Temp, annotation, label, unique_name, wait_for_object};
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
-use fluid_tests::services::{S3Server, TempBucket, free_port};
+use fluid_tests::services::{S3Server, TempBucket};
 use fluid_volume::context::{CLEAN_POLICY, EXCLUSIVE, PLACEMENT, TIERS};
 use fluid_volume::labels::{
     CACHE_ENDPOINT_ANNOTATION, EXCLUSIVE_LABEL, dataset_label_key, exclusive_label_value,
@@ -167,18 +167,18 @@ async fn node_labels_and_cache_endpoint_follow_staged_volumes() {
         dir,
     } = World::new().await;
     let node = create_node(&kube).await;
-    let port = free_port().unwrap();
     let mut plugin = NodePlugin::start(
         &dir,
         &node.name,
         &[
             "--kubernetes".into(),
-            format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+            "--cache-endpoint=tcp://127.0.0.1:0".into(),
         ],
         &[("KUBECONFIG", &kubeconfig)],
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
+    let port = plugin.cache_port().unwrap();
 
     // The Dataset's namespace need not exist: the node only reads the volume context.
     let ns = unique_name("kn");
@@ -575,10 +575,9 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
         dir,
     } = World::new().await;
     let node = create_node(&kube).await;
-    let port = free_port().unwrap();
     let flags = [
         "--kubernetes".to_string(),
-        format!("--cache-endpoint=tcp://127.0.0.1:{port}"),
+        "--cache-endpoint=tcp://127.0.0.1:0".to_string(),
     ];
     // The cache endpoint takes calls with the shared token only (given here by environment).
     let token = "kept-volumes-test-token";
@@ -641,6 +640,7 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     let plugin = NodePlugin::start(&dir, &node.name, &flags, &env)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
+    let port = plugin.cache_port().unwrap();
     for wrong in [None, Some("not-the-kept-volumes-token")] {
         let refused = stats(&cache_client(port, wrong).await, &dataset).await;
         expect_code(refused, Code::Unauthenticated, TOKEN_ENV);

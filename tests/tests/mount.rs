@@ -666,17 +666,19 @@ fn warmup_loads_the_cache_and_evict_frees_it_through_the_cli() {
 fn metrics_are_served_in_prometheus_text() {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f"), vec![7u8; 3 * MIB as usize]).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Port 0: the daemon binds a free port itself and prints it (a port picked here and
+    // released could be taken by another process before the daemon binds it).
     let d = FuseDaemon::start(&args(&[
         "--mount",
         &format!("local://{}", src.path().display()),
         "--metrics",
-        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
     ]))
     .unwrap();
+    let port = d
+        .metrics
+        .expect("the daemon prints its metrics address")
+        .port();
     std::fs::read(d.mountpoint.join("f")).unwrap();
     // The fetch's latency is recorded when its request ends, which may be just after the
     // reader got the block's bytes: scrape until it shows (as Prometheus would, later).
@@ -714,6 +716,23 @@ fn metrics_are_served_in_prometheus_text() {
         .find_map(|l| l.strip_prefix("fluid_read_duration_seconds_count "))
         .unwrap();
     assert!(reads.parse::<u64>().unwrap() >= 3, "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+
+    // A successor of a killed serving process answers on the same port (the keeper holds
+    // the listener), with its own figures.
+    let first = d.wait_serving(None, Duration::from_secs(10)).unwrap();
+    // SAFETY: kill(2) of a process this test started (through the keeper).
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    d.wait_serving(Some(first), Duration::from_secs(10))
+        .unwrap();
+    let after = services::http_get(port, "/metrics").unwrap();
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    assert!(
+        after.contains("fluid_source_read_bytes_total 0\n"),
+        "{after}"
+    );
+    let missing = services::http_get(port, "/nothing").unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ use csi_controller::crd::{Dataset, Placement};
 use fluid_tests::controller::ControllerProcess;
 use fluid_tests::daemon::binary;
 use fluid_tests::kube::{Kube, Temp, apply_crds, kubeconfig_path, unique_name, wait_for};
-use fluid_tests::services::free_port;
+use fluid_tests::services::logged_listen;
 use fluid_volume::labels::dataset_label_key;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -79,7 +79,7 @@ fn openssl(dir: &Path, command: &str) -> Result<()> {
 }
 
 /// `fluid-csi-controller --kubernetes --webhook-listen 127.0.0.1:PORT`, killed when dropped.
-/// The controller with the webhook on a free port of 127.0.0.1.
+/// The controller with the webhook on a port of 127.0.0.1 it chose itself.
 struct Controller {
     process: ControllerProcess,
     port: u16,
@@ -87,12 +87,12 @@ struct Controller {
 
 impl Controller {
     fn start(certs: &Certs) -> Result<Controller> {
-        let port = free_port()?;
         let process = ControllerProcess::start(&[
-            format!("--webhook-listen=127.0.0.1:{port}"),
+            "--webhook-listen=127.0.0.1:0".to_string(),
             format!("--webhook-cert={}", certs.path("tls.crt").display()),
             format!("--webhook-key={}", certs.path("tls.key").display()),
         ])?;
+        let port = logged_listen(|| process.log(), "scheduling webhook")?.port();
         Ok(Controller { process, port })
     }
 

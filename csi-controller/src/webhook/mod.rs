@@ -10,18 +10,16 @@ pub mod mutate;
 pub mod review;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use fluid_proto::http::{self, Reply};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Request, StatusCode};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -100,15 +98,11 @@ impl Webhook {
                         return;
                     }
                 };
-                let service = hyper::service::service_fn(move |req| {
+                let handle = move |req| {
                     let resolver = resolver.clone();
-                    async move { Ok::<_, Infallible>(handle(req, resolver.as_ref()).await) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
+                    async move { handle(req, resolver.as_ref()).await }
+                };
+                if let Err(e) = fluid_proto::http::serve_connection(tls, handle).await {
                     tracing::debug!(%peer, "webhook: connection ended: {e}");
                 }
             });
@@ -140,7 +134,7 @@ pub async fn start(
     Ok(Some(tokio::spawn(server.serve(shutdown))))
 }
 
-async fn handle<R: Resolver>(req: Request<Incoming>, resolver: &R) -> Response<Full<Bytes>> {
+async fn handle<R: Resolver>(req: Request<Incoming>, resolver: &R) -> Reply {
     match (req.method(), req.uri().path()) {
         (&Method::GET, HEALTH_PATH) => text(StatusCode::OK, "ok"),
         (&Method::POST, MUTATE_PATH) => {
@@ -151,7 +145,7 @@ async fn handle<R: Resolver>(req: Request<Incoming>, resolver: &R) -> Response<F
                 }
             };
             match review::review(&body, resolver, review::LOOKUP_TIMEOUT).await {
-                Ok(json) => reply(StatusCode::OK, "application/json", json),
+                Ok(json) => http::reply(StatusCode::OK, "application/json", json),
                 Err(e @ Error::Invalid { .. }) => text(StatusCode::BAD_REQUEST, &e.to_string()),
                 Err(e) => {
                     tracing::warn!("webhook: {e}");
@@ -166,20 +160,6 @@ async fn handle<R: Resolver>(req: Request<Incoming>, resolver: &R) -> Response<F
     }
 }
 
-fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    reply(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{message}\n").into_bytes(),
-    )
-}
-
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
+fn text(status: StatusCode, message: &str) -> Reply {
+    http::text(status, format!("{message}\n"))
 }
