@@ -3,7 +3,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export FLUID_SERVICES_DIR ?= /var/tmp/fluid-services
 
-.PHONY: demo demo-cluster test bench lint services services-down fmt build crds image
+.PHONY: demo demo-cluster test test-unit test-fuse test-kube test-cluster bench lint services \
+	services-down fmt build crds image
 
 ## demo: the main job on an embedded default dataset
 demo:
@@ -19,6 +20,34 @@ demo-cluster:
 test: services
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast -- --show-output
+
+# The narrower targets below run a part of `make test`, starting only the servers that part
+# needs; `make test` stays the whole (CI runs it).
+IT := $(CARGO) test -p fluid-tests --no-fail-fast
+
+## test-unit: the crates' own tests (no servers, no mounts) and the CRD check
+test-unit:
+	$(CARGO) test --workspace --exclude fluid-tests --no-fail-fast
+	$(IT) --lib --test crds
+
+## test-fuse: real FUSE mounts and the CSI plugins over local and SeaweedFS sources, csi-sanity
+test-fuse:
+	scripts/services.sh up fuse seaweedfs csisanity
+	$(CARGO) build --workspace --bins
+	$(IT) --test mount --test handover --test sources --test smoke --test csi_node \
+	  --test csi_controller --test csi_sanity -- --skip ceph --skip minidfs
+
+## test-kube: the node plugin, controller and webhook against a real kube-apiserver
+test-kube:
+	scripts/services.sh up fuse seaweedfs kube
+	$(CARGO) build --workspace --bins
+	$(IT) --test kube_node --test kube_controller --test webhook
+
+## test-cluster: the chart, the image and pods on a real single-node Kubernetes
+test-cluster:
+	scripts/services.sh up fuse seaweedfs kube helm cluster
+	$(CARGO) build --workspace --bins
+	$(IT) --test cluster --test chart --test image
 
 ## bench: side-by-side benchmarks against s3fs and rclone
 bench:
