@@ -22,7 +22,7 @@ use crate::cache::{BlockKey, ObjectScope};
 use crate::error::{Error, Result};
 use crate::namespace::{Location, Node};
 use crate::reader::Reader;
-use crate::source::Kind;
+use fluid_source::Kind;
 
 const DEFAULT_WARMUP_PARALLELISM: usize = 8;
 

@@ -87,6 +87,34 @@ impl Error {
     }
 }
 
+impl From<fluid_source::Error> for Error {
+    fn from(e: fluid_source::Error) -> Self {
+        use fluid_source::Error as S;
+        match e {
+            S::Invalid { field, message } => Error::Invalid { field, message },
+            S::NotFound(p) => Error::NotFound(p),
+            S::NotADirectory(p) => Error::NotADirectory(p),
+            S::IsADirectory(p) => Error::IsADirectory(p),
+            S::Denied {
+                source_name,
+                message,
+            } => Error::Denied {
+                source_name,
+                message,
+            },
+            S::Unavailable {
+                source_name,
+                message,
+            } => Error::Unavailable {
+                source_name,
+                message,
+            },
+            S::Changed(p) => Error::Changed(p),
+            S::Io { context, source } => Error::Io { context, source },
+        }
+    }
+}
+
 impl From<fluid_volume::Error> for Error {
     fn from(e: fluid_volume::Error) -> Self {
         match e {

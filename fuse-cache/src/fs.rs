@@ -27,7 +27,7 @@ use crate::journal::{Journal, OpenRecord, Record};
 use crate::lock;
 use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
-use crate::source::Kind;
+use fluid_source::Kind;
 
 /// Releases and forgets between two looks at the journal's size.
 const JOURNAL_CHECK_EVERY: u64 = 4096;

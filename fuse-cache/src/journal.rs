@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::source::{Kind, Meta};
+use fluid_source::{Kind, Meta};
 
 const MAGIC: &[u8; 8] = b"FLUIDJ01";
 const HEADER_LEN: u64 = 16;

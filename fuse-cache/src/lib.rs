@@ -14,7 +14,6 @@ pub mod namespace;
 pub mod peers;
 pub mod reader;
 pub mod serve;
-pub mod source;
 
 pub use error::{Error, Result};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::journal::{Journal, NodeLocation, NodeRecord, Record};
-use crate::source::{self, Entry, Kind, Meta, Source};
+use fluid_source::{Entry, Kind, Meta, Source};
 use fluid_volume::dataset::Mount;
 
 pub const ROOT: u64 = 1;
@@ -191,7 +191,7 @@ impl Namespace {
                 NodeLocation::BelowParent => match &parent.location {
                     Location::InMount { mount, path } => Location::InMount {
                         mount: *mount,
-                        path: source::join(path, &n.name),
+                        path: fluid_source::join(path, &n.name),
                     },
                     Location::Virtual => continue,
                 },
@@ -490,7 +490,7 @@ impl Namespace {
             self.remember_absent(key);
             return Err(Error::NotFound(format!("{dir_path}/{name}")));
         };
-        let child_path = source::join(path, name);
+        let child_path = fluid_source::join(path, name);
         let Some(src) = self.source(*mount) else {
             return Err(Error::NotFound(child_path));
         };
@@ -688,7 +688,7 @@ impl Namespace {
                 }
                 let location = Location::InMount {
                     mount: *mount,
-                    path: source::join(path, &name),
+                    path: fluid_source::join(path, &name),
                 };
                 let child =
                     self.insert_child(&mut t, stream.ino, &name, location, meta, self.ttl.entry);
@@ -740,7 +740,9 @@ fn node_record(node: &Node, parent: Option<&Location>) -> NodeRecord {
                 mount: pm,
                 path: pp,
             }),
-        ) if mount == pm && *path == source::join(pp, &node.name) => NodeLocation::BelowParent,
+        ) if mount == pm && *path == fluid_source::join(pp, &node.name) => {
+            NodeLocation::BelowParent
+        }
         (Location::InMount { mount, path }, _) => NodeLocation::InMount {
             mount: *mount as u32,
             path: path.clone(),
@@ -758,7 +760,7 @@ fn node_record(node: &Node, parent: Option<&Location>) -> NodeRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::local::LocalSource;
+    use fluid_source::local::LocalSource;
     use fluid_volume::dataset::{MountSpec, resolve};
 
     fn namespace(dirs: &[(&std::path::Path, &str)], ttl: Ttl) -> Namespace {

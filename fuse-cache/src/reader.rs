@@ -10,12 +10,13 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
-use crate::cache::{BlockBuf, BlockCache, BlockKey, ObjectId, Run};
+use crate::cache::{BlockCache, BlockKey, ObjectId, Run};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::metrics::Histogram;
 use crate::namespace::{Location, Namespace, Node};
-use crate::source::{Kind, Meta, Source};
+use fluid_source::BlockBuf;
+use fluid_source::{Kind, Meta, Source};
 
 /// Counters of what went to the sources and what readers got.
 #[derive(Default)]
@@ -356,7 +357,7 @@ impl Reader {
         counters.source_latency.observe(started.elapsed());
         if let Err(e) = read {
             tracing::debug!(path = %file.path, first, "prefetch failed: {e}");
-            run.fail(e);
+            run.fail(e.into());
         }
     }
 

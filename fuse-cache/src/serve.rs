@@ -206,7 +206,7 @@ async fn build(
     let tiers = tiers(m)?;
     let mut sources = Vec::with_capacity(mounts.len());
     for mount in mounts {
-        let src = crate::source::open(&mount.mount_point).await?;
+        let src = fluid_source::open(&mount.mount_point).await?;
         if replayed.is_none() {
             src.check().await.map_err(|e| {
                 Error::invalid(

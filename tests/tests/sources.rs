@@ -1,6 +1,6 @@
 //! The sources of the data path against real stores: SeaweedFS and Ceph RGW through S3, and
 //! HDFS from MiniDFS. Each test builds a tree with the store's own client, then checks what
-//! `fuse_cache::source::open` (the retrying source the data path uses) makes of it.
+//! `fluid_source::open` (the retrying source the data path uses) makes of it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use fluid_source::{BlockBuf, Entry, Error, Kind, Source};
 use fluid_tests::services::{S3Server, hdfs_url, unique_name};
 use fluid_volume::mountpoint::MountPoint;
-use fuse_cache::Error;
-use fuse_cache::cache::BlockBuf;
-use fuse_cache::source::{self, Entry, Kind, Source};
 use futures::{FutureExt, StreamExt};
 use rand::{Rng, RngCore};
 
@@ -162,7 +160,7 @@ async fn verify_tree(src: &dyn Source, tree: &Tree) {
         );
         assert_eq!(got, tree.children(dir), "{name}: listing of {dir:?}");
         for e in entries.iter().filter(|e| e.meta.kind == Kind::File) {
-            let path = source::join(dir, &e.name);
+            let path = fluid_source::join(dir, &e.name);
             let data = &tree.files.iter().find(|(p, _)| *p == path).unwrap().1;
             assert_eq!(
                 e.meta.size,
@@ -253,7 +251,7 @@ async fn verify_file(src: &dyn Source, path: &str, data: &[u8]) {
 
 /// A run of buffers filled from one offset: each handed over full and in order, and the
 /// bytes are the file's. The last buffer ends at the end of the file.
-async fn verify_run(src: &dyn Source, meta: &source::Meta, path: &str, data: &[u8]) {
+async fn verify_run(src: &dyn Source, meta: &fluid_source::Meta, path: &str, data: &[u8]) {
     let name = src.name();
     let size = data.len();
     if size < 3 {
@@ -329,7 +327,9 @@ impl Bucket {
     }
 
     async fn open(&self, url: &str) -> Arc<dyn Source> {
-        source::open(&mount(url, &self.options())).await.unwrap()
+        fluid_source::open(&mount(url, &self.options()))
+            .await
+            .unwrap()
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) {
@@ -480,7 +480,7 @@ async fn s3_refuses_wrong_secret_and_missing_bucket(bucket: &Bucket) {
     let mut options = bucket.options();
     options.retain(|(k, _)| !k.contains("ecret"));
     options.push(("secret-key", "not-the-secret-at-all"));
-    let wrong = source::open(&mount(&url, &options)).await.unwrap();
+    let wrong = fluid_source::open(&mount(&url, &options)).await.unwrap();
     let err = wrong.check().await.expect_err("a wrong secret must fail");
     assert!(matches!(err, Error::Denied { .. }), "{server}: {err}");
     assert!(
@@ -568,7 +568,7 @@ async fn unreachable_stores_fail_in_bounded_time() {
     let hdfs = mount("hdfs://127.0.0.1:1/data", &[]);
     for mp in [s3, hdfs] {
         let started = Instant::now();
-        let src = source::open(&mp).await.unwrap();
+        let src = fluid_source::open(&mp).await.unwrap();
         let res = tokio::time::timeout(Duration::from_secs(120), src.check()).await;
         let err = res
             .unwrap_or_else(|_| panic!("{}: check hung", mp.url))
@@ -633,7 +633,7 @@ async fn minidfs_source() {
     hdfs_put(&client, &format!("{top}/datax/decoy"), b"decoy".to_vec()).await;
 
     let mount_url = format!("{url}{root}");
-    let src = source::open(&mount(&mount_url, &[("user", "root")]))
+    let src = fluid_source::open(&mount(&mount_url, &[("user", "root")]))
         .await
         .unwrap();
     verify_tree(src.as_ref(), &tree).await;
@@ -689,7 +689,7 @@ async fn minidfs_lists_a_big_directory_page_by_page() {
         .await;
 
     let mp = mount(&format!("{url}{root}"), &[]);
-    let src = source::open(&mp).await.unwrap();
+    let src = fluid_source::open(&mp).await.unwrap();
     let (entries, pages) = list_all(src.as_ref(), "").await;
     assert!(pages > 1, "{} entries came in one page", entries.len());
     assert_eq!(
@@ -704,9 +704,10 @@ async fn minidfs_lists_a_big_directory_page_by_page() {
     let first = src.list("", None).await.unwrap();
     let token = first.next.clone().expect("a second page");
     let parked = src.list("", Some(token.clone())).await.unwrap();
-    let fresh = source::open(&mp).await.unwrap();
+    let fresh = fluid_source::open(&mp).await.unwrap();
     let relisted = fresh.list("", Some(token)).await.unwrap();
-    let names_of = |p: &source::Page| p.entries.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+    let names_of =
+        |p: &fluid_source::Page| p.entries.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
     assert_eq!(
         names_of(&relisted),
         names_of(&parked),

@@ -8,8 +8,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use fluid_source::walk;
 use fluid_volume::dataset::{self, MountSpec};
-use fuse_cache::source::{self, walk};
 
 /// Where one walk stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,10 +114,10 @@ async fn walk_all(
 ) {
     let result = async {
         for m in dataset::resolve(mounts, "spec.mounts")? {
-            let src = source::open(&m.mount_point).await?;
+            let src = fluid_source::open(&m.mount_point).await?;
             walk::count(src.as_ref(), &totals).await?;
         }
-        Ok::<(), fuse_cache::Error>(())
+        Ok::<(), fluid_source::Error>(())
     }
     .await;
     // Source errors name the mount point URL, which never carries credentials.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 const SEP: char = '\u{1}';
 
 /// One version of one object: the mount it is read through (its URL), its path in the mount and
-/// its version at the source ([`crate::source::Meta::version`]), so that a changed object
+/// its version at the source ([`fluid_source::Meta::version`]), so that a changed object
 /// never matches the blocks of its old version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectId<'a> {
@@ -51,7 +51,7 @@ impl ObjectScope<'_> {
 }
 
 /// One block of one object version. `object` is built by the caller from the mount, the path
-/// and the object's version ([`crate::source::Meta::version`]), so a changed object never
+/// and the object's version ([`fluid_source::Meta::version`]), so a changed object never
 /// matches the blocks of its old version; `index` is the block number within the object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockKey {

@@ -30,7 +30,6 @@
 //! runs in `spawn_blocking`.
 
 mod background;
-mod block_buf;
 mod disk;
 mod key;
 mod mem;
@@ -50,11 +49,11 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-pub use block_buf::BlockBuf;
 pub use key::{BlockKey, ObjectId, ObjectScope, mix64, stable_hash64};
 
 use crate::error::{Error, Result};
 use disk::DiskTier;
+use fluid_source::BlockBuf;
 use fluid_volume::tier::{TierSpec, Tiers};
 use mem::MemTier;
 use object_file::ObjectFiles;
@@ -346,7 +345,10 @@ impl BlockCache {
                     .inner
                     .object_files
                     .map_block(object, size, block_size, index, len)?;
-                Some(BlockBuf::in_file(m, len))
+                // SAFETY: the mapping holds the block's `len` bytes for as long as it lives,
+                // and one fetch at a time fills a block (the flight table), after which the
+                // block is only read.
+                Some(unsafe { BlockBuf::backed(Box::new(m), len) })
             })
             .unwrap_or_else(|| BlockBuf::new(len))
     }

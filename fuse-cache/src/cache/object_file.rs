@@ -314,11 +314,21 @@ impl Drop for ObjectFile {
     }
 }
 
-impl Mapping {
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
+impl fluid_source::Backing for Mapping {
+    fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
+    fn write_at(&self, at: usize, data: &[u8]) -> std::io::Result<()> {
+        Mapping::write_at(self, at, data)
+    }
+
+    fn mark_complete(&self) {
+        Mapping::mark_complete(self)
+    }
+}
+
+impl Mapping {
     /// Writes `data` at `at` bytes into the block through the file rather than the mapping:
     /// the kernel then allocates the pages as it copies, where a write through the mapping
     /// takes a page fault (and a page clearing) per page.
@@ -408,6 +418,7 @@ impl Drop for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fluid_source::Backing;
 
     const MIB: u64 = 1 << 20;
 

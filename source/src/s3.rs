@@ -17,9 +17,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::DateTime;
 
-use super::{Entry, Kind, Meta, Page, Source, check_relative, read_each};
-use crate::cache::BlockBuf;
-use crate::error::{Error, Result};
+use crate::BlockBuf;
+use crate::{Entry, Kind, Meta, Page, Source, check_relative, read_each};
+use crate::{Error, Result};
 use fluid_volume::mountpoint::{MountPoint, Store};
 use fluid_volume::options::s3::{
     ACCESS_KEY, ENDPOINT, PATH_STYLE, REGION, SECRET_KEY, SESSION_TOKEN,

@@ -1,5 +1,10 @@
-//! Remote stores behind one trait. Paths are relative to the mount's root, `/`-separated,
-//! without leading or trailing slash; `""` is the root itself.
+//! Remote stores behind one trait: S3 (also Aliyun OSS and Ceph RGW), HDFS and a local
+//! directory, bounded retries, and a tree walk. Paths are relative to the mount's root,
+//! `/`-separated, without leading or trailing slash; `""` is the root itself.
+//!
+//! The data path (`fuse-cache`) reads blocks through it into [`BlockBuf`]s; the controller
+//! walks a Dataset's mounts with it to count their files and bytes, without linking the data
+//! path.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,15 +13,18 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::cache::BlockBuf;
-use crate::error::{Error, Result};
 use fluid_volume::mountpoint::{MountPoint, Store};
 
+mod buffer;
+mod error;
 pub mod hdfs;
 pub mod local;
 pub mod retry;
 pub mod s3;
 pub mod walk;
+
+pub use buffer::{Backing, BlockBuf};
+pub use error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

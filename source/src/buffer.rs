@@ -4,14 +4,27 @@
 //! takes 1024 page faults as it is written, and perf showed a third of the daemon's time in
 //! faulting during a cold sequential read. `MAP_POPULATE` makes the kernel allocate and zero
 //! the pages in one call instead. Blocks smaller than [`MAPPED_FROM`] use the heap. Blocks of
-//! large objects headed for the memory tier are mappings of the object's memory file instead
-//! (`object_file.rs`): their pages are allocated in one call too, and filled through the file.
+//! large objects headed for the data path's memory tier live in memory it owns instead (a
+//! mapping of the object's memory file, see [`Backing`]): the source fills them in place.
+//!
+//! Sources fill a buffer in place (`read_exact` into it, HDFS's `read_range_buf`), so they take
+//! this concrete type rather than a `bytes::BufMut`, which hands out uninitialised slices.
 
 use std::ptr::NonNull;
 
 use bytes::Bytes;
 
-use super::object_file::Mapping;
+/// Memory owned elsewhere that a [`BlockBuf`] is filled in (the data path's memory files).
+pub trait Backing: Send + Sync + 'static {
+    /// The start of the block's memory: at least the buffer's length, writable, and written
+    /// by this buffer alone while it fills (see [`BlockBuf::backed`]).
+    fn as_ptr(&self) -> *mut u8;
+    /// Writes `data` at `at` bytes into the block by a way cheaper than through the pointer
+    /// (a file write); an error makes the buffer copy through the pointer instead.
+    fn write_at(&self, at: usize, data: &[u8]) -> std::io::Result<()>;
+    /// Called once the block is filled to its length and frozen.
+    fn mark_complete(&self);
+}
 
 /// Buffers from this size up are mapped (smaller ones stay on the heap).
 const MAPPED_FROM: usize = 1 << 20;
@@ -28,8 +41,8 @@ enum Memory {
     Mapped { ptr: NonNull<u8>, map_len: usize },
     /// Small, or the mapping failed.
     Heap(Vec<u8>),
-    /// The block's range of its object's memory file.
-    File(Mapping),
+    /// Memory owned elsewhere.
+    Backed(Box<dyn Backing>),
 }
 
 // SAFETY: the mapping is owned by this value alone (no aliases); it is plain memory.
@@ -52,11 +65,16 @@ impl BlockBuf {
         }
     }
 
-    /// A buffer in the block's range of its object's memory file. Unlike [`BlockBuf::new`],
-    /// the bytes are not zeroed (they may be the block's from an earlier fetch).
-    pub(crate) fn in_file(mapping: Mapping, len: usize) -> BlockBuf {
+    /// A buffer of `len` bytes in `memory`. Unlike [`BlockBuf::new`], the bytes are not
+    /// zeroed (they may be the block's from an earlier fetch).
+    ///
+    /// # Safety
+    /// `memory.as_ptr()` must point to at least `len` bytes that stay mapped while `memory`
+    /// lives, that this buffer alone writes while it fills, and that nothing writes once it
+    /// is frozen.
+    pub unsafe fn backed(memory: Box<dyn Backing>, len: usize) -> BlockBuf {
         BlockBuf {
-            mem: Memory::File(mapping),
+            mem: Memory::Backed(memory),
             len,
             filled: 0,
         }
@@ -83,9 +101,9 @@ impl BlockBuf {
             Memory::Mapped { ptr, .. } => unsafe {
                 std::slice::from_raw_parts_mut(ptr.as_ptr(), self.len)
             },
-            // SAFETY: the mapping holds at least `len` bytes, and this buffer is the only
-            // writer of the block's range while it fills it.
-            Memory::File(m) => unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), self.len) },
+            // SAFETY: the memory holds at least `len` bytes, and this buffer is its only
+            // writer while it fills it (the contract of `BlockBuf::backed`).
+            Memory::Backed(m) => unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), self.len) },
             Memory::Heap(v) => v.as_mut_slice(),
         }
     }
@@ -99,11 +117,11 @@ impl BlockBuf {
         let n = chunk.len().min(self.len - self.filled);
         let at = self.filled;
         match &self.mem {
-            Memory::File(m) => {
+            Memory::Backed(m) => {
                 if let Err(e) = m.write_at(at, &chunk[..n]) {
-                    // The block's pages were allocated when it was mapped, so this is not a
-                    // lack of memory; the mapping reaches the same pages.
-                    tracing::debug!("writing a block to its memory file: {e}");
+                    // The memory's pages were allocated when it was made, so this is not a
+                    // lack of memory; the pointer reaches the same pages.
+                    tracing::debug!("writing a block to its backing memory: {e}");
                     self.as_mut_slice()[at..at + n].copy_from_slice(&chunk[..n]);
                 }
             }
@@ -113,10 +131,9 @@ impl BlockBuf {
         &chunk[n..]
     }
 
-    /// The bytes filled so far. A file-backed block filled to its length is now in its
-    /// object's memory file for good.
+    /// The bytes filled so far. A backed block filled to its length is marked complete.
     pub fn freeze(self) -> Bytes {
-        if let Memory::File(m) = &self.mem
+        if let Memory::Backed(m) = &self.mem
             && self.filled == self.len
         {
             m.mark_complete();
@@ -132,8 +149,8 @@ impl AsRef<[u8]> for BlockBuf {
             Memory::Mapped { ptr, .. } => unsafe {
                 std::slice::from_raw_parts(ptr.as_ptr(), self.filled)
             },
-            // SAFETY: the mapping holds at least `len >= filled` bytes.
-            Memory::File(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), self.filled) },
+            // SAFETY: the memory holds at least `len >= filled` bytes.
+            Memory::Backed(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), self.filled) },
             Memory::Heap(v) => &v[..self.filled],
         }
     }

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Kind, Source, join};
-use crate::error::Result;
+use crate::Result;
+use crate::{Kind, Source, join};
 
 /// Files and bytes counted so far; readable while the walk runs.
 #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ pub async fn count(source: &dyn Source, totals: &Totals) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::local::LocalSource;
+    use crate::local::LocalSource;
 
     #[tokio::test]
     async fn counts_files_and_bytes_of_a_tree() {

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use hdfs_native::client::{FileStatus, ListStatusIterator};
 use hdfs_native::{Client, ClientBuilder, HdfsError};
 
-use super::{Entry, Kind, Meta, Page, Source, check_relative};
-use crate::cache::BlockBuf;
-use crate::error::{Error, Result};
+use crate::BlockBuf;
+use crate::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::{Error, Result};
 use fluid_volume::mountpoint::{MountPoint, Store};
 use fluid_volume::options;
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Meta, Page, Source};
-use crate::cache::BlockBuf;
-use crate::error::{Error, Result};
+use crate::BlockBuf;
+use crate::{Error, Result};
+use crate::{Meta, Page, Source};
 
 /// How often and how long a call is tried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,7 +194,7 @@ mod tests {
     use std::time::{Instant, SystemTime};
 
     use super::*;
-    use crate::source::Kind;
+    use crate::Kind;
 
     /// What the fake does on one call.
     enum Step {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Entry, Kind, Meta, Page, Source, check_relative};
-use crate::cache::BlockBuf;
-use crate::error::{Error, Result};
+use crate::BlockBuf;
+use crate::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::{Error, Result};
 
 /// Entries a listing page returns, so huge directories stream.
 const PAGE_SIZE: usize = 1000;
