@@ -383,6 +383,123 @@ fn slice(block: &Bytes, start: usize, stop: usize, path: &str) -> Result<Bytes> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::namespace::Ttl;
+    use fluid_source::memory::{Fault, MemorySource, Op};
+    use fluid_source::retry::{Policy, Retrying};
+    use fluid_volume::dataset::{MountSpec, resolve};
+    use fluid_volume::tier::TierSpec;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A reader over `source` as the dataset's only mount, with a 64 MiB memory tier and
+    /// 1 MiB blocks.
+    async fn reader_over(source: Arc<dyn Source>) -> Reader {
+        let spec = MountSpec {
+            mount_point: "local:///in-memory".into(),
+            name: "m".into(),
+            path: Some("/".into()),
+            ..Default::default()
+        };
+        let mount = resolve(vec![spec], "mounts").unwrap().remove(0);
+        let ns = Arc::new(Namespace::new(vec![(mount, source)], Ttl::default()));
+        let cache = BlockCache::open(vec![TierSpec::Mem { quota: 64 * MIB }])
+            .await
+            .unwrap();
+        Reader::new(
+            ns,
+            Arc::new(cache),
+            ReadConfig {
+                block_size: MIB,
+                ..cfg()
+            },
+        )
+    }
+
+    async fn open(reader: &Reader, path: &str) -> Arc<OpenFile> {
+        let node = reader.ns.resolve_path(path).await.unwrap();
+        Arc::new(reader.open(&node).unwrap())
+    }
+
+    fn bytes(len: u64) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_readers_of_a_block_make_one_source_request() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        source.put("f", bytes(MIB / 2));
+        // Slow, so that every reader arrives while the first fetch is in flight.
+        source.inject(Op::Read, Fault::Delay(Duration::from_millis(100)), 1);
+        let reader = Arc::new(reader_over(source.clone()).await);
+        let file = open(&reader, "/f").await;
+        let reads = (0..16).map(|i| {
+            let (reader, file) = (reader.clone(), file.clone());
+            tokio::spawn(async move { reader.read(&file, i * 1000, 4096).await })
+        });
+        for (i, r) in futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let got = r.unwrap().unwrap();
+            let at = i * 1000;
+            assert_eq!(&got[..], &bytes(MIB / 2)[at..at + 4096]);
+        }
+        assert_eq!(source.requests(Op::Read), 1);
+        assert_eq!(source.bytes_read(), MIB / 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_fails_its_read_and_the_next_read_fetches_again() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        source.put("f", bytes(MIB));
+        source.inject(Op::Read, Fault::Unavailable, 1);
+        let reader = reader_over(source.clone()).await;
+        let file = open(&reader, "/f").await;
+        let err = reader.read(&file, 0, 4096).await.unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert_eq!(
+            &reader.read(&file, 0, 4096).await.unwrap()[..],
+            &bytes(4096)[..]
+        );
+        assert_eq!(source.requests(Op::Read), 2);
+    }
+
+    #[tokio::test]
+    async fn a_short_read_is_never_served_as_the_block() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        source.put("f", bytes(MIB));
+        source.inject(Op::Read, Fault::Short(1000), 1);
+        let reader = reader_over(source.clone()).await;
+        let file = open(&reader, "/f").await;
+        let err = reader.read(&file, 0, 4096).await.unwrap_err();
+        assert_eq!(err.errno(), libc::ESTALE, "{err}");
+        // Nothing of the short block was kept.
+        assert_eq!(
+            &reader.read(&file, 0, 4096).await.unwrap()[..],
+            &bytes(4096)[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_source_errors_are_retried_under_the_reader() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        source.put("f", bytes(MIB));
+        source.inject(Op::Read, Fault::Unavailable, 2);
+        let policy = Policy {
+            first_backoff: Duration::from_millis(1),
+            ..Policy::default()
+        };
+        let retrying = Arc::new(Retrying::new(source.clone(), policy));
+        let reader = reader_over(retrying).await;
+        let file = open(&reader, "/f").await;
+        assert_eq!(
+            &reader.read(&file, 0, 4096).await.unwrap()[..],
+            &bytes(4096)[..]
+        );
+        assert_eq!(source.requests(Op::Read), 3);
+    }
 
     fn cfg() -> ReadConfig {
         ReadConfig {

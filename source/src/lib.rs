@@ -19,6 +19,8 @@ mod buffer;
 mod error;
 pub mod hdfs;
 pub mod local;
+#[cfg(any(test, feature = "mock"))]
+pub mod memory;
 pub mod retry;
 pub mod s3;
 pub mod walk;
