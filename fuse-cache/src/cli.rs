@@ -4,9 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fluid_proto::Endpoint;
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_proto::fluid::{EvictRequest, GetStatsRequest, WarmupRequest};
 
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::size::BlockSize;
@@ -180,41 +177,6 @@ pub struct EvictArgs {
     pub paths: Vec<String>,
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    // The keeper runs a small runtime of its own on this thread (see `keeper::run`).
-    if let Command::Mount(args) = cli.command {
-        return crate::keeper::run(*args);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    match cli.command {
-        Command::Mount(_) => Ok(()),
-        Command::Serve(args) => crate::serve::serve(&rt, *args),
-        Command::Warmup(args) => rt.block_on(warmup(args)),
-        Command::Stats(args) => rt.block_on(stats(args)),
-        Command::Evict(args) => rt.block_on(evict(args)),
-        Command::Upgrade(args) => upgrade(args),
-    }
-}
-
-fn upgrade(args: UpgradeArgs) -> Result<()> {
-    let binary = match &args.binary {
-        Some(p) => Some(
-            std::fs::File::open(p)
-                .map_err(|e| Error::io(format!("--binary {}", p.display()), e))?,
-        ),
-        None => None,
-    };
-    let u = fluid_volume::upgrade::request(&args.keeper_socket, binary.as_ref(), args.timeout)?;
-    println!(
-        "upgraded: serving process generation {}, readers waited {:.0} ms at most",
-        u.generation, u.stall_ms
-    );
-    Ok(())
-}
-
 /// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.
 pub(crate) fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
     let (mut specs, field) = match &args.dataset {
@@ -240,123 +202,4 @@ pub(crate) fn tiers(args: &MountArgs) -> Result<Tiers> {
         return Ok(Tiers::new(vec![TierSpec::Mem { quota: 1 << 30 }])?);
     }
     Ok(Tiers::parse_each(&args.tiers)?)
-}
-
-async fn client(args: &ControlArgs) -> Result<CacheNodeClient<tonic::transport::Channel>> {
-    let ep: Endpoint = args
-        .control
-        .parse()
-        .map_err(|e: fluid_proto::EndpointError| Error::invalid("--control", e.to_string()))?;
-    let channel = ep
-        .connect()
-        .await
-        .map_err(|e| Error::unavailable("fluid-fuse daemon", e.to_string()))?;
-    Ok(CacheNodeClient::new(channel))
-}
-
-fn status_error(s: tonic::Status) -> Error {
-    Error::unavailable("fluid-fuse daemon", s.message().to_string())
-}
-
-async fn warmup(args: WarmupArgs) -> Result<()> {
-    let mut c = client(&args.control).await?;
-    let req = WarmupRequest {
-        paths: args.paths.clone(),
-        parallelism: args.parallelism,
-        ..Default::default()
-    };
-    let mut stream = c.warmup(req).await.map_err(status_error)?.into_inner();
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}) {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let mut last = None;
-    while let Some(p) = stream.message().await.map_err(status_error)? {
-        bar.set_length(p.bytes_total);
-        bar.set_position(p.bytes_done);
-        bar.set_message(format!("{}/{} files", p.files_done, p.files_total));
-        last = Some(p);
-    }
-    bar.finish();
-    let p = last
-        .ok_or_else(|| Error::unavailable("fluid-fuse daemon", "warm-up ended without a report"))?;
-    println!(
-        "warmed {} of {} files, {} bytes ({} were already cached){}",
-        p.files_done,
-        p.files_total,
-        p.bytes_done,
-        p.bytes_already_cached,
-        if p.quota_reached {
-            "; stopped: the cache is full"
-        } else {
-            ""
-        }
-    );
-    for e in &p.errors {
-        eprintln!("  {}: {}", e.path, e.message);
-    }
-    if p.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::unavailable(
-            "warm-up",
-            format!("{} paths failed", p.errors.len()),
-        ))
-    }
-}
-
-async fn stats(args: ControlArgs) -> Result<()> {
-    let s = client(&args)
-        .await?
-        .get_stats(GetStatsRequest::default())
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    println!(
-        "{:<5} {:<32} {:>14} {:>14} {:>8} {:>10} {:>10}",
-        "TIER", "PATH", "USED", "CAPACITY", "BLOCKS", "HITS", "EVICTIONS"
-    );
-    for t in &s.tiers {
-        println!(
-            "{:<5} {:<32} {:>14} {:>14} {:>8} {:>10} {:>10}",
-            t.medium, t.path, t.used_bytes, t.capacity_bytes, t.blocks, t.hits, t.evictions
-        );
-    }
-    let total = s.hits + s.misses;
-    let ratio = if total == 0 {
-        0.0
-    } else {
-        s.hits as f64 / total as f64
-    };
-    println!(
-        "hits {}  misses {}  hit ratio {:.3}",
-        s.hits, s.misses, ratio
-    );
-    println!(
-        "source: {} bytes in {} requests; served {} bytes; {} opens by kernel passthrough",
-        s.source_bytes_read, s.source_requests, s.bytes_served, s.passthrough_opens
-    );
-    println!(
-        "inodes {} (files and directories the daemon keeps)",
-        s.inodes
-    );
-    Ok(())
-}
-
-async fn evict(args: EvictArgs) -> Result<()> {
-    let r = client(&args.control)
-        .await?
-        .evict(EvictRequest {
-            paths: args.paths,
-            ..Default::default()
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    println!(
-        "evicted {} blocks, {} bytes",
-        r.blocks_evicted, r.bytes_freed
-    );
-    Ok(())
 }

@@ -31,7 +31,7 @@ use fluid_volume::upgrade::{self, Upgraded};
 use crate::cli::{MountArgs, load_mounts, tiers};
 use crate::error::{Error, Result};
 use crate::journal::Journal;
-use crate::serve::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY};
+use crate::serve::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY, mount_config};
 
 /// Descriptor numbers of the connection, the journal and the ready pipe in the serving
 /// process.
@@ -49,22 +49,6 @@ const MAX_QUICK_DEATHS: u32 = 10;
 const QUICK_DEATH: Duration = Duration::from_secs(1);
 /// How long the serving process gets to end after the connection was ended.
 const END_GRACE: Duration = Duration::from_secs(10);
-
-/// The mount options (and who may use the mount), shared with the serving process's session.
-pub fn mount_config(m: &MountArgs) -> fuser::Config {
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
-        fuser::MountOption::Subtype("fluid".into()),
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-    ];
-    if m.allow_other {
-        config.acl = fuser::SessionACL::All;
-    }
-    config
-}
 
 pub fn run(args: MountArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()

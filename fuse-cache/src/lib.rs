@@ -4,9 +4,11 @@
 
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod control;
 pub mod error;
 pub mod fs;
+pub mod histogram;
 pub mod journal;
 pub mod keeper;
 pub mod metrics;

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fuse_cache::cli::{Cli, run};
+use fuse_cache::cli::Cli;
+use fuse_cache::commands::run;
 
 /// Allocations from this size up get pages of their own (glibc `mmap`), given back to the
 /// system when freed. Cached blocks are such allocations: the memory tier frees old blocks in

@@ -8,14 +8,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use fluid_proto::http::{self, Reply};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -26,57 +24,6 @@ use crate::control::Control;
 
 /// The OpenMetrics text format's media type, which Prometheus asks for and parses.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Upper bounds of the latency buckets, in seconds: from a memory hit to a slow remote read.
-const BUCKETS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
-];
-
-/// A histogram of durations, lock-free.
-#[derive(Default, Debug)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    sum_nanos: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl EncodeMetric for Histogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
-        // The count first: a bucket counted after it could make the buckets exceed it.
-        let count = self.count.load(Ordering::Relaxed);
-        let mut buckets: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .zip(&self.counts)
-            .map(|(b, c)| (*b, c.load(Ordering::Relaxed)))
-            .collect();
-        let below: u64 = buckets.iter().map(|(_, c)| c).sum();
-        // f64::MAX is the encoder's +Inf bucket.
-        buckets.push((f64::MAX, count.saturating_sub(below)));
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            sum,
-            count.max(below),
-            &buckets,
-            None,
-        )
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
 
 /// Labels of one sample.
 type Labels = Vec<(&'static str, String)>;
@@ -226,16 +173,6 @@ impl Collector for Figures {
     }
 }
 
-impl EncodeMetric for &Histogram {
-    fn encode(&self, encoder: MetricEncoder) -> fmt::Result {
-        (**self).encode(encoder)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
 /// The registry of the daemon's metrics.
 pub fn registry(control: Arc<Control>) -> Registry {
     let mut registry = Registry::default();
@@ -276,6 +213,8 @@ fn answer(req: &Request<Incoming>, registry: &Registry) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::histogram::Histogram;
+    use std::time::Duration;
 
     #[test]
     fn histograms_encode_cumulative_buckets_with_inf_sum_and_count() {

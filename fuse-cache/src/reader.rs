@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, ObjectId, Run};
 use crate::error::{Error, Result};
+use crate::histogram::Histogram;
 use crate::lock;
-use crate::metrics::Histogram;
 use crate::namespace::{Location, Namespace, Node};
 use fluid_source::BlockBuf;
 use fluid_source::{Kind, Meta, Source};

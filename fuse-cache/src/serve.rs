@@ -243,9 +243,25 @@ async fn build(
     Ok((reader, control))
 }
 
-/// The session's settings (the mount options are the keeper's, see `keeper::mount_config`).
+/// The mount options (and who may use the mount), the keeper's mount and the serving process's session alike.
+pub fn mount_config(m: &MountArgs) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
+        fuser::MountOption::Subtype("fluid".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if m.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config
+}
+
+/// The session's settings (with the mount options the keeper mounted with).
 fn session_config(m: &MountArgs) -> fuser::Config {
-    let mut config = crate::keeper::mount_config(m);
+    let mut config = mount_config(m);
     config.n_threads = Some(m.fuse_threads.max(1));
     config
 }
