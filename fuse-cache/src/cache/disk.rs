@@ -51,8 +51,10 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use lru::LruCache;
 
+use super::TierStats;
 use super::background;
 use super::key::BlockKey;
+use super::tier::Tier;
 use crate::error::{Error, Result};
 use fluid_volume::tier::Medium;
 
@@ -259,18 +261,6 @@ impl DiskTier {
         Ok(tier)
     }
 
-    pub(crate) fn medium(&self) -> Medium {
-        self.inner.medium
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    pub(crate) fn quota(&self) -> u64 {
-        self.inner.quota
-    }
-
     #[cfg(test)]
     pub(crate) fn report(&self) -> &OpenReport {
         &self.inner.report
@@ -291,18 +281,6 @@ impl DiskTier {
 
     pub(crate) fn used(&self) -> u64 {
         self.inner.state().used
-    }
-
-    pub(crate) fn hits(&self) -> u64 {
-        self.inner.hits.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn evictions(&self) -> u64 {
-        self.inner.evictions.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn corrupt(&self) -> u64 {
-        self.inner.corrupt.load(Ordering::Relaxed)
     }
 
     /// Whether the index lists the block (no I/O).
@@ -510,6 +488,43 @@ impl DiskTier {
                 self.inner.changed.store(true, Ordering::Relaxed);
                 tracing::warn!(dir = %self.inner.dir.display(), "writing the cache index failed: {e}");
             }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for DiskTier {
+    async fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        DiskTier::get(self, key).await
+    }
+
+    fn contains(&self, key: &BlockKey) -> bool {
+        DiskTier::contains(self, key)
+    }
+
+    async fn evict(&self, prefix: &str) -> (u64, u64) {
+        self.remove_prefix(prefix).await
+    }
+
+    fn used(&self) -> u64 {
+        DiskTier::used(self)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.inner.quota
+    }
+
+    fn stats(&self) -> TierStats {
+        let (used, blocks) = self.usage();
+        TierStats {
+            medium: self.inner.medium.name(),
+            path: self.inner.dir.display().to_string(),
+            used_bytes: used,
+            capacity_bytes: self.inner.quota,
+            blocks,
+            hits: self.inner.hits.load(Ordering::Relaxed),
+            evictions: self.inner.evictions.load(Ordering::Relaxed),
+            corrupt: self.inner.corrupt.load(Ordering::Relaxed),
         }
     }
 }
@@ -1170,7 +1185,7 @@ mod tests {
         assert_eq!(tier.put(key(0), data(0, 5000), &[]).await, Put::Exists);
         assert!(tier.contains(&key(0)));
         assert_eq!(tier.get(&key(0)).await.unwrap(), data(0, 5000));
-        assert_eq!(tier.hits(), 1);
+        assert_eq!(tier.stats().hits, 1);
         let (used, blocks) = tier.usage();
         assert_eq!(blocks, 1);
         assert_eq!(used, file_len(&key(0), 5000));
@@ -1216,7 +1231,7 @@ mod tests {
         bytes[last_data] ^= 0x40;
         fs::write(&path, bytes).unwrap();
         assert!(tier.get(&key(0)).await.is_none());
-        assert_eq!(tier.corrupt(), 1);
+        assert_eq!(tier.stats().corrupt, 1);
         assert!(!tier.contains(&key(0)));
         assert!(!path.exists());
         assert_eq!(tier.usage(), (file_len(&key(1), 4096), 1));
@@ -1224,7 +1239,7 @@ mod tests {
         fs::remove_file(block_path(&tmp.path().join(SUBDIR), &key(1))).unwrap();
         assert!(tier.get(&key(1)).await.is_none());
         assert_eq!(tier.usage(), (0, 0));
-        assert_eq!(tier.corrupt(), 1);
+        assert_eq!(tier.stats().corrupt, 1);
         // And it can be stored again.
         assert_eq!(tier.put(key(0), data(0, 4096), &[]).await, Put::Stored);
         assert_eq!(tier.get(&key(0)).await.unwrap(), data(0, 4096));
@@ -1240,7 +1255,7 @@ mod tests {
             tier.put(key(i), data(i, 3000), &[]).await;
             let (used, _) = tier.usage();
             assert!(used <= quota, "used {used} after block {i}");
-            if tier.evictions() > 0 && !evicting {
+            if tier.stats().evictions > 0 && !evicting {
                 evicting = true;
                 // The first eviction went down to the low watermark.
                 assert!(used <= quota / 2, "used {used} after the first eviction");
@@ -1256,7 +1271,7 @@ mod tests {
         // The most recent blocks are the ones kept.
         assert!(tier.contains(&key(199)));
         assert!(!tier.contains(&key(0)));
-        assert_eq!(tier.evictions(), 200 - blocks);
+        assert_eq!(tier.stats().evictions, 200 - blocks);
     }
 
     #[tokio::test]
@@ -1426,7 +1441,7 @@ mod tests {
             upper.put(key(i), data(i, 1000), &lower).await;
             assert!(upper.used() <= 20 * KIB);
         }
-        assert!(upper.evictions() > 0);
+        assert!(upper.stats().evictions > 0);
         for i in 0..30 {
             assert!(
                 upper.contains(&key(i)) || lower[0].contains(&key(i)),
@@ -1435,7 +1450,7 @@ mod tests {
         }
         assert!(lower[0].contains(&key(0)));
         assert_eq!(lower[0].get(&key(0)).await.unwrap(), data(0, 1000));
-        assert_eq!(lower[0].usage().1, upper.evictions());
+        assert_eq!(lower[0].usage().1, upper.stats().evictions);
     }
 
     #[tokio::test]

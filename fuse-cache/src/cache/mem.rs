@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use lru::LruCache;
 
+use super::TierStats;
 use super::key::BlockKey;
+use super::tier::Tier;
 
 /// Bytes are counted by `Bytes::len()`: a block that is a slice of a larger buffer keeps that
 /// buffer alive, so callers should hand in blocks that own their memory.
@@ -162,13 +164,42 @@ impl MemTier {
         let st = self.state();
         (st.used, st.lru.len() as u64)
     }
+}
 
-    pub(crate) fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+#[async_trait::async_trait]
+impl Tier for MemTier {
+    async fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        MemTier::get(self, key)
     }
 
-    pub(crate) fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+    fn contains(&self, key: &BlockKey) -> bool {
+        MemTier::contains(self, key)
+    }
+
+    async fn evict(&self, prefix: &str) -> (u64, u64) {
+        self.remove_prefix(prefix)
+    }
+
+    fn used(&self) -> u64 {
+        MemTier::used(self)
+    }
+
+    fn capacity(&self) -> u64 {
+        self.quota
+    }
+
+    fn stats(&self) -> TierStats {
+        let (used, blocks) = self.usage();
+        TierStats {
+            medium: "MEM",
+            path: String::new(),
+            used_bytes: used,
+            capacity_bytes: self.quota,
+            blocks,
+            hits: self.hits.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            corrupt: 0,
+        }
     }
 }
 
@@ -196,15 +227,15 @@ mod tests {
         assert!(mem.insert(key(3), block(100, 3), false));
         assert!(!mem.contains(&key(1)));
         assert!(mem.contains(&key(0)) && mem.contains(&key(2)) && mem.contains(&key(3)));
-        assert_eq!(mem.evictions(), 1);
+        assert_eq!(mem.stats().evictions, 1);
         // Touch 0 again (order 2, 3, 0); a 150-byte block needs 2 and 3 gone.
         assert!(mem.get(&key(0)).is_some());
         assert!(mem.insert(key(4), block(150, 4), false));
         assert_eq!(mem.usage(), (250, 2));
         assert!(mem.contains(&key(0)) && mem.contains(&key(4)));
-        assert_eq!(mem.hits(), 2);
+        assert_eq!(mem.stats().hits, 2);
         assert!(mem.get(&key(9)).is_none());
-        assert_eq!(mem.hits(), 2);
+        assert_eq!(mem.stats().hits, 2);
     }
 
     #[test]
@@ -217,7 +248,7 @@ mod tests {
         assert!(mem.insert(key(0), block(80, 7), false));
         assert_eq!(mem.usage(), (80, 1));
         assert_eq!(mem.get(&key(0)).unwrap(), block(80, 7));
-        assert_eq!(mem.evictions(), 0);
+        assert_eq!(mem.stats().evictions, 0);
     }
 
     #[test]

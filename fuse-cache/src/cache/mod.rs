@@ -35,6 +35,7 @@ mod key;
 mod mem;
 mod memory_file;
 mod object_file;
+mod tier;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -57,6 +58,7 @@ use fluid_source::BlockBuf;
 use fluid_volume::tier::{TierSpec, Tiers};
 use mem::MemTier;
 use object_file::ObjectFiles;
+pub use tier::Tier;
 
 /// Tunables of a [`BlockCache`] besides its tiers.
 #[derive(Clone, Debug)]
@@ -376,9 +378,7 @@ impl BlockCache {
 
     /// Whether any tier holds the block (no I/O; a disk block may still turn out corrupt).
     pub fn contains(&self, key: &BlockKey) -> bool {
-        let inner = &self.inner;
-        inner.mem.as_ref().is_some_and(|m| m.contains(key))
-            || inner.disks.iter().any(|d| d.contains(key))
+        self.inner.tiers().any(|t| t.contains(key))
     }
 
     /// Drops every block of the objects in `scope` from every tier: (blocks, bytes freed),
@@ -386,14 +386,9 @@ impl BlockCache {
     /// disk writes are not cancelled.
     pub async fn evict(&self, scope: ObjectScope<'_>) -> (u64, u64) {
         let prefix = &scope.name_prefix();
-        let (mut blocks, mut bytes) = self
-            .inner
-            .mem
-            .as_ref()
-            .map(|m| m.remove_prefix(prefix))
-            .unwrap_or_default();
-        for d in &self.inner.disks {
-            let (n, b) = d.remove_prefix(prefix).await;
+        let (mut blocks, mut bytes) = (0, 0);
+        for t in self.inner.tiers() {
+            let (n, b) = t.evict(prefix).await;
             blocks += n;
             bytes += b;
         }
@@ -402,33 +397,7 @@ impl BlockCache {
 
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
-        let mut tiers = Vec::with_capacity(inner.disks.len() + 1);
-        if let Some(m) = &inner.mem {
-            let (used, blocks) = m.usage();
-            tiers.push(TierStats {
-                medium: "MEM",
-                path: String::new(),
-                used_bytes: used,
-                capacity_bytes: m.quota(),
-                blocks,
-                hits: m.hits(),
-                evictions: m.evictions(),
-                corrupt: 0,
-            });
-        }
-        for d in &inner.disks {
-            let (used, blocks) = d.usage();
-            tiers.push(TierStats {
-                medium: d.medium().name(),
-                path: d.dir().display().to_string(),
-                used_bytes: used,
-                capacity_bytes: d.quota(),
-                blocks,
-                hits: d.hits(),
-                evictions: d.evictions(),
-                corrupt: d.corrupt(),
-            });
-        }
+        let tiers: Vec<TierStats> = inner.tiers().map(|t| t.stats()).collect();
         CacheStats {
             hits: tiers.iter().map(|t| t.hits).sum(),
             tiers,
@@ -452,16 +421,12 @@ impl BlockCache {
 
     /// The sum of the tiers' quotas.
     pub fn capacity(&self) -> u64 {
-        let inner = &self.inner;
-        inner.mem.as_ref().map_or(0, |m| m.quota())
-            + inner.disks.iter().map(|d| d.quota()).sum::<u64>()
+        self.inner.tiers().map(|t| t.capacity()).sum()
     }
 
     /// The sum of the bytes the tiers hold.
     pub fn used(&self) -> u64 {
-        let inner = &self.inner;
-        inner.mem.as_ref().map_or(0, |m| m.used())
-            + inner.disks.iter().map(|d| d.used()).sum::<u64>()
+        self.inner.tiers().map(|t| t.used()).sum()
     }
 }
 
@@ -516,6 +481,12 @@ impl Inner {
             slot: None,
         };
         (result, claimed)
+    }
+
+    /// The tiers in lookup order: MEM, then the disks.
+    fn tiers(&self) -> impl Iterator<Item = &dyn Tier> {
+        let mem = self.mem.iter().map(|m| m as &dyn Tier);
+        mem.chain(self.disks.iter().map(|d| d as &dyn Tier))
     }
 
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
