@@ -1,17 +1,32 @@
 //! A POSIX directory as a source: the embedded default and the test oracle.
+//!
+//! Every path is resolved beneath the root and only beneath it: `openat2` with
+//! `RESOLVE_BENEATH` (Linux 5.6+) fails a path that a `..`, an absolute symlink or a symlink
+//! leading out of the root would take elsewhere, so a symlink inside a tenant's directory
+//! cannot show the node's files through a mount served by root. On older kernels the resolved
+//! path is checked to lie under the root instead (racy against a concurrent rename, hence the
+//! kernel's way first).
 
+use std::ffi::CString;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::BlockBuf;
-use crate::{Entry, Kind, Meta, Page, Source, check_relative};
+use crate::{Entry, Kind, Meta, Page, Source, check_relative, join};
 use crate::{Error, Result};
 
 /// Entries a listing page returns, so huge directories stream.
 const PAGE_SIZE: usize = 1000;
+
+/// Set once `openat2` answered ENOSYS: the kernel predates it (Linux < 5.6).
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 pub struct LocalSource {
     root: PathBuf,
@@ -26,25 +41,92 @@ impl LocalSource {
         }
     }
 
-    fn full(&self, path: &str) -> Result<PathBuf> {
-        check_relative(path)?;
-        Ok(if path.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(path)
-        })
-    }
-
     fn err(&self, path: &str, e: std::io::Error) -> Error {
-        match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(format!("{}/{path}", self.name)),
-            std::io::ErrorKind::PermissionDenied => Error::Denied {
-                source_name: self.name.clone(),
-                message: format!("{path}: {e}"),
-            },
-            _ => Error::io(format!("{}/{path}", self.name), e),
-        }
+        local_error(&self.name, path, e)
     }
+}
+
+/// How an I/O error of `path` under the source `name` reads.
+fn local_error(name: &str, path: &str, e: std::io::Error) -> Error {
+    match (e.kind(), e.raw_os_error()) {
+        (std::io::ErrorKind::NotFound, _) => Error::NotFound(format!("{name}/{path}")),
+        (_, Some(libc::EXDEV)) => Error::Denied {
+            source_name: name.to_string(),
+            message: format!("{path}: leads out of the mount's root (a symlink or ..)"),
+        },
+        (std::io::ErrorKind::PermissionDenied, _) => Error::Denied {
+            source_name: name.to_string(),
+            message: format!("{path}: {e}"),
+        },
+        _ => Error::io(format!("{name}/{path}"), e),
+    }
+}
+
+/// Opens `path` (relative, checked) beneath `root` with `flags`, never resolving outside it.
+fn open_beneath(root: &Path, path: &str, flags: libc::c_int) -> std::io::Result<File> {
+    let flags = flags | libc::O_CLOEXEC;
+    let rel = if path.is_empty() { "." } else { path };
+    let rel_c = CString::new(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let root_c = CString::new(root.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        // SAFETY: opens a directory by a NUL-terminated path; the descriptor is owned below.
+        let dir = unsafe {
+            libc::open(
+                root_c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if dir < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `dir` was just opened and is owned by nothing else.
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        // SAFETY: open_how is plain data; zeroed is its documented default.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 with a live directory fd, a NUL-terminated path and the size of the
+        // struct passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                rel_c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel handed us this new descriptor.
+            return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+        NO_OPENAT2.store(true, Ordering::Relaxed);
+    }
+    // Before Linux 5.6: resolve, then check the result lies under the root.
+    let full = root.join(rel);
+    let real = std::fs::canonicalize(&full)?;
+    if !real.starts_with(std::fs::canonicalize(root)?) {
+        return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    let real_c = CString::new(real.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: opens a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe { libc::open(real_c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel handed us this new descriptor.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The attributes of `path` beneath `root` (following symlinks that stay beneath it).
+fn stat_beneath(root: &Path, path: &str) -> std::io::Result<std::fs::Metadata> {
+    open_beneath(root, path, libc::O_PATH)?.metadata()
 }
 
 fn meta_of(m: &std::fs::Metadata) -> Meta {
@@ -74,8 +156,8 @@ impl Source for LocalSource {
     }
 
     async fn stat(&self, path: &str) -> Result<Option<Meta>> {
-        let full = self.full(path)?;
-        match std::fs::metadata(&full) {
+        check_relative(path)?;
+        match stat_beneath(&self.root, path) {
             Ok(m) => Ok(Some(meta_of(&m))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
@@ -84,13 +166,19 @@ impl Source for LocalSource {
     }
 
     async fn list(&self, dir: &str, token: Option<String>) -> Result<Page> {
-        let full = self.full(dir)?;
+        check_relative(dir)?;
         let after = token.unwrap_or_default();
         let name = self.name.clone();
+        let root = self.root.clone();
         let dir_s = dir.to_string();
         let res = blocking(move || {
+            let opened = open_beneath(&root, &dir_s, libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(|e| Error::io(format!("{name}/{dir_s}"), e))?;
+            // The listing reads the directory this descriptor holds (already resolved beneath
+            // the root), through its /proc entry.
+            let handle = format!("/proc/self/fd/{}", opened.as_raw_fd());
             // Sorted names make the token (the last name returned) a stable resume point.
-            let mut names: Vec<String> = std::fs::read_dir(&full)
+            let mut names: Vec<String> = std::fs::read_dir(&handle)
                 .map_err(|e| Error::io(format!("{name}/{dir_s}"), e))?
                 .filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().into_string().ok())
@@ -101,8 +189,9 @@ impl Source for LocalSource {
             names.truncate(PAGE_SIZE);
             let mut entries = Vec::with_capacity(names.len());
             for n in names {
-                // An entry removed between readdir and stat is simply skipped.
-                if let Ok(m) = std::fs::metadata(full.join(&n)) {
+                // An entry removed between readdir and stat is simply skipped, and so is a
+                // symlink leading out of the root.
+                if let Ok(m) = stat_beneath(&root, &join(&dir_s, &n)) {
                     entries.push(Entry {
                         name: n,
                         meta: meta_of(&m),
@@ -130,22 +219,31 @@ impl Source for LocalSource {
         offset: u64,
         buf: &mut BlockBuf,
     ) -> Result<()> {
-        let full = self.full(path)?;
+        check_relative(path)?;
+        let (root, rel) = (self.root.clone(), path.to_string());
+        let name = self.name.clone();
         let expect = meta.clone();
-        let shown = format!("{}/{path}", self.name);
         let len = buf.capacity();
         // The blocking read cannot borrow `buf` (a timed-out try would leave it lent), so it
         // reads into memory of its own and this copies: local files are the demo and test
         // source, not the fast path.
-        let data = blocking(move || read_range(&full, &expect, offset, len, &shown)).await?;
+        let data = blocking(move || read_range(&root, &rel, &expect, offset, len, &name)).await?;
         buf.clear();
         buf.push(&data);
         Ok(())
     }
 }
 
-fn read_range(full: &Path, expect: &Meta, offset: u64, len: usize, shown: &str) -> Result<Bytes> {
-    let mut f = std::fs::File::open(full).map_err(|e| Error::io(shown, e))?;
+fn read_range(
+    root: &Path,
+    path: &str,
+    expect: &Meta,
+    offset: u64,
+    len: usize,
+    name: &str,
+) -> Result<Bytes> {
+    let shown = &format!("{name}/{path}");
+    let mut f = open_beneath(root, path, libc::O_RDONLY).map_err(|e| local_error(name, path, e))?;
     let now = meta_of(&f.metadata().map_err(|e| Error::io(shown, e))?);
     if now.size != expect.size || now.mtime != expect.mtime {
         return Err(Error::Changed(shown.to_string()));
@@ -158,4 +256,77 @@ fn read_range(full: &Path, expect: &Meta, offset: u64, len: usize, shown: &str) 
         .map_err(|e| Error::io(shown, e))?;
     buf.set_filled(len);
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// root/{a.txt, in -> a.txt, abs -> (absolute) outside.txt, up -> ../outside.txt,
+    /// sub/{parent -> .., esc -> ../../outside.txt}}, and outside.txt beside root.
+    fn tree() -> (tempfile::TempDir, LocalSource) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), b"inside").unwrap();
+        std::fs::write(dir.path().join("outside.txt"), b"host secret").unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("in")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.txt"), root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside.txt", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("sub/parent")).unwrap();
+        std::os::unix::fs::symlink("../../outside.txt", root.join("sub/esc")).unwrap();
+        let src = LocalSource::new(root, "local:///root");
+        (dir, src)
+    }
+
+    async fn read_all(src: &LocalSource, path: &str) -> Result<Vec<u8>> {
+        let meta = src.stat(path).await?.ok_or(Error::NotFound(path.into()))?;
+        let mut buf = BlockBuf::new(meta.size as usize);
+        src.read_into(path, &meta, 0, &mut buf).await?;
+        Ok(buf.as_ref().to_vec())
+    }
+
+    #[tokio::test]
+    async fn symlinks_inside_the_root_work() {
+        let (_dir, src) = tree();
+        assert_eq!(read_all(&src, "in").await.unwrap(), b"inside");
+        assert_eq!(src.stat("sub").await.unwrap().unwrap().kind, Kind::Dir);
+        // `..` by a symlink is fine while it stays beneath the root.
+        assert_eq!(read_all(&src, "sub/parent/a.txt").await.unwrap(), b"inside");
+    }
+
+    #[tokio::test]
+    async fn nothing_outside_the_root_is_reached_through_a_symlink() {
+        let (_dir, src) = tree();
+        for path in [
+            "abs",
+            "up",
+            "sub/esc",
+            "sub/parent/up",
+            "sub/parent/sub/esc",
+        ] {
+            let err = src.stat(path).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Denied { message, .. } if message.contains("out of the mount's root")),
+                "{path}: {err}"
+            );
+        }
+        assert!(read_all(&src, "up").await.is_err());
+        assert!(read_all(&src, "sub/esc").await.is_err());
+        // A listing shows the names, but not what lies outside: the escaping links are left out.
+        let names: Vec<String> = src
+            .list("", None)
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["a.txt", "in", "sub"]);
+        // `..` in the path itself never gets that far.
+        assert!(matches!(
+            src.stat("../outside.txt").await,
+            Err(Error::Invalid { .. })
+        ));
+    }
 }
