@@ -28,26 +28,25 @@ IT := $(CARGO) test -p fluid-tests --no-fail-fast
 ## test-unit: the crates' own tests (no servers, no mounts) and the CRD check
 test-unit:
 	$(CARGO) test --workspace --exclude fluid-tests --no-fail-fast
-	$(IT) --lib --test crds
+	$(IT) --lib --test kube crds::
 
 ## test-fuse: real FUSE mounts and the CSI plugins over local and SeaweedFS sources, csi-sanity
 test-fuse:
 	scripts/services.sh up fuse seaweedfs csisanity
 	$(CARGO) build --workspace --bins
-	$(IT) --test mount --test handover --test sources --test smoke --test csi_node \
-	  --test csi_controller --test csi_sanity -- --skip ceph --skip minidfs
+	$(IT) --test fuse -- --skip ceph --skip minidfs
 
 ## test-kube: the node plugin, controller and webhook against a real kube-apiserver
 test-kube:
 	scripts/services.sh up fuse seaweedfs kube
 	$(CARGO) build --workspace --bins
-	$(IT) --test kube_node --test kube_controller --test webhook
+	$(IT) --test kube
 
 ## test-cluster: the chart, the image and pods on a real single-node Kubernetes
 test-cluster:
 	scripts/services.sh up fuse seaweedfs kube helm cluster
 	$(CARGO) build --workspace --bins
-	$(IT) --test cluster --test chart --test image
+	$(IT) --test cluster
 
 ## bench: side-by-side benchmarks against s3fs and rclone
 bench:

@@ -2,7 +2,7 @@
 # Builds the Fluid image without a Docker engine: the release binaries on a Debian bookworm
 # root file system made by mmdebstrap, assembled by umoci into an OCI image layout and written
 # as an OCI archive, which `ctr -n k8s.io images import`, `skopeo copy oci-archive:...` and
-# registries accept. It ships what deploy/image/Dockerfile ships (tests/tests/image.rs checks).
+# registries accept. It ships what deploy/image/Dockerfile ships (tests/tests/cluster/image.rs checks).
 #
 #   scripts/image.sh                 # -> target/image/fluid-<appVersion>.oci.tar
 #   scripts/image.sh --out DIR       # another output folder

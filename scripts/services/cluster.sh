@@ -1,4 +1,4 @@
-# cluster: a real single-node Kubernetes cluster for the end-to-end tests (tests/tests/cluster.rs)
+# cluster: a real single-node Kubernetes cluster for the end-to-end tests (tests/tests/cluster/cluster.rs)
 # and `make demo-cluster`. Sourced by services.sh; uses kube.sh's build and start helpers.
 #
 #   etcd (127.0.0.1:22379) -> kube-apiserver (https://NODE_IP:16443) -> kube-controller-manager,

@@ -1,6 +1,6 @@
 # helm: the Helm CLI (built from the Go module proxy) and kubernetes-validate (from PyPI, with the
 # Kubernetes JSON schemas bundled, so validating needs no network), for the chart's test
-# (tests/tests/chart.rs). Nothing runs; sourced by services.sh.
+# (tests/tests/cluster/chart.rs). Nothing runs; sourced by services.sh.
 #
 # - helm into $FLUID_SERVICES_DIR/bin/helm (helm.sh/helm/v3 has no `replace` in its go.mod, so
 #   `go install ...@version` works), linked with the version stamps of helm's own release build;

@@ -54,6 +54,9 @@ node:
   extraCacheDirs:
     - /mnt/nvme0/fluid
     - /var/cache/fluid-extra
+  localRoots:
+    - /data/datasets
+    - /srv/shared
   nodeSelector:
     fluid.io/cache: "true"
   extraArgs:
@@ -697,9 +700,17 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--tier=mem:512MiB",
             "--tier=ssd:/mnt/nvme0/fluid:100GiB,high=0.95,low=0.7",
             "--tier=HDD:/data/hdd:cache/fluid:1TiB",
+            "--local-roots=/data/datasets,/srv/shared",
             "--block-size=8MiB",
         ]
     );
+    // The directories local:// Datasets may use, read-only, at the same path.
+    for dir in ["/data/datasets", "/srv/shared"] {
+        let (m, hp) = mount_at(pod, node, dir);
+        assert!(m["name"].as_str().unwrap().starts_with("local-root-"));
+        assert_eq!(m["readOnly"], json!(true));
+        assert_eq!(*hp, json!({"path": dir, "type": "Directory"}));
+    }
     // Each disk tier's directory (and each extra one) is a hostPath at the same path, once.
     let cache_dirs = [
         "/mnt/nvme0/fluid",
