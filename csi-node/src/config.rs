@@ -117,6 +117,13 @@ pub struct Config {
     #[arg(long, value_name = "HOST:PORT")]
     pub health_listen: Option<SocketAddr>,
 
+    /// Directories (absolute, comma separated) under which a volume's `local://` mount points
+    /// may lie. A local:// volume is served by a root daemon that shows the node's own files to
+    /// the tenant's pods, so none is allowed by default: such volumes are refused at NodeStage
+    /// with PERMISSION_DENIED. Symlinks are resolved before the check.
+    #[arg(long, env = "FLUID_LOCAL_ROOTS", value_name = "DIR,...", value_delimiter = ',', value_parser = parse_absolute)]
+    pub local_roots: Vec<PathBuf>,
+
     /// Register the driver with the kubelet by serving its plugin registration API
     /// (pluginregistration/v1) on `<DIR>/<drivername>-reg.sock`; the kubelet watches this
     /// folder (`/var/lib/kubelet/plugins_registry`) and then lists the driver in the Node's

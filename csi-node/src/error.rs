@@ -23,6 +23,9 @@ pub enum Error {
     /// The call is valid but the node is not in the state it requires.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The volume asks for something the node's administrator does not allow.
+    #[error("{0}")]
+    Denied(String),
     /// The node holds as many volumes as `--max-volumes` allows.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -131,6 +134,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            Error::Denied(_) => tonic::Status::permission_denied(msg),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
             Error::Unimplemented(_) => tonic::Status::unimplemented(msg),

@@ -11,6 +11,7 @@ pub mod error;
 pub mod labels;
 pub mod mounts;
 pub mod node_server;
+pub mod policy;
 pub mod registration_server;
 pub mod state;
 pub mod supervisor;

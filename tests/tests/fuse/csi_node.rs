@@ -23,6 +23,8 @@ use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
 use fluid_tests::services::{S3Server, TempBucket, http_get, logged_listen, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
+use fluid_volume::context::VolumeContext;
+use fluid_volume::dataset::MountSpec;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -700,6 +702,88 @@ fn the_plugins_log_level_reaches_its_daemons() {
     for log in [&debug, &info, &plugin_debug] {
         assert!(!log.contains(&server.secret_key), "a secret in a log");
     }
+}
+
+/// A local:// context of one mount at `dir`.
+fn local_context(dir: &Path) -> HashMap<String, String> {
+    VolumeContext {
+        dataset: Some("tenant/local".into()),
+        mounts: vec![MountSpec {
+            mount_point: format!("local://{}", dir.display()),
+            name: "data".into(),
+            path: Some("/".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .to_map()
+    .into_iter()
+    .collect()
+}
+
+/// Issue 27, hole 1: a tenant's local:// volume pointed at the node's files (the kubelet's pod
+/// volumes, or an allowed directory with a symlink out of it) is refused; one under a
+/// directory the administrator allows is served, and a symlink inside it leads nowhere else.
+#[test]
+fn local_volumes_reach_only_directories_the_administrator_allows() {
+    let env = Env::new();
+    let allowed = env.path("datasets");
+    std::fs::create_dir_all(allowed.join("set")).unwrap();
+    std::fs::write(allowed.join("set/a.txt"), b"tenant data").unwrap();
+    std::fs::write(env.path("host-secret"), b"node secret").unwrap();
+    std::os::unix::fs::symlink(env.path("host-secret"), allowed.join("set/leak")).unwrap();
+    std::os::unix::fs::symlink("/var/lib", allowed.join("out")).unwrap();
+
+    // By default no local:// volume is staged, wherever it points.
+    let plugin = Plugin::start(&env);
+    let refusing = Csi {
+        env: &env,
+        plugin: &plugin,
+    };
+    let staging = env.path("plugins/fuse.csi.fluid.io/local/globalmount");
+    let none = HashMap::new();
+    for dir in [Path::new("/var/lib/kubelet/pods"), &allowed.join("set")] {
+        expect_code(
+            refusing.stage(stage_req("local-vol", &staging, &local_context(dir), &none)),
+            Code::PermissionDenied,
+            "--local-roots",
+        );
+    }
+    drop(plugin);
+
+    let plugin = Plugin::start_with(&env, &[format!("--local-roots={}", allowed.display())]);
+    let csi = Csi {
+        env: &env,
+        plugin: &plugin,
+    };
+    for dir in [Path::new("/var/lib/kubelet/pods"), &allowed.join("out")] {
+        expect_code(
+            csi.stage(stage_req("local-vol", &staging, &local_context(dir), &none)),
+            Code::PermissionDenied,
+            "not under a directory allowed",
+        );
+    }
+    assert!(
+        env.daemon_pid("local-vol").is_none(),
+        "no daemon was started"
+    );
+    csi.stage(stage_req(
+        "local-vol",
+        &staging,
+        &local_context(&allowed.join("set")),
+        &none,
+    ))
+    .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    assert_eq!(
+        std::fs::read(staging.join("a.txt")).unwrap(),
+        b"tenant data"
+    );
+    let leak = std::fs::read(staging.join("leak"));
+    assert!(
+        leak.is_err(),
+        "read the node's file through a symlink: {leak:?}"
+    );
+    csi.unstage("local-vol", &staging).unwrap();
 }
 
 #[test]
