@@ -124,6 +124,13 @@ pub struct Config {
     #[arg(long, env = "FLUID_LOCAL_ROOTS", value_name = "DIR,...", value_delimiter = ',', value_parser = parse_absolute)]
     pub local_roots: Vec<PathBuf>,
 
+    /// Let S3/OSS volumes without keys use this node's own cloud identity (the AWS default
+    /// chain: environment, credentials files, web identity, instance role). Off, such volumes
+    /// are refused at NodeStage with PERMISSION_DENIED: a tenant could otherwise read any
+    /// bucket the node can.
+    #[arg(long, env = "FLUID_ALLOW_AMBIENT_CREDENTIALS")]
+    pub allow_ambient_credentials: bool,
+
     /// Register the driver with the kubelet by serving its plugin registration API
     /// (pluginregistration/v1) on `<DIR>/<drivername>-reg.sock`; the kubelet watches this
     /// folder (`/var/lib/kubelet/plugins_registry`) and then lists the driver in the Node's

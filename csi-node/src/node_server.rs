@@ -103,7 +103,7 @@ impl NodeService {
         let staging = required_path(&req.staging_target_path, "staging_target_path")?;
         check_capability(req.volume_capability.as_ref())?;
         let context = VolumeContext::from_map(&req.volume_context)?;
-        crate::policy::check_local_roots(&context.validate()?, &self.sup.config().local_roots)?;
+        crate::policy::check_volume(&context, &req.secrets, self.sup.config())?;
         self.sup
             .stage(StageRequest {
                 volume_id: id,

@@ -2,18 +2,61 @@
 //! is written by whoever may create a Dataset or a StorageClass parameter; the daemons act on
 //! it as root, so everything in it that touches the node is checked here, at NodeStage.
 //!
-//! `local://` mount points: a daemon serving one reads the node's own files as root and shows
-//! them to the tenant's pods (the kubelet's pod volumes, service-account tokens, Secrets). So
-//! a local root must lie under a directory the administrator listed (`--local-roots`), after
-//! resolving symlinks; none is listed by default. The local source then never resolves a path
-//! out of its root (`openat2` with `RESOLVE_BENEATH`).
+//! - `local://` mount points: a daemon serving one reads the node's own files as root and
+//!   shows them to the tenant's pods (the kubelet's pod volumes, service-account tokens,
+//!   Secrets). So a local root must lie under a directory the administrator listed
+//!   (`--local-roots`), after resolving symlinks; none is listed by default. The local source
+//!   then never resolves a path out of its root (`openat2` with `RESOLVE_BENEATH`).
+//! - Cloud identity: an S3/OSS mount without keys would be read with the AWS default chain,
+//!   that is the node's own identity (instance role, environment, files): any tenant could
+//!   read any bucket the platform can. Keys must come with the volume (a Secret of the
+//!   Dataset's namespace) unless the administrator lends the node's identity
+//!   (`--allow-ambient-credentials`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use fluid_volume::dataset::Mount;
+use fluid_volume::context::VolumeContext;
+use fluid_volume::dataset::{self, Mount};
 use fluid_volume::mountpoint::Store;
+use fluid_volume::options::s3::{ACCESS_KEY, SECRET_KEY};
 
+use crate::config::Config;
 use crate::error::{Error, Result};
+
+/// Everything this node checks of a volume before staging it.
+pub fn check_volume(
+    context: &VolumeContext,
+    secrets: &HashMap<String, String>,
+    config: &Config,
+) -> Result<()> {
+    context.validate()?;
+    let mounts = dataset::resolve(context.mounts_with_secrets(secrets)?, "mounts")?;
+    check_local_roots(&mounts, &config.local_roots)?;
+    check_credentials(&mounts, config.allow_ambient_credentials)
+}
+
+/// Refuses an S3/OSS mount without keys unless the node's own identity may be lent.
+pub fn check_credentials(mounts: &[Mount], allow_ambient: bool) -> Result<()> {
+    for m in mounts {
+        let mp = &m.mount_point;
+        if !matches!(mp.store, Store::S3 { .. }) || allow_ambient {
+            continue;
+        }
+        if mp.option(&ACCESS_KEY).is_none() && mp.option(&SECRET_KEY).is_none() {
+            return Err(Error::Denied(format!(
+                "{}: no {} and {} are given (put them in a Secret of the Dataset's namespace,                  named by encryptOptions or the StorageClass's node-stage secret); this node \
+                 does not lend its own cloud identity to volumes unless the administrator \
+                 allows it (--allow-ambient-credentials / the chart's \
+                 node.allowAmbientCredentials)",
+                mp.url,
+                ACCESS_KEY.name(),
+                SECRET_KEY.name()
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Refuses any `local://` mount whose directory is not under one of `allowed`.
 pub fn check_local_roots(mounts: &[Mount], allowed: &[PathBuf]) -> Result<()> {
@@ -89,5 +132,27 @@ mod tests {
         }
         // Other stores are not this check's business.
         check_local_roots(&mounts("s3://bucket/x"), &[]).unwrap();
+    }
+
+    #[test]
+    fn keyless_s3_mounts_need_the_administrators_consent() {
+        let keyless = mounts("s3://bucket/x");
+        let err = check_credentials(&keyless, false).unwrap_err();
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("--allow-ambient-credentials")),
+            "{err}"
+        );
+        check_credentials(&keyless, true).unwrap();
+        let mut keyed = mounts("s3://bucket/x");
+        keyed[0]
+            .mount_point
+            .options
+            .insert("access-key".into(), "AKID".into());
+        keyed[0]
+            .mount_point
+            .options
+            .insert("secret-key".into(), "s3cr3t".into());
+        check_credentials(&keyed, false).unwrap();
+        check_credentials(&mounts("local:///x"), false).unwrap();
     }
 }

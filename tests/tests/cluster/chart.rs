@@ -57,6 +57,7 @@ node:
   localRoots:
     - /data/datasets
     - /srv/shared
+  allowAmbientCredentials: true
   nodeSelector:
     fluid.io/cache: "true"
   extraArgs:
@@ -701,6 +702,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--tier=ssd:/mnt/nvme0/fluid:100GiB,high=0.95,low=0.7",
             "--tier=HDD:/data/hdd:cache/fluid:1TiB",
             "--local-roots=/data/datasets,/srv/shared",
+            "--allow-ambient-credentials",
             "--block-size=8MiB",
         ]
     );

@@ -786,6 +786,62 @@ fn local_volumes_reach_only_directories_the_administrator_allows() {
     csi.unstage("local-vol", &staging).unwrap();
 }
 
+/// Issue 27, hole 2: the node's own cloud identity (here AWS keys in the node plugin's
+/// environment, as an instance role or IRSA would be) is not lent to a volume that brings no
+/// keys, unless the administrator allows it.
+#[test]
+fn keyless_s3_volumes_do_not_get_the_nodes_identity() {
+    let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
+    let tree = small_tree();
+    let bucket = dataset(&server, &tree);
+    let ctx = context(&server, &bucket.name);
+    let none = HashMap::new();
+    let (key, secret) = (server.access_key.clone(), server.secret_key.clone());
+    let ambient = [
+        ("AWS_ACCESS_KEY_ID", Path::new(&key)),
+        ("AWS_SECRET_ACCESS_KEY", Path::new(&secret)),
+    ];
+    rt().block_on(async {
+        let dir = PluginDir::new().unwrap();
+        let staging = dir.path("staging/keyless");
+        let plugin = NodePlugin::start(&dir, "n1", &[], &ambient).await.unwrap();
+        let refused = plugin.stage("keyless", &staging, &ctx, &none).await;
+        expect_code(
+            refused,
+            Code::PermissionDenied,
+            "--allow-ambient-credentials",
+        );
+        // With its own keys the same volume is served.
+        plugin
+            .stage(
+                "keyed",
+                &dir.path("staging/keyed"),
+                &ctx,
+                &s3_secrets(&server),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+        plugin
+            .unstage("keyed", &dir.path("staging/keyed"))
+            .await
+            .unwrap();
+        drop(plugin);
+
+        // Lent on purpose: the keyless volume reads with the node's identity.
+        let flags = ["--allow-ambient-credentials".to_string()];
+        let plugin = NodePlugin::start(&dir, "n1", &flags, &ambient)
+            .await
+            .unwrap();
+        plugin
+            .stage("keyless", &staging, &ctx, &none)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+        let (path, data) = tree.files.iter().next().unwrap();
+        assert_eq!(std::fs::read(staging.join(path)).unwrap(), data.as_ref());
+        plugin.unstage("keyless", &staging).await.unwrap();
+    });
+}
+
 #[test]
 fn stage_publish_read_stats_unpublish_unstage() {
     let server = S3Server::seaweedfs().unwrap_or_else(|e| panic!("{e:#}"));
