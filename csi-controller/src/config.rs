@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, value_name = "ADDR:PORT", requires = "kubernetes")]
     pub webhook_listen: Option<std::net::SocketAddr>,
 
+    /// Walk S3/OSS Datasets without keys (for their size) with this controller's own cloud
+    /// identity (the AWS default chain: IRSA, instance role, environment). Off, such a walk
+    /// fails and says why: a tenant could otherwise learn of any bucket the controller can read.
+    #[arg(long, env = "FLUID_ALLOW_AMBIENT_CREDENTIALS")]
+    pub allow_ambient_credentials: bool,
+
     /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
     /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
     #[arg(long, value_name = "HOST:PORT")]

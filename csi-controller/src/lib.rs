@@ -63,7 +63,7 @@ pub async fn run(config: Config) -> Result<()> {
         let ctx = Arc::new(reconcile::Context {
             client,
             driver: config.drivername.clone(),
-            scans: reconcile::ufs::Scans::default(),
+            scans: reconcile::ufs::Scans::new(config.allow_ambient_credentials),
             loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
             cache_auth: cache_auth(config.cache_token.as_ref().map(|t| t.as_str()))?,

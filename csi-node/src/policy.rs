@@ -40,10 +40,7 @@ pub fn check_volume(
 pub fn check_credentials(mounts: &[Mount], allow_ambient: bool) -> Result<()> {
     for m in mounts {
         let mp = &m.mount_point;
-        if !matches!(mp.store, Store::S3 { .. }) || allow_ambient {
-            continue;
-        }
-        if mp.option(&ACCESS_KEY).is_none() && mp.option(&SECRET_KEY).is_none() {
+        if !allow_ambient && mp.uses_ambient_credentials() {
             return Err(Error::Denied(format!(
                 "{}: no {} and {} are given (put them in a Secret of the Dataset's namespace,                  named by encryptOptions or the StorageClass's node-stage secret); this node \
                  does not lend its own cloud identity to volumes unless the administrator \

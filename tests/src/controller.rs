@@ -23,6 +23,11 @@ pub struct ControllerProcess {
 impl ControllerProcess {
     /// Starts `fluid-csi-controller --kubernetes --stats-interval 1s` plus `extra` flags.
     pub fn start(extra: &[String]) -> Result<ControllerProcess> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Self::start`] with more environment variables.
+    pub fn start_with_env(extra: &[String], env: &[(&str, &str)]) -> Result<ControllerProcess> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("csi.sock");
         let log = dir.path().join("controller.log");
@@ -37,6 +42,7 @@ impl ControllerProcess {
             .args(extra)
             .env("KUBECONFIG", kubeconfig_path()?)
             .env("FLUID_LOG", "info,kube=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

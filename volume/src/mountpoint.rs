@@ -135,6 +135,16 @@ impl MountPoint {
     }
 
     /// The first non-empty value of an option by any of its spellings, trimmed.
+    /// Whether the store would be read with whatever identity the reading process has (an S3
+    /// or OSS mount without keys falls back to the AWS default chain: environment, files,
+    /// instance role). Servers that act for tenants refuse that unless told otherwise.
+    pub fn uses_ambient_credentials(&self) -> bool {
+        use crate::options::s3::{ACCESS_KEY, SECRET_KEY};
+        matches!(self.store, Store::S3 { .. })
+            && self.option(&ACCESS_KEY).is_none()
+            && self.option(&SECRET_KEY).is_none()
+    }
+
     pub fn option(&self, option: &MountOption) -> Option<&str> {
         option
             .names

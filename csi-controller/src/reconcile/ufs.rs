@@ -35,9 +35,19 @@ struct Scan {
 #[derive(Default)]
 pub struct Scans {
     scans: Mutex<HashMap<String, Scan>>,
+    /// Whether a keyless S3 mount may be walked with the controller's own cloud identity.
+    allow_ambient: bool,
 }
 
 impl Scans {
+    /// `allow_ambient`: `--allow-ambient-credentials`.
+    pub fn new(allow_ambient: bool) -> Scans {
+        Scans {
+            scans: Mutex::default(),
+            allow_ambient,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Scan>> {
         self.scans.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -64,7 +74,8 @@ impl Scans {
         }
         let totals = Arc::new(walk::Totals::default());
         let outcome = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(walk_all(mounts, totals.clone(), outcome.clone())).abort_handle();
+        let walk = walk_all(mounts, self.allow_ambient, totals.clone(), outcome.clone());
+        let task = tokio::spawn(walk).abort_handle();
         let scan = Scan {
             fingerprint,
             totals,
@@ -109,11 +120,22 @@ fn progress(scan: &Scan) -> Progress {
 
 async fn walk_all(
     mounts: Vec<MountSpec>,
+    allow_ambient: bool,
     totals: Arc<walk::Totals>,
     outcome: Arc<Mutex<Option<Result<(), String>>>>,
 ) {
     let result = async {
         for m in dataset::resolve(mounts, "spec.mounts")? {
+            // The controller's identity (IRSA, instance role) is not lent to tenants' walks.
+            if !allow_ambient && m.mount_point.uses_ambient_credentials() {
+                return Err(fluid_source::Error::Denied {
+                    source_name: m.mount_point.url.clone(),
+                    message: "no access-key and secret-key in the Dataset's encryptOptions; the \
+                              controller does not use its own cloud identity for a Dataset \
+                              unless allowed (--allow-ambient-credentials)"
+                        .into(),
+                });
+            }
             let src = fluid_source::open(&m.mount_point).await?;
             walk::count(src.as_ref(), &totals).await?;
         }

@@ -25,6 +25,7 @@ const SCHEMA_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
 /// Non-default values: two disk tiers (one whose directory holds a `:`) after a memory tier,
 /// a moved kubelet dir, a nodeSelector, a hostPath controller state dir, a dataset StorageClass.
 const CUSTOM_VALUES: &str = r#"
+allowAmbientCredentials: true
 fullnameOverride: fluid-custom
 image:
   repository: registry.example.com/fluid
@@ -57,7 +58,6 @@ node:
   localRoots:
     - /data/datasets
     - /srv/shared
-  allowAmbientCredentials: true
   nodeSelector:
     fluid.io/cache: "true"
   extraArgs:
@@ -662,6 +662,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     let ctl = container(pod, "controller");
     assert_eq!(ctl["image"], json!("registry.example.com/fluid:1.2.3"));
     assert!(strs(&ctl["args"]).contains(&"--stats-interval=1m".to_string()));
+    assert!(strs(&ctl["args"]).contains(&"--allow-ambient-credentials".to_string()));
     assert_eq!(
         volume(pod, "state-dir")["hostPath"],
         json!({"path": "/var/lib/fluid-custom/controller", "type": "DirectoryOrCreate"})

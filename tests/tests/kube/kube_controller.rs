@@ -144,6 +144,56 @@ fn create_request(dataset: &str, namespace: &str) -> CreateVolumeRequest {
     }
 }
 
+/// Issue 27, hole 2: a Dataset without keys is not walked with the controller's own cloud
+/// identity (here AWS keys in its environment, as IRSA or an instance role would be), unless
+/// the administrator allows it.
+#[tokio::test]
+async fn keyless_datasets_are_not_walked_with_the_controllers_identity() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let mut keyless = dataset("data", &server, &bucket.name, "unused")?;
+    keyless.spec.mounts[0].encrypt_options.clear();
+    let ambient = [
+        ("AWS_ACCESS_KEY_ID", server.access_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", server.secret_key.as_str()),
+    ];
+    for (allowed, flags) in [
+        (false, vec![]),
+        (true, vec!["--allow-ambient-credentials".to_string()]),
+    ] {
+        let ns = kube.create_namespace("fluid-ambient").await?;
+        let controller = ControllerProcess::start_with_env(&flags, &ambient)?;
+        let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &ns.name);
+        let _ds = kube.create_namespaced(&ns.name, &keyless).await?;
+        let _rt = kube.create_namespaced(&ns.name, &runtime("data")?).await?;
+        let ds = wait_for_object(&datasets, "data", "the walk ended", |d| {
+            condition(d, "UfsScanned").is_some_and(|c| {
+                c.status == crd::ConditionStatus::True || c.reason.as_deref() == Some("ScanFailed")
+            })
+        })
+        .await
+        .with_context(|| controller.log())?;
+        let scanned = condition(&ds, "UfsScanned").context("a UfsScanned condition")?;
+        let status = ds.status.clone().unwrap_or_default();
+        if allowed {
+            assert_eq!(scanned.status, crd::ConditionStatus::True, "{scanned:?}");
+            assert_eq!(status.file_num.as_deref(), Some("3"));
+        } else {
+            assert!(
+                scanned
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("--allow-ambient-credentials")),
+                "{scanned:?}"
+            );
+            assert_eq!(status.file_num, None, "the bucket was walked: {status:?}");
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
     let kube = Kube::connect().await?;
