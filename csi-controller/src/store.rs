@@ -7,7 +7,6 @@
 //! starts at, so a page is never repeated even when volumes come and go between calls.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -102,23 +101,11 @@ impl Store {
     pub fn insert(&mut self, mut record: VolumeRecord) -> Result<()> {
         record.version = RECORD_VERSION;
         let path = self.dir.join(file_name(&record.volume_id));
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp", file_name(&record.volume_id)));
         // Serializing strings and maps cannot fail.
-        let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            sync_dir(&self.dir)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(format!("writing {}", path.display()), e));
-        }
+        let mut json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        json.push(b'\n');
+        fluid_volume::atomic::write(&path, &json, 0o600)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         self.volumes.insert(record.volume_id.clone(), record);
         Ok(())
     }

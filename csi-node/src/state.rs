@@ -5,8 +5,7 @@
 //! log. Records are replaced atomically (write, fsync, rename, fsync of the folder).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use fluid_volume::size::BlockSize;
@@ -258,25 +257,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         message,
     };
     let text = serde_json::to_vec_pretty(value).map_err(|e| state_err(e.to_string()))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        match path.parent() {
-            Some(dir) => std::fs::File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
-    };
-    write().map_err(|e| state_err(e.to_string()))
+    fluid_volume::atomic::write(path, &text, 0o600).map_err(|e| state_err(e.to_string()))
 }
 
 pub fn remove_dir(dir: &Path) -> Result<()> {

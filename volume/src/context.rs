@@ -223,25 +223,15 @@ pub fn check_sub_path(sub: &str) -> Result<()> {
 /// Writes mounts as a dataset YAML file readable by `fluid-fuse mount --dataset`, owner-only
 /// because it may hold credentials.
 pub fn write_dataset_file(path: &std::path::Path, mounts: &[MountSpec]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     #[derive(serde::Serialize)]
     struct Doc<'a> {
         mounts: &'a [MountSpec],
     }
     let text = serde_yaml::to_string(&Doc { mounts })
         .map_err(|e| Error::invalid("mounts", e.to_string()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+    // It holds credentials: readable by its owner only, from the first byte.
+    crate::atomic::write(path, text.as_bytes(), 0o600)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! Strings appear only at the edges: [`context::VolumeContext::from_map`] and `to_map`, the
 //! Dataset YAML, and the parsers behind each command line flag.
 
+pub mod atomic;
 pub mod context;
 pub mod dataset;
 pub mod error;

@@ -1,4 +1,5 @@
-//! The members of a Dataset's cache without Kubernetes: `--peers name=endpoint,...` or a
+//! The members of a Dataset's cache without Kubernetes: a list of `name=endpoint` items (the
+//! `--peers` flag of `fluid-fuse mount` once the read path is wired in; no such flag yet) or a
 //! peers file the daemon reads again when it changes, one member a line (`name endpoint` or
 //! `name=endpoint`; `#` starts a comment). Endpoints are checked for form only here: a peer
 //! whose name does not resolve yet is skipped when asked, not refused at start.
@@ -8,7 +9,7 @@ use std::path::Path;
 use super::owner::Member;
 use crate::error::{Error, Result};
 
-/// Members from `--peers` items (`name=endpoint`).
+/// Members from `name=endpoint` items (what `--peers` will take).
 pub fn from_flag(items: &[String]) -> Result<Vec<Member>> {
     items
         .iter()
