@@ -42,10 +42,11 @@ pub fn check_credentials(mounts: &[Mount], allow_ambient: bool) -> Result<()> {
         let mp = &m.mount_point;
         if !allow_ambient && mp.uses_ambient_credentials() {
             return Err(Error::Denied(format!(
-                "{}: no {} and {} are given (put them in a Secret of the Dataset's namespace,                  named by encryptOptions or the StorageClass's node-stage secret); this node \
+                "{}: no {} and {} are given (put them in a Secret of the Dataset's namespace, \
+                 named by encryptOptions or the StorageClass's node-stage secret); this node \
                  does not lend its own cloud identity to volumes unless the administrator \
                  allows it (--allow-ambient-credentials / the chart's \
-                 node.allowAmbientCredentials)",
+                 allowAmbientCredentials)",
                 mp.url,
                 ACCESS_KEY.name(),
                 SECRET_KEY.name()
