@@ -1,6 +1,8 @@
 //! The real `fluid-csi-controller` as a child process for the Kubernetes tests: `--kubernetes`
 //! against the test kube-apiserver, CSI on a unix socket in a temporary directory, its log kept
-//! for failure messages, killed when dropped.
+//! for failure messages, killed when dropped. One runs at a time on this machine, as one leader
+//! does in a cluster: controllers watch every namespace, so two with different flags (say,
+//! `--allow-ambient-credentials` or a cache token) would each rewrite the other's tests' objects.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,12 @@ pub struct ControllerProcess {
     pub socket: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
+    /// An exclusive `flock` on [`LOCK`], released when the process is dropped.
+    _alone: std::fs::File,
 }
+
+/// The lock every [`ControllerProcess`] holds while it lives (across test binaries too).
+const LOCK: &str = "fluid-tests-controller.lock";
 
 impl ControllerProcess {
     /// Starts `fluid-csi-controller --kubernetes --stats-interval 1s` plus `extra` flags.
@@ -28,6 +35,17 @@ impl ControllerProcess {
 
     /// [`Self::start`] with more environment variables.
     pub fn start_with_env(extra: &[String], env: &[(&str, &str)]) -> Result<ControllerProcess> {
+        let lock = std::env::temp_dir().join(LOCK);
+        let alone = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .with_context(|| format!("opening {}", lock.display()))?;
+        // Blocks this test's thread until the controller of another test is gone.
+        alone
+            .lock()
+            .with_context(|| format!("locking {}", lock.display()))?;
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("csi.sock");
         let log = dir.path().join("controller.log");
@@ -52,6 +70,7 @@ impl ControllerProcess {
             socket,
             log,
             _dir: dir,
+            _alone: alone,
         })
     }
 
