@@ -5,7 +5,7 @@
 
 pub mod catalogue;
 pub mod config;
-pub mod controller_server;
+pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod reconcile;
@@ -23,7 +23,7 @@ pub use config::{Command, Config};
 pub use error::{Error, Result};
 
 use crate::catalogue::Catalogue;
-use crate::controller_server::ControllerService;
+use crate::controller::ControllerService;
 use crate::store::Store;
 
 /// Loads the catalogue and the volume records, then serves CSI until SIGTERM or SIGINT.
