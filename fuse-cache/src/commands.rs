@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 pub fn run(cli: Cli) -> Result<()> {
     // The keeper runs a small runtime of its own on this thread (see `keeper::run`).
     if let Command::Mount(args) = cli.command {
-        return crate::keeper::run(*args);
+        return crate::handover::keeper::run(*args);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -19,7 +19,7 @@ pub fn run(cli: Cli) -> Result<()> {
         .map_err(|e| Error::io("starting the async runtime", e))?;
     match cli.command {
         Command::Mount(_) => Ok(()),
-        Command::Serve(args) => crate::serve::serve(&rt, *args),
+        Command::Serve(args) => crate::handover::serve::serve(&rt, *args),
         Command::Warmup(args) => rt.block_on(warmup(args)),
         Command::Stats(args) => rt.block_on(stats(args)),
         Command::Evict(args) => rt.block_on(evict(args)),

@@ -23,7 +23,7 @@ use tokio::runtime::Handle as Runtime;
 
 use crate::cache::Resident;
 use crate::error::Error;
-use crate::journal::{Journal, OpenRecord, Record};
+use crate::handover::journal::{Journal, OpenRecord, Record};
 use crate::lock;
 use crate::namespace::{DirStream, Namespace, Node};
 use crate::reader::{OpenFile, Reader};
@@ -211,7 +211,7 @@ impl FluidFs {
         }
         let bytes = h.journal.replay_bytes();
         let live = (self.ns.node_count() + lock(&self.files).len()) as u64 * JOURNAL_BYTES_PER_LIVE;
-        if bytes < crate::journal::COMPACT_FROM || bytes < 4 * live {
+        if bytes < crate::handover::journal::COMPACT_FROM || bytes < 4 * live {
             return;
         }
         // Nothing is journaled meanwhile: opens hold `opens`, releases `files`, new and

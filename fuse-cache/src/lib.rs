@@ -5,17 +5,14 @@
 pub mod cache;
 pub mod cli;
 pub mod commands;
-pub mod control;
 pub mod error;
 pub mod fs;
+pub mod handover;
 pub mod histogram;
-pub mod journal;
-pub mod keeper;
-pub mod metrics;
 pub mod namespace;
 pub mod peers;
 pub mod reader;
-pub mod serve;
+pub mod service;
 
 pub use error::{Error, Result};
 

@@ -150,7 +150,11 @@ pub(super) fn decode_header(buf: &[u8]) -> std::result::Result<Header, String> {
 }
 
 /// Reads a whole block file, checking it is `key`'s, `file_len` long and whole.
-pub(super) fn read_block(path: &Path, key: &BlockKey, file_len: u64) -> std::result::Result<Bytes, ReadError> {
+pub(super) fn read_block(
+    path: &Path,
+    key: &BlockKey,
+    file_len: u64,
+) -> std::result::Result<Bytes, ReadError> {
     let mut file = File::open(path).map_err(ReadError::Io)?;
     let mut buf = Vec::with_capacity(file_len as usize);
     file.read_to_end(&mut buf).map_err(ReadError::Io)?;
@@ -194,4 +198,3 @@ pub(super) fn read_header(path: &Path) -> std::result::Result<Header, String> {
         .map_err(|_| "shorter than its header".to_string())?;
     decode_header(&buf)
 }
-

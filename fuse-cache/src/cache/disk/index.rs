@@ -258,4 +258,3 @@ pub(super) fn is_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
-

@@ -5,7 +5,7 @@
 //! predecessor left unanswered again.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use fluid_proto::Endpoint;
@@ -13,45 +13,17 @@ use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 
 use crate::cache::{BlockCache, CacheOptions};
 use crate::cli::{MountArgs, ServeArgs, load_mounts, tiers};
-use crate::control::Control;
 use crate::error::{Error, Result};
 use crate::fs::{FluidFs, Handover};
-use crate::journal::{InitRecord, Journal, Record, Replayed};
+use crate::handover::journal::{InitRecord, Journal, Record, Replayed};
+use crate::handover::protocol::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY, inherited};
 use crate::namespace::{Namespace, Ttl};
 use crate::reader::{ReadConfig, Reader};
+use crate::service::control::Control;
 
 /// FUSE_NOTIFY_RESEND (Linux 6.9+): the kernel queues again every request that was read
 /// from the connection and not answered.
 const FUSE_NOTIFY_RESEND: i32 = 7;
-
-/// The exit status of a serving process that stopped for an upgrade (SIGUSR1), its cache
-/// index flushed.
-pub const HANDED_OVER: i32 = 75;
-
-/// The exit status of a successor that cannot take the connection over (the journal is
-/// incomplete): the keeper then ends the connection rather than try again.
-pub const CANNOT_TAKE_OVER: i32 = 76;
-
-/// What the serving process tells the keeper on its ready pipe once it answers requests.
-pub const READY: &str = "serving";
-/// ... followed by this when the kernel can resend requests (the keeper may then replace a
-/// dead serving process without ending the connection).
-pub const CAN_RESEND: &str = "resend";
-
-/// Takes the descriptor `fd` as ours. The keeper put it there for us (see `keeper.rs`).
-fn inherited(fd: RawFd, what: &str) -> Result<OwnedFd> {
-    // SAFETY: fcntl(F_GETFD) only checks that the descriptor is open.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(Error::invalid(
-            what,
-            format!(
-                "descriptor {fd} is not open (fluid-fuse serve is started by fluid-fuse mount)"
-            ),
-        ));
-    }
-    // SAFETY: the descriptor is open and nothing else in this process owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
 pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     let fuse = inherited(args.fuse_fd, "--fuse-fd")?;
@@ -89,7 +61,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
                 tokio::net::TcpListener::from_std(listener)
             })
             .map_err(|e| Error::io("the metrics listener", e))?;
-        rt.spawn(crate::metrics::serve(listener, control.clone()));
+        rt.spawn(crate::service::metrics::serve(listener, control.clone()));
     }
     let mut control_server = None;
     if let Some(ep) = &m.control {

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::control::Control;
+use crate::service::control::Control;
 
 /// The OpenMetrics text format's media type, which Prometheus asks for and parses.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

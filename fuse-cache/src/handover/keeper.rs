@@ -17,7 +17,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -30,16 +30,12 @@ use fluid_volume::upgrade::{self, Upgraded};
 
 use crate::cli::{MountArgs, load_mounts, tiers};
 use crate::error::{Error, Result};
-use crate::journal::Journal;
-use crate::serve::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY, mount_config};
+use crate::handover::journal::Journal;
+use crate::handover::protocol::{
+    CAN_RESEND, CANNOT_TAKE_OVER, FUSE_FD, HANDED_OVER, JOURNAL_FD, METRICS_FD, READY, READY_FD,
+};
+use crate::handover::serve::mount_config;
 
-/// Descriptor numbers of the connection, the journal and the ready pipe in the serving
-/// process.
-const FUSE_FD: RawFd = 3;
-const JOURNAL_FD: RawFd = 4;
-const READY_FD: RawFd = 5;
-/// ... and of the --metrics listener, when there is one.
-const METRICS_FD: RawFd = 6;
 /// How long a serving process may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Serving processes in a row that may fail to start or die within [`QUICK_DEATH`] of
