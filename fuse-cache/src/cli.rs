@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use fluid_volume::daemon::flag;
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::size::BlockSize;
 use fluid_volume::tier::{TierSpec, Tiers};
@@ -45,10 +46,10 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct MountArgs {
     /// Directory to mount on (must exist).
-    #[arg(long)]
+    #[arg(long = flag::MOUNTPOINT)]
     pub mountpoint: PathBuf,
     /// Dataset YAML: a Fluid Dataset (spec.mounts[]: mountPoint, name, path, options, readOnly).
-    #[arg(long, conflicts_with = "mount", required_unless_present = "mount")]
+    #[arg(long = flag::DATASET, conflicts_with = "mount", required_unless_present = "mount")]
     pub dataset: Option<PathBuf>,
     /// A mount point URL (s3://bucket/prefix, oss://bucket/prefix, hdfs://host:port/path,
     /// local:///dir); repeat for several, each then appears as /m0, /m1, ...
@@ -60,11 +61,11 @@ pub struct MountArgs {
     pub options: Vec<String>,
     /// A cache tier, fastest first: `mem:2GiB`, `ssd:/var/cache/fluid:100GiB,high=0.95,low=0.7`
     /// or `hdd:DIR:SIZE`. Repeat for several tiers. Default: mem:1GiB.
-    #[arg(long = "tier", value_name = "SPEC")]
+    #[arg(long = flag::TIER, value_name = "SPEC")]
     pub tiers: Vec<String>,
     /// Cache block size, 64KiB to 64MiB (e.g. 4MiB). Disk tiers remember the size their blocks
     /// were cut at and drop blocks of another size when reopened.
-    #[arg(long, default_value_t = BlockSize::DEFAULT, value_parser = BlockSize::from_flag)]
+    #[arg(long = flag::BLOCK_SIZE, default_value_t = BlockSize::DEFAULT, value_parser = BlockSize::from_flag)]
     pub block_size: BlockSize,
     /// How long file attributes are trusted before asking the source again.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -85,10 +86,10 @@ pub struct MountArgs {
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
     /// Serve the CacheNode gRPC service here (unix:///run/fluid/VOL.sock or tcp://host:port).
-    #[arg(long)]
+    #[arg(long = flag::CONTROL)]
     pub control: Option<String>,
     /// Write this file once the mount is ready (a supervisor waits for it); removed at exit.
-    #[arg(long)]
+    #[arg(long = flag::READY_FILE)]
     pub ready_file: Option<PathBuf>,
     /// Let users other than the one mounting read the files (FUSE allow_other).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -109,7 +110,7 @@ pub struct MountArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub resend: bool,
     /// Listen here (a unix socket path) for `fluid-fuse upgrade`.
-    #[arg(long)]
+    #[arg(long = flag::KEEPER_SOCKET)]
     pub keeper_socket: Option<PathBuf>,
 }
 
@@ -202,4 +203,44 @@ pub(crate) fn tiers(args: &MountArgs) -> Result<Tiers> {
         return Ok(Tiers::new(vec![TierSpec::Mem { quota: 1 << 30 }])?);
     }
     Ok(Tiers::parse_each(&args.tiers)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluid_volume::daemon::MountCommand;
+    use fluid_volume::tier::Medium;
+
+    /// What the node plugin passes is what `fluid-fuse mount` reads: the flags are named once
+    /// (`fluid_volume::daemon::flag`), and this parses the supervisor's command line back.
+    #[test]
+    fn the_supervisors_command_line_parses_to_the_same_mount() {
+        let command = MountCommand {
+            mountpoint: "/var/lib/kubelet/staging/vol".into(),
+            dataset: "/run/fluid/vol/dataset.yaml".into(),
+            tiers: Tiers::new(vec![
+                TierSpec::Mem { quota: 64 << 20 },
+                TierSpec::disk(Medium::Ssd, "/var/cache/fluid/vol", 1 << 30),
+            ])
+            .unwrap(),
+            block_size: BlockSize::from_flag("1MiB").unwrap(),
+            control: "/run/fluid/vol/control.sock".into(),
+            ready_file: "/run/fluid/vol/ready".into(),
+            keeper_socket: "/run/fluid/vol/keeper.sock".into(),
+        };
+        let argv = std::iter::once("fluid-fuse".into()).chain(command.args());
+        let Command::Mount(m) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a mount command");
+        };
+        assert_eq!(m.mountpoint, command.mountpoint);
+        assert_eq!(m.dataset.as_ref(), Some(&command.dataset));
+        assert_eq!(tiers(&m).unwrap(), command.tiers);
+        assert_eq!(m.block_size, command.block_size);
+        assert_eq!(
+            m.control,
+            Some(format!("unix://{}", command.control.display()))
+        );
+        assert_eq!(m.ready_file.as_ref(), Some(&command.ready_file));
+        assert_eq!(m.keeper_socket.as_ref(), Some(&command.keeper_socket));
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod atomic;
 pub mod context;
+pub mod daemon;
 pub mod dataset;
 pub mod error;
 pub mod labels;

@@ -55,22 +55,16 @@ impl Supervisor {
             .map_err(|e| Error::io(format!("opening {}", rec.log_file.display()), e))?;
 
         let mut cmd = tokio::process::Command::new(&self.fuse_binary);
-        cmd.arg("mount")
-            .arg("--mountpoint")
-            .arg(&staging)
-            .arg("--dataset")
-            .arg(&rec.dataset_file);
-        for t in rec.tiers.specs() {
-            cmd.arg("--tier").arg(t.to_string());
-        }
-        cmd.arg("--block-size")
-            .arg(rec.block_size.to_string())
-            .arg("--control")
-            .arg(format!("unix://{}", rec.control_socket.display()))
-            .arg("--ready-file")
-            .arg(&rec.ready_file)
-            .arg("--keeper-socket")
-            .arg(rec.keeper_socket())
+        let command = fluid_volume::daemon::MountCommand {
+            mountpoint: staging.clone(),
+            dataset: rec.dataset_file.clone(),
+            tiers: rec.tiers.clone(),
+            block_size: rec.block_size,
+            control: rec.control_socket.clone(),
+            ready_file: rec.ready_file.clone(),
+            keeper_socket: rec.keeper_socket(),
+        };
+        cmd.args(command.args())
             .env(LOG_ENV, &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log)
