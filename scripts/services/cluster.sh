@@ -91,7 +91,8 @@ cluster_up() {
   cluster_forward_s3 "$ip"
   cluster_start kube-proxy proxy --config="$dir/kube-proxy.yaml" --hostname-override="$CLUSTER_NODE"
   cluster_kubelet_config "$ip"
-  mkdir -p "$CLUSTER_KUBELET_DIR"
+  cluster_claim "$CLUSTER_KUBELET_DIR"
+  cluster_claim /var/lib/fluid
   # Bidirectional mount propagation (the node plugin's FUSE and bind mounts reaching the
   # kubelet and the pods) needs the host's mounts to be shared, as systemd makes them; this
   # machine's init leaves / private.
@@ -365,15 +366,53 @@ cluster_down() {
   for p in "${CLUSTER_PROCESSES[@]:1}"; do stop_pid "$dir/$p.pid" TERM 10; done
   # Shims whose containerd is gone, and fluid-fuse daemons that the node plugin moved out of its
   # pod (they run in the fluid-fuse cgroup, outside every pod).
-  pkill -9 -f "containerd-shim-runc-v2 .*-address $(cluster_sock)" 2>/dev/null || true
+  cluster_kill_own_shims
   cluster_kill_detached_daemons
-  cluster_unmount_under "$CLUSTER_KUBELET_DIR" /var/lib/fluid "$dir/containerd" "$(cluster_run)"
+  local claimed; mapfile -t claimed < <(cluster_claimed "$CLUSTER_KUBELET_DIR" /var/lib/fluid)
+  cluster_unmount_under "${claimed[@]}" "$dir/containerd" "$(cluster_run)"
   [ -x "$FLUID_SERVICES_DIR/bin/kube-proxy" ] && "$FLUID_SERVICES_DIR/bin/kube-proxy" --cleanup >/dev/null 2>&1 || true
   ip link del "$CLUSTER_BRIDGE" 2>/dev/null || true
   ip link del "$CLUSTER_DUMMY_IF" 2>/dev/null || true
   # The node plugin's records (the chart's node.stateDir) describe volumes of this cluster,
   # whose etcd the next up starts empty.
-  rm -rf "$dir/etcd-data" /var/lib/cni/networks/fluid-test "$(cluster_run)" /var/lib/fluid/node
+  rm -rf "$dir/etcd-data" /var/lib/cni/networks/fluid-test "$(cluster_run)"
+  if [ -n "$(cluster_claimed /var/lib/fluid)" ]; then rm -rf /var/lib/fluid/node; fi
+}
+
+# cluster_claim DIR: the cluster's kubelet and node plugin use DIR, a path of the host. One that
+# does not exist is made and recorded as this cluster's, so `down` may unmount and remove what
+# is under it; one that exists already (a kubelet of this machine?) is used, and left alone.
+cluster_claim() {
+  local claimed; claimed="$(cluster_dir)/claimed-paths"
+  if ! grep -qxF "$1" "$claimed" 2>/dev/null; then
+    if [ -e "$1" ]; then
+      echo "[services] cluster: $1 was not made by these scripts: 'down' leaves what is under it alone" >&2
+      return 0
+    fi
+    echo "$1" >>"$claimed"
+  fi
+  mkdir -p "$1"
+}
+
+# cluster_claimed DIR...: those of the DIRs that cluster_claim made, one per line.
+cluster_claimed() {
+  local d
+  for d in "$@"; do grep -xF "$d" "$(cluster_dir)/claimed-paths" 2>/dev/null || true; done
+}
+
+# The shims of this cluster's containerd: those whose `-address` argument is its socket, exactly
+# (a pattern could match the shims of another containerd on a developer's machine).
+cluster_kill_own_shims() {
+  local sock cmdline pid
+  sock="$(cluster_sock)"
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid="${cmdline#/proc/}"; pid="${pid%/cmdline}"
+    tr '\0' '\n' <"$cmdline" 2>/dev/null | awk -v s="$sock" '
+      NR == 1 && $0 !~ /(^|\/)containerd-shim-runc-v2$/ { exit 1 }
+      prev == "-address" && $0 == s { found = 1 }
+      { prev = $0 }
+      END { exit !found }' && kill -9 "$pid" 2>/dev/null || true
+  done
 }
 
 # The fluid-fuse processes in a `fluid-fuse` cgroup of any hierarchy (see csi-node's
