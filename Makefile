@@ -56,10 +56,11 @@ bench:
 image:
 	@scripts/image.sh
 
-## lint: clippy with warnings as errors, and formatting
+## lint: clippy with warnings as errors, formatting, and vendor/fuser = fuser 0.18.0 + its patch
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
+	scripts/vendor-fuser.sh --check
 
 ## crds: regenerate the CRD YAML in the chart from the Rust types (a test checks it is current)
 crds:

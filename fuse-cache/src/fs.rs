@@ -116,16 +116,11 @@ impl BackingFile {
 
 impl Drop for BackingFile {
     fn drop(&mut self) {
-        // FUSE_DEV_IOC_BACKING_CLOSE: _IOW(229, 2, u32).
-        const BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
-        // SAFETY: the ioctl reads one u32 from a live reference; the fd is the connection's,
-        // open for as long as the session (which owns this file system) lives.
-        if unsafe { libc::ioctl(self.fuse_fd, BACKING_CLOSE, &self.id) } != 0 {
-            tracing::debug!(
-                "closing backing file {}: {}",
-                self.id,
-                std::io::Error::last_os_error()
-            );
+        // SAFETY: the fd is the connection's, open for as long as the session (which owns
+        // this file system) lives.
+        let fuse = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fuse_fd) };
+        if let Err(e) = fuser::BackingId::close_raw(fuse, self.id) {
+            tracing::debug!("closing backing file {}: {e}", self.id);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! predecessor left unanswered again.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use fluid_proto::Endpoint;
@@ -20,10 +20,6 @@ use crate::handover::protocol::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY
 use crate::namespace::{Namespace, Ttl};
 use crate::reader::{ReadConfig, Reader};
 use crate::service::control::Control;
-
-/// FUSE_NOTIFY_RESEND (Linux 6.9+): the kernel queues again every request that was read
-/// from the connection and not answered.
-const FUSE_NOTIFY_RESEND: i32 = 7;
 
 pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     let fuse = inherited(args.fuse_fd, "--fuse-fd")?;
@@ -122,7 +118,11 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     if adopting {
         // Before this process reads any request: a request it had read already would be
         // queued again too, and answered twice.
-        resend(fuse_fd)?;
+        session
+            .notifier()
+            .resend()
+            .map_err(|e| Error::io("FUSE_NOTIFY_RESEND (needs Linux 6.9+)", e))?;
+        tracing::info!("asked the kernel to resend the requests left unanswered");
     }
     let running = session
         .spawn()
@@ -255,22 +255,4 @@ fn negotiated(i: &InitRecord) -> fuser::Negotiated {
         granted: fuser::InitFlags::from_bits_retain(i.granted),
         max_readahead: i.max_readahead,
     }
-}
-
-/// Sends FUSE_NOTIFY_RESEND: a notification is a reply header with unique 0 and the code in
-/// the error field.
-fn resend(fuse_fd: RawFd) -> Result<()> {
-    let mut msg = [0u8; 16];
-    msg[0..4].copy_from_slice(&16u32.to_le_bytes());
-    msg[4..8].copy_from_slice(&FUSE_NOTIFY_RESEND.to_le_bytes());
-    // SAFETY: writes 16 bytes from a live buffer to the connection's descriptor.
-    let n = unsafe { libc::write(fuse_fd, msg.as_ptr().cast(), msg.len()) };
-    if n == msg.len() as isize {
-        tracing::info!("asked the kernel to resend the requests left unanswered");
-        return Ok(());
-    }
-    Err(Error::io(
-        "FUSE_NOTIFY_RESEND (needs Linux 6.9+)",
-        std::io::Error::last_os_error(),
-    ))
 }

@@ -65,6 +65,16 @@ impl Notifier {
         self.send(notify_code::FUSE_POLL, &notif)
     }
 
+    /// Ask the kernel to queue again every request it sent on this connection and has not
+    /// seen answered (`FUSE_NOTIFY_RESEND`, Linux 6.9+; the kernel offers it as
+    /// [`InitFlags::FUSE_HAS_RESEND`](crate::InitFlags::FUSE_HAS_RESEND) in INIT). A process
+    /// that took a connection over from one that died gets the requests the dead one had read.
+    /// # Errors
+    /// Returns an error if the kernel does not know the notification (older kernels).
+    pub fn resend(&self) -> io::Result<()> {
+        self.send(notify_code::FUSE_NOTIFY_RESEND, &Notification::new_resend())
+    }
+
     /// Invalidate the kernel cache for a given directory entry
     /// # Errors
     /// Returns an error if the notification data is too large.

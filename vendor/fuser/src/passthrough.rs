@@ -61,6 +61,14 @@ impl BackingId {
         Ok(id as u32)
     }
 
+    /// Closes a backing file reference that [`Self::into_raw`] or [`Self::create_raw`] gave
+    /// out, on the connection `fuse_dev` (also one a previous process registered the id on, if
+    /// it handed the connection over).
+    pub fn close_raw(fuse_dev: impl AsFd, backing_id: u32) -> std::io::Result<()> {
+        unsafe { fuse_dev_ioc_backing_close(fuse_dev.as_fd().as_raw_fd(), &backing_id) }?;
+        Ok(())
+    }
+
     pub(crate) fn create(channel: &Arc<DevFuse>, fd: impl AsFd) -> std::io::Result<Self> {
         Ok(Self {
             channel: Arc::downgrade(channel),
@@ -93,8 +101,7 @@ impl BackingId {
 impl Drop for BackingId {
     fn drop(&mut self) {
         if let Some(ch) = self.channel.upgrade() {
-            if let Err(e) = unsafe { fuse_dev_ioc_backing_close(ch.as_raw_fd(), &self.backing_id) }
-            {
+            if let Err(e) = Self::close_raw(&*ch, self.backing_id) {
                 error!("Failed to close backing fd: {e}");
             }
         }
