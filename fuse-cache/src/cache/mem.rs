@@ -12,7 +12,7 @@ use lru::LruCache;
 
 use super::TierStats;
 use super::key::BlockKey;
-use super::tier::Tier;
+use super::tier::{Put, Tier};
 
 /// Bytes are counted by `Bytes::len()`: a block that is a slice of a larger buffer keeps that
 /// buffer alive, so callers should hand in blocks that own their memory.
@@ -168,6 +168,16 @@ impl MemTier {
 
 #[async_trait::async_trait]
 impl Tier for MemTier {
+    async fn put(&self, key: BlockKey, data: Bytes) -> Put {
+        if MemTier::contains(self, &key) {
+            Put::Exists
+        } else if self.insert(key, data, false) {
+            Put::Stored
+        } else {
+            Put::TooLarge
+        }
+    }
+
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
         MemTier::get(self, key)
     }

@@ -54,7 +54,7 @@ use lru::LruCache;
 use super::TierStats;
 use super::background;
 use super::key::BlockKey;
-use super::tier::Tier;
+use super::tier::{Put, Tier};
 use crate::error::{Error, Result};
 use fluid_volume::tier::Medium;
 
@@ -90,18 +90,6 @@ pub(crate) struct OpenReport {
     pub evicted: u64,
     /// Blocks dropped because they were cut at another (or an unknown) block size.
     pub other_block_size: u64,
-}
-
-/// The result of [`DiskTier::put`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Put {
-    Stored,
-    /// The block was there already.
-    Exists,
-    /// The block is larger than the whole quota.
-    TooLarge,
-    /// Writing failed (logged); the block is not stored.
-    Failed,
 }
 
 pub(crate) struct DiskTier {
@@ -491,6 +479,10 @@ impl DiskTier {
 
 #[async_trait::async_trait]
 impl Tier for DiskTier {
+    async fn put(&self, key: BlockKey, data: Bytes) -> Put {
+        DiskTier::put(self, key, data, &[]).await
+    }
+
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
         DiskTier::get(self, key).await
     }
