@@ -1,4 +1,4 @@
-//! The current members, as the read path sees them: a fixed list (`--peers`), or a peers file
+//! The current members, as the read path sees them: a fixed list (what a `--peers` flag will give), or a peers file
 //! read again whenever it changes (size or modification time), polled. A file that cannot be
 //! read or parsed keeps the last good members and says why once per change, so a bad edit
 //! never empties the cache cluster.
