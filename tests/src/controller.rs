@@ -20,12 +20,14 @@ pub struct ControllerProcess {
     pub socket: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
-    /// An exclusive `flock` on [`LOCK`], released when the process is dropped.
-    _alone: std::fs::File,
+    /// An exclusive `flock` on [`LOCK`] while the process runs: released by [`Self::stop`].
+    alone: Option<std::fs::File>,
 }
 
 /// The lock every [`ControllerProcess`] holds while it lives (across test binaries too).
 const LOCK: &str = "fluid-tests-controller.lock";
+/// How long a controller waits for another test's to end: longer than any test runs one.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl ControllerProcess {
     /// Starts `fluid-csi-controller --kubernetes --stats-interval 1s` plus `extra` flags.
@@ -43,9 +45,22 @@ impl ControllerProcess {
             .open(&lock)
             .with_context(|| format!("opening {}", lock.display()))?;
         // Blocks this test's thread until the controller of another test is gone.
-        alone
-            .lock()
-            .with_context(|| format!("locking {}", lock.display()))?;
+        let since = std::time::Instant::now();
+        loop {
+            match alone.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if since.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => {
+                    anyhow::bail!(
+                        "locking {} (another test's controller ran for {:?}): {e}",
+                        lock.display(),
+                        since.elapsed()
+                    )
+                }
+            }
+        }
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("csi.sock");
         let log = dir.path().join("controller.log");
@@ -70,7 +85,7 @@ impl ControllerProcess {
             socket,
             log,
             _dir: dir,
-            _alone: alone,
+            alone: Some(alone),
         })
     }
 
@@ -94,6 +109,7 @@ impl ControllerProcess {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.alone = None;
     }
 }
 

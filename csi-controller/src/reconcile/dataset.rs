@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
@@ -113,10 +113,34 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     };
 
+    // Names a tenant can choose may already be taken by objects that are not this Dataset's
+    // (a user's own PVC, another Dataset's PV): those are never taken over.
+    let owned = Owned::look_up(ds, ctx).await?;
+    if let Some(conflict) = &owned.conflict {
+        let message = format!(
+            "{conflict} and is not this Dataset's: the Dataset is not bound (rename it, or \
+             remove that object)"
+        );
+        write_status(
+            ds,
+            ctx,
+            DatasetPhase::Failed,
+            "Ready",
+            false,
+            "Conflict",
+            &message,
+            None,
+        )
+        .await?;
+        return Ok(Action::requeue(AFTER_FAILURE));
+    }
+    let pv_name = owned.pv_name.clone();
+
     let context = plan.volume_context();
     let parts = VolumeParts {
         namespace: &ns,
         name: &name,
+        pv_name: &pv_name,
         driver: &ctx.driver,
         attributes: context.to_map(),
         node_selector: &runtime.spec.fuse.node_selector,
@@ -129,7 +153,6 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         .await?;
     let pv_api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let pv = objects::persistent_volume(ds, &parts);
-    let pv_name = objects::pv_name(&ns, &name);
     if let Err(e) = pv_api.patch(&pv_name, &ssa, &Patch::Apply(&pv)).await {
         // A PV's source is immutable: a changed Dataset needs a new PV, made once unused.
         if !is_invalid(&e) {
@@ -138,12 +161,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         let users = users(ctx, &ns, &name).await?;
         if users.is_empty() {
             tracing::info!(dataset = %key(ds), "the Dataset changed: re-creating its PV and PVC");
-            delete_quietly(
-                &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
-                &name,
-            )
-            .await?;
-            delete_quietly(&pv_api, &pv_name).await?;
+            owned.delete_claim_and_volume(ctx).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         let message = format!(
@@ -317,21 +335,9 @@ async fn cleanup(ds: &Dataset, ctx: &Context) -> Result<Action> {
     }
     ctx.scans.stop(&ds.uid().unwrap_or_default());
     nodes::release(&ctx.client, &ctx.cache_auth, &ns, &name).await?;
-    delete_quietly(
-        &Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns),
-        &name,
-    )
-    .await?;
-    delete_quietly(
-        &Api::<PersistentVolume>::all(ctx.client.clone()),
-        &objects::pv_name(&ns, &name),
-    )
-    .await?;
-    delete_quietly(
-        &Api::<Secret>::namespaced(ctx.client.clone(), &ns),
-        &objects::secret_name(&name),
-    )
-    .await?;
+    let owned = Owned::look_up(ds, ctx).await?;
+    owned.delete_claim_and_volume(ctx).await?;
+    owned.delete_secret(ctx).await?;
     tracing::info!(dataset = %key(ds), "deleted its PV, PVC and Secret");
     Ok(Action::await_change())
 }
@@ -364,13 +370,101 @@ async fn users(ctx: &Context, ns: &str, claim: &str) -> Result<Vec<String>> {
     Ok(users)
 }
 
-async fn delete_quietly<K>(api: &Api<K>, name: &str) -> Result<()>
+/// The objects of a Dataset's names as they are: the PV, PVC and Secret that are its own, and
+/// the first object of one of those names that is someone else's.
+struct Owned {
+    namespace: String,
+    /// The PV's name: the one a PV made for the Dataset has (also one made when PV names were
+    /// `<namespace>-<name>`, which its pre-bound PVC names), or [`objects::pv_name`].
+    pv_name: String,
+    pv: Option<PersistentVolume>,
+    claim: Option<PersistentVolumeClaim>,
+    secret: Option<Secret>,
+    conflict: Option<String>,
+}
+
+impl Owned {
+    async fn look_up(ds: &Dataset, ctx: &Context) -> Result<Owned> {
+        let (ns, name, uid) = (namespace(ds), ds.name_any(), ds.uid().unwrap_or_default());
+        let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
+        let labelled = pvs
+            .list(&ListParams::default().labels(&objects::pv_selector(&ns, &name)))
+            .await?;
+        let mut conflict = None;
+        let (pv_name, pv) = match labelled.items.into_iter().next() {
+            Some(pv) => (pv.name_any(), Some(pv)),
+            None => {
+                let pv_name = objects::pv_name(&ns, &name);
+                if pvs.get_opt(&pv_name).await?.is_some() {
+                    conflict = Some(format!("PersistentVolume {pv_name} exists"));
+                }
+                (pv_name, None)
+            }
+        };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let mut claim = claims.get_opt(&name).await?;
+        if claim
+            .as_ref()
+            .is_some_and(|c| !objects::owned_by(c.meta(), &uid))
+        {
+            conflict.get_or_insert(format!(
+                "PersistentVolumeClaim {name} exists in namespace {ns}"
+            ));
+            claim = None;
+        }
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let secret_name = objects::secret_name(&name);
+        let mut secret = secrets.get_opt(&secret_name).await?;
+        if secret
+            .as_ref()
+            .is_some_and(|s| !objects::owned_by(s.meta(), &uid))
+        {
+            conflict.get_or_insert(format!("Secret {secret_name} exists in namespace {ns}"));
+            secret = None;
+        }
+        Ok(Owned {
+            namespace: ns,
+            pv_name,
+            pv,
+            claim,
+            secret,
+            conflict,
+        })
+    }
+
+    /// Deletes the Dataset's PVC and PV (never an object of their names that is not its own).
+    async fn delete_claim_and_volume(&self, ctx: &Context) -> Result<()> {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &self.namespace);
+        delete_exactly(&claims, self.claim.as_ref()).await?;
+        delete_exactly(&Api::all(ctx.client.clone()), self.pv.as_ref()).await
+    }
+
+    async fn delete_secret(&self, ctx: &Context) -> Result<()> {
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &self.namespace);
+        delete_exactly(&secrets, self.secret.as_ref()).await
+    }
+}
+
+/// Deletes `object` if it is still the very object looked up (its uid as a precondition), so
+/// one made under its name since is left alone.
+async fn delete_exactly<K>(api: &Api<K>, object: Option<&K>) -> Result<()>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    match api.delete(name, &DeleteParams::default()).await {
+    let Some(object) = object else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&object.name_any(), &params).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
+        // Gone already, or replaced by another object of the name since.
+        Err(kube::Error::Api(ae)) if ae.code == 404 || ae.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

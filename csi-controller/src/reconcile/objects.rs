@@ -1,6 +1,7 @@
 //! The Kubernetes objects a bound Dataset owns, built from it without I/O: the PV
-//! `<namespace>-<name>`, the pre-bound PVC `<name>` of StorageClass `fluid`, and the Secret
-//! that carries the mounts' encrypt options to the node as CSI node-stage secrets.
+//! `<namespace>-<name>-<hash>`, the pre-bound PVC `<name>` of StorageClass `fluid`, and the
+//! Secret that carries the mounts' encrypt options to the node as CSI node-stage secrets; and
+//! how to tell that an object of one of those names is the Dataset's and not someone else's.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::Dataset;
 
@@ -21,14 +22,54 @@ pub const STORAGE_CLASS: &str = "fluid";
 /// Labels on the PV, PVC and Secret naming their Dataset (values fit the 63-character limit).
 pub const LABEL_NAME: &str = "fluid.io/dataset";
 pub const LABEL_NAMESPACE: &str = "fluid.io/dataset-namespace";
+/// ... and its uid (on objects made since PV names carry a hash).
+pub const LABEL_UID: &str = "fluid.io/dataset-uid";
 /// The size a Dataset volume reports: it has no size of its own (Fluid uses the same).
 pub const CAPACITY: &str = "100Pi";
 /// Access mode when the Dataset names none: many pods on many nodes, reading.
 pub const DEFAULT_ACCESS_MODE: &str = "ReadOnlyMany";
 
-/// The PV of a Dataset: `<namespace>-<name>` (both DNS labels, so it is a valid name).
+/// Longest object name (a DNS subdomain).
+const MAX_NAME: usize = 253;
+
+/// The PV of a Dataset: `<namespace>-<name>-<12 hex of sha256(namespace/name)>`. The readable
+/// part alone is not unique (`team-dev`/`x` and `team`/`dev-x` join alike); the pair behind the
+/// hash is, since neither part may hold a `/`.
 pub fn pv_name(namespace: &str, name: &str) -> String {
-    format!("{namespace}-{name}")
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let mut readable = format!("{namespace}-{name}");
+    readable.truncate(MAX_NAME - hash.len() - 1);
+    format!("{}-{hash}", readable.trim_end_matches(['-', '.']))
+}
+
+/// PVs made for the Dataset `namespace/name` carry these labels (also those made before PV
+/// names had a hash, which the reconciler keeps using).
+pub fn pv_selector(namespace: &str, name: &str) -> String {
+    format!("{LABEL_NAMESPACE}={namespace},{LABEL_NAME}={name}")
+}
+
+/// Whether a PV was made for the Dataset `namespace/name` (a PV is cluster-scoped and cannot
+/// have the Dataset as its owner, so its labels say whose it is).
+pub fn pv_is_for(meta: &ObjectMeta, namespace: &str, name: &str) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    label(LABEL_NAMESPACE) == Some(namespace) && label(LABEL_NAME) == Some(name)
+}
+
+/// Whether a PVC or Secret is the Dataset's: the Dataset (this uid) is its controller owner.
+pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 /// The Secret holding a Dataset's resolved encrypt options.
@@ -36,11 +77,15 @@ pub fn secret_name(name: &str) -> String {
     format!("{name}-fluid-credentials")
 }
 
-fn labels(namespace: &str, name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+fn labels(ds: &Dataset, namespace: &str, name: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
         (LABEL_NAME.to_string(), name.to_string()),
         (LABEL_NAMESPACE.to_string(), namespace.to_string()),
-    ])
+    ]);
+    if let Some(uid) = ds.uid() {
+        labels.insert(LABEL_UID.to_string(), uid);
+    }
+    labels
 }
 
 fn owner(ds: &Dataset) -> Option<OwnerReference> {
@@ -59,6 +104,8 @@ fn access_modes(ds: &Dataset) -> Vec<String> {
 pub struct VolumeParts<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
+    /// The PV's name: [`pv_name`], or that of the PV made for the Dataset before.
+    pub pv_name: &'a str,
     pub driver: &'a str,
     pub attributes: BTreeMap<String, String>,
     /// Labels a node must have to run the Dataset's FUSE daemon (the runtime's
@@ -87,8 +134,8 @@ pub fn persistent_volume(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVol
     });
     PersistentVolume {
         metadata: ObjectMeta {
-            name: Some(pv_name(parts.namespace, parts.name)),
-            labels: Some(labels(parts.namespace, parts.name)),
+            name: Some(parts.pv_name.to_string()),
+            labels: Some(labels(ds, parts.namespace, parts.name)),
             ..Default::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -109,7 +156,7 @@ pub fn persistent_volume(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVol
             }),
             csi: Some(CSIPersistentVolumeSource {
                 driver: parts.driver.to_string(),
-                volume_handle: pv_name(parts.namespace, parts.name),
+                volume_handle: parts.pv_name.to_string(),
                 read_only: None,
                 volume_attributes: Some(parts.attributes.clone()),
                 node_stage_secret_ref: Some(SecretReference {
@@ -130,14 +177,14 @@ pub fn claim(ds: &Dataset, parts: &VolumeParts<'_>) -> PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(parts.name.to_string()),
             namespace: Some(parts.namespace.to_string()),
-            labels: Some(labels(parts.namespace, parts.name)),
+            labels: Some(labels(ds, parts.namespace, parts.name)),
             owner_references: owner(ds).map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(access_modes(ds)),
             storage_class_name: Some(STORAGE_CLASS.into()),
-            volume_name: Some(pv_name(parts.namespace, parts.name)),
+            volume_name: Some(parts.pv_name.to_string()),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
@@ -165,7 +212,7 @@ pub fn credentials(
         metadata: ObjectMeta {
             name: Some(secret_name(parts.name)),
             namespace: Some(parts.namespace.to_string()),
-            labels: Some(labels(parts.namespace, parts.name)),
+            labels: Some(labels(ds, parts.namespace, parts.name)),
             owner_references: owner(ds).map(|o| vec![o]),
             ..Default::default()
         },
@@ -225,6 +272,7 @@ mod tests {
         let parts = VolumeParts {
             namespace: "ml",
             name: "imagenet",
+            pv_name: &pv_name("ml", "imagenet"),
             driver: "fuse.csi.fluid.io",
             attributes: BTreeMap::from([("fluid.io/dataset".into(), "ml/imagenet".into())]),
             node_selector: &selector,
@@ -233,8 +281,12 @@ mod tests {
         let pvc = claim(&ds, &parts);
         let pv_spec = pv.spec.unwrap();
         let pvc_spec = pvc.spec.unwrap();
-        assert_eq!(pv.metadata.name.as_deref(), Some("ml-imagenet"));
-        assert_eq!(pvc_spec.volume_name.as_deref(), Some("ml-imagenet"));
+        let name = pv_name("ml", "imagenet");
+        assert!(name.starts_with("ml-imagenet-"), "{name}");
+        assert_eq!(pv.metadata.name.as_deref(), Some(name.as_str()));
+        assert_eq!(pvc_spec.volume_name.as_deref(), Some(name.as_str()));
+        assert!(pv_is_for(&pv.metadata, "ml", "imagenet"));
+        assert!(!pv_is_for(&pv.metadata, "ml-imagenet", "x"));
         let claim_ref = pv_spec.claim_ref.unwrap();
         assert_eq!(claim_ref.name.as_deref(), Some("imagenet"));
         assert_eq!(claim_ref.namespace.as_deref(), Some("ml"));
@@ -258,8 +310,24 @@ mod tests {
         let expr = &terms[0].match_expressions.as_ref().unwrap()[0];
         assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("gpu", "In"));
         // The PVC (same namespace) is owned by the Dataset; the cluster-scoped PV cannot be.
-        assert_eq!(pvc.metadata.owner_references.unwrap()[0].uid, "u-1");
+        assert!(owned_by(&pvc.metadata, "u-1"));
+        assert!(!owned_by(&pvc.metadata, "u-2"));
         assert!(pv.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn pv_names_of_pairs_that_join_alike_differ() {
+        let (a, b) = (pv_name("team-dev", "x"), pv_name("team", "dev-x"));
+        assert!(a.starts_with("team-dev-x-") && b.starts_with("team-dev-x-"));
+        assert_ne!(a, b);
+        // The longest names still make a valid one.
+        let long = pv_name(&"n".repeat(63), &"d".repeat(253));
+        assert_eq!(long.len(), MAX_NAME);
+        let (_, hash) = long.rsplit_once('-').unwrap();
+        assert!(
+            hash.len() == 12 && hash.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{long}"
+        );
     }
 
     #[test]
@@ -269,6 +337,7 @@ mod tests {
         let parts = VolumeParts {
             namespace: "ml",
             name: "imagenet",
+            pv_name: "pv",
             driver: "d",
             attributes: BTreeMap::new(),
             node_selector: &none,

@@ -21,7 +21,7 @@ async fn cache_states_follow_reads_through_a_node() -> Result<()> {
     .await
     .with_context(|| controller.log())?;
 
-    let pv_name = format!("{ns}-data");
+    let pv_name = pv_name(ns, "data");
     let staging = dir.path("staging/data");
     stage_pv(kube, plugin, &pv_name, &staging).await?;
     let label = dataset_label_key(ns, "data");

@@ -44,7 +44,7 @@ async fn dataloads_warm_the_nodes_that_serve_a_dataset() -> Result<()> {
         phase(d) == Some(DatasetPhase::Bound)
     })
     .await?;
-    let pv_name = format!("{ns}-data");
+    let pv_name = pv_name(ns, "data");
     let staging = dir.path("staging/data");
     stage_pv(kube, plugin, &pv_name, &staging).await?;
 
@@ -195,7 +195,7 @@ async fn a_dataload_stops_at_the_cache_quota() -> Result<()> {
     })
     .await
     .with_context(|| controller.log())?;
-    let pv_name = format!("{ns}-data");
+    let pv_name = pv_name(ns, "data");
     stage_pv(kube, plugin, &pv_name, &dir.path("staging/data")).await?;
     let loads: Api<DataLoad> = Api::namespaced(kube.client.clone(), ns);
     let _load = kube

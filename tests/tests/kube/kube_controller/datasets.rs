@@ -103,7 +103,7 @@ async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
     assert_eq!(scanned.status, crd::ConditionStatus::True, "{scanned:?}");
 
     // The PV and PVC name each other; credentials only in the node-stage Secret.
-    let pv_name = format!("{a}-data");
+    let pv_name = pv_name(a, "data");
     let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
     let pv = wait_for_object(&pvs, &pv_name, "exists", |_| true).await?;
     let spec = pv.spec.clone().context("PV spec")?;
@@ -166,7 +166,7 @@ async fn datasets_become_bound_volumes_and_are_cleaned_up() -> Result<()> {
     assert!(msg.contains("s3cred") && msg.contains(b), "{msg}");
     assert!(!msg.contains(&server.secret_key));
     assert!(
-        pvs.get_opt(&format!("{b}-data")).await?.is_none(),
+        pvs.get_opt(&super::pv_name(b, "data")).await?.is_none(),
         "no PV for a failed Dataset"
     );
 

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result, bail};
 use csi_controller::crd::{self, CacheRuntime, DataLoad, DataLoadPhase, Dataset, DatasetPhase};
+use csi_controller::reconcile::objects::pv_name;
 use fluid_proto::Endpoint;
 use fluid_proto::cache_auth::{BearerToken, TOKEN_ENV};
 use fluid_proto::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
@@ -299,3 +300,4 @@ async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
 mod cache_states;
 mod dataloads;
 mod datasets;
+mod ownership;

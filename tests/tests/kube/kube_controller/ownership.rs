@@ -1,0 +1,258 @@
+//! A Dataset's PV, PVC and Secret are its own (issue 27, hole 3): `team-dev/x` and
+//! `team/dev-x` once made one PV, `<namespace>-<name>`, and deleting one Dataset deleted the
+//! other's PV; a PVC a user made under a Dataset's name was taken over, then deleted with it.
+
+use super::*;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaimSpec};
+use kube::api::ObjectMeta;
+
+/// A PVC a user made themselves, of another StorageClass.
+fn users_claim(name: &str) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: Some("standard".into()),
+            resources: Some(k8s_openapi::api::core::v1::VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".into(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                )])),
+                limits: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PV a Dataset's PVC is pre-bound to, once the PVC exists.
+async fn bound_pv(kube: &Kube, ns: &str, claim: &str) -> Result<PersistentVolume> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), ns);
+    let pvc = wait_for_object(&pvcs, claim, "pre-bound to a PV", |c| {
+        c.spec.as_ref().is_some_and(|s| s.volume_name.is_some())
+    })
+    .await?;
+    let pv_name = pvc.spec.and_then(|s| s.volume_name).unwrap_or_default();
+    let pv = Api::<PersistentVolume>::all(kube.client.clone())
+        .get(&pv_name)
+        .await
+        .with_context(|| format!("PV {pv_name} of {ns}/{claim}"))?;
+    let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.clone());
+    let claim_ref = claim_ref.context("claimRef")?;
+    let claimed = (claim_ref.namespace.as_deref(), claim_ref.name.as_deref());
+    anyhow::ensure!(
+        claimed == (Some(ns), Some(claim)),
+        "PV {pv_name} claims {claimed:?}, not {ns}/{claim}"
+    );
+    Ok(pv)
+}
+
+#[tokio::test]
+async fn datasets_whose_names_join_alike_keep_their_own_volumes() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    // `<team>-dev` + `x` and `<team>` + `dev-x`: joined with `-`, the same text.
+    let team = kube.create_namespace("fluid-team").await?;
+    let dev = kube
+        .create_cluster(&Namespace {
+            metadata: ObjectMeta {
+                name: Some(format!("{}-dev", team.name)),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await?;
+    let controller = ControllerProcess::start(&[])?;
+    let _secrets = (
+        kube.create_namespaced(&dev.name, &credentials(&server)?)
+            .await?,
+        kube.create_namespaced(&team.name, &credentials(&server)?)
+            .await?,
+    );
+    let _x = (
+        kube.create_namespaced(&dev.name, &dataset("x", &server, &bucket.name, "s3cred")?)
+            .await?,
+        kube.create_namespaced(&dev.name, &runtime("x")?).await?,
+    );
+    // The first is bound before its look-alike and the user's PVC exist.
+    let x = bound_pv(&kube, &dev.name, "x")
+        .await
+        .with_context(|| controller.log())?;
+    let _users_claim = kube
+        .create_namespaced(&team.name, &users_claim("mine"))
+        .await?;
+    let _dev_x = (
+        kube.create_namespaced(
+            &team.name,
+            &dataset("dev-x", &server, &bucket.name, "s3cred")?,
+        )
+        .await?,
+        kube.create_namespaced(&team.name, &runtime("dev-x")?)
+            .await?,
+    );
+    let _mine = (
+        kube.create_namespaced(
+            &team.name,
+            &dataset("mine", &server, &bucket.name, "s3cred")?,
+        )
+        .await?,
+        kube.create_namespaced(&team.name, &runtime("mine")?)
+            .await?,
+    );
+    let dev_x = bound_pv(&kube, &team.name, "dev-x")
+        .await
+        .with_context(|| controller.log())?;
+    assert_ne!(x.name_any(), dev_x.name_any(), "one PV for two Datasets");
+
+    // The user's own PVC `mine` is neither taken over nor given to the Dataset `mine`.
+    let team_datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &team.name);
+    let mine = wait_for_object(&team_datasets, "mine", "refusing the user's PVC", |d| {
+        condition(d, "Ready").is_some_and(|c| c.reason.as_deref() == Some("Conflict"))
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let message = condition(&mine, "Ready").and_then(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("PersistentVolumeClaim mine")),
+        "{message:?}"
+    );
+    let team_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), &team.name);
+    let users = team_pvcs.get("mine").await?;
+    assert_eq!(
+        users
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some("standard"),
+        "the user's PVC was taken over"
+    );
+
+    // Deleting `team/dev-x` and `team/mine` leaves `team-dev/x`'s PV and PVC, and the user's PVC.
+    for name in ["dev-x", "mine"] {
+        team_datasets.delete(name, &DeleteParams::default()).await?;
+    }
+    wait_for("the two Datasets of the team gone", || async {
+        match (
+            team_datasets.get_opt("dev-x").await,
+            team_datasets.get_opt("mine").await,
+        ) {
+            (Ok(None), Ok(None)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
+    let after = pvs.get(&x.name_any()).await?;
+    assert!(
+        after.metadata.deletion_timestamp.is_none(),
+        "the PV of {}/x is being deleted",
+        dev.name
+    );
+    assert!(
+        pvs.get_opt(&dev_x.name_any()).await?.is_none(),
+        "dev-x's PV left"
+    );
+    let dev_pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), &dev.name);
+    assert!(
+        dev_pvcs.get_opt("x").await?.is_some(),
+        "x's PVC was deleted"
+    );
+    assert!(
+        team_pvcs.get_opt("mine").await?.is_some(),
+        "the user's PVC was deleted with the Dataset of its name"
+    );
+    Ok(())
+}
+
+/// A PV made before PV names had a hash (`<namespace>-<name>`) stays the Dataset's PV after an
+/// upgrade: its pre-bound PVC names it, and a PVC's volume cannot change.
+#[tokio::test]
+async fn a_pv_named_as_before_the_hash_is_kept_after_an_upgrade() -> Result<()> {
+    use csi_controller::reconcile::objects::LABEL_UID;
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns = kube.create_namespace("fluid-upgrade").await?;
+    let _secret = kube
+        .create_namespaced(&ns.name, &credentials(&server)?)
+        .await?;
+    let mut controller = ControllerProcess::start(&[])?;
+    let _ds = kube
+        .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let _rt = kube.create_namespaced(&ns.name, &runtime("data")?).await?;
+    let hashed = bound_pv(&kube, &ns.name, "data")
+        .await
+        .with_context(|| controller.log())?;
+    controller.stop();
+
+    // What the previous version left: the same PV named `<namespace>-data` (no uid label), and
+    // the Dataset's PVC pre-bound to it.
+    let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(kube.client.clone(), &ns.name);
+    let legacy_name = format!("{}-data", ns.name);
+    let mut legacy = hashed.clone();
+    legacy.metadata = ObjectMeta {
+        name: Some(legacy_name.clone()),
+        labels: hashed.metadata.labels.clone().map(|mut l| {
+            l.remove(LABEL_UID);
+            l
+        }),
+        ..Default::default()
+    };
+    if let Some(csi) = legacy.spec.as_mut().and_then(|s| s.csi.as_mut()) {
+        csi.volume_handle = legacy_name.clone();
+    }
+    legacy.status = None;
+    pvs.create(&PostParams::default(), &legacy).await?;
+    pvs.delete(&hashed.name_any(), &DeleteParams::default())
+        .await?;
+    let mut claim = pvcs.get("data").await?;
+    pvcs.delete("data", &DeleteParams::default()).await?;
+    claim.metadata = ObjectMeta {
+        name: claim.metadata.name.clone(),
+        labels: claim.metadata.labels.clone(),
+        owner_references: claim.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    if let Some(spec) = claim.spec.as_mut() {
+        spec.volume_name = Some(legacy_name.clone());
+    }
+    claim.status = None;
+    wait_for("the old PVC gone", || async {
+        match pvcs.get_opt("data").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    pvcs.create(&PostParams::default(), &claim).await?;
+
+    // The upgraded controller adopts it (its labels get the uid) and makes no second PV.
+    let controller = ControllerProcess::start(&[])?;
+    wait_for_object(
+        &pvs,
+        &legacy_name,
+        "labelled with the Dataset's uid",
+        |pv| pv.labels().contains_key(LABEL_UID),
+    )
+    .await
+    .with_context(|| controller.log())?;
+    let pv = bound_pv(&kube, &ns.name, "data").await?;
+    assert_eq!(pv.name_any(), legacy_name);
+    assert!(
+        pvs.get_opt(&hashed.name_any()).await?.is_none(),
+        "a second PV was made"
+    );
+    Ok(())
+}
