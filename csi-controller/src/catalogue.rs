@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use fluid_volume::context::{CleanPolicy, VolumeContext};
 use fluid_volume::dataset::MountSpec;
-use fluid_volume::options::is_secret;
+use fluid_volume::options::{is_credential, is_secret};
 use fluid_volume::size::BlockSize;
 use fluid_volume::tier::{TierSpec, Tiers};
 use serde_yaml::Value;
@@ -123,6 +123,29 @@ impl Dataset {
         let refuse = |field: String| Err((field, secret_message()));
         if let Some(k) = spec.shared_options.keys().find(|k| is_secret(k)) {
             return refuse(format!("spec.sharedOptions.{k}"));
+        }
+        let encrypt_options =
+            spec.shared_encrypt_options
+                .iter()
+                .enumerate()
+                .map(|(j, o)| (format!("spec.sharedEncryptOptions[{j}].name"), o))
+                .chain(spec.mounts.iter().enumerate().flat_map(|(i, m)| {
+                    m.encrypt_options.iter().enumerate().map(move |(j, o)| {
+                        (format!("spec.mounts[{i}].encryptOptions[{j}].name"), o)
+                    })
+                }));
+        for (field, o) in encrypt_options {
+            if !is_credential(&o.name) {
+                return Err((
+                    field,
+                    format!(
+                        "{:?} is not a credential: only credentials (access-key, secret-key, \
+                         session-token, ...) take a value from a Secret, since any other option is \
+                         sent in clear; set it in options",
+                        o.name
+                    ),
+                ));
+            }
         }
         let mut mounts = Vec::with_capacity(spec.mounts.len());
         for (i, m) in spec.mounts.iter().enumerate() {
@@ -673,6 +696,32 @@ items:
             "{mounts: [{mountPoint: 's3://b', name: a}], sharedOptions: {password: x}}",
         ));
         assert!(e.contains("spec.sharedOptions.password"), "{e}");
+        // A Secret's value only ever goes to a credential option (issue 27, hole 4: an endpoint
+        // taken from a Secret sends the Secret to whoever the endpoint names).
+        let from_secret = |name: &str| {
+            format!(
+                "{{mounts: [{{mountPoint: 's3://b', name: a, encryptOptions: [{{name: {name}, \
+                 valueFrom: {{secretKeyRef: {{name: s, key: k}}}}}}]}}]}}"
+            )
+        };
+        let e = err(&doc(&from_secret("endpoint")));
+        assert!(
+            e.contains("spec.mounts[0].encryptOptions[0].name") && e.contains("not a credential"),
+            "{e}"
+        );
+        for ok in [
+            "access-key",
+            "fs.oss.accessKeyId",
+            "secret-key",
+            "session-token",
+        ] {
+            parse(&doc(&from_secret(ok))).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let e = err(&doc(
+            "{mounts: [{mountPoint: 's3://b', name: a}], sharedEncryptOptions: [{name: region, \
+             valueFrom: {secretKeyRef: {name: s, key: k}}}]}",
+        ));
+        assert!(e.contains("spec.sharedEncryptOptions[0].name"), "{e}");
         let e = err(&doc("{}"));
         assert!(e.contains("spec.mounts"), "{e}");
         let e = err(&doc("{mounts: []}"));

@@ -127,6 +127,14 @@ pub fn is_secret(name: &str) -> bool {
         || SECRET_WORDS.iter().any(|w| lower.contains(w))
 }
 
+/// Whether a Dataset may give the option a Secret's value (`encryptOptions`): a secret, or
+/// the access key id that goes with one. Any other option's value is sent or shown in clear (an
+/// endpoint, a region), so a Secret mapped to it would hand the Secret to whoever wrote the
+/// Dataset: an `endpoint` pointed at their own server, say.
+pub fn is_credential(name: &str) -> bool {
+    is_secret(name) || s3::ACCESS_KEY.is_named(name)
+}
+
 /// The value shown instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 

@@ -264,11 +264,12 @@ fn default_values_render_the_documented_objects() {
         ),
         (
             "",
-            &["persistentvolumes", "persistentvolumeclaims", "secrets"],
+            &["persistentvolumes", "persistentvolumeclaims"],
             &[
                 "get", "list", "watch", "create", "update", "patch", "delete",
             ],
         ),
+        ("", &["secrets"], &["get", "create", "patch", "delete"]),
         ("", &["pods", "nodes"], &["get", "list", "watch"]),
         (
             "",
@@ -300,6 +301,13 @@ fn default_values_render_the_documented_objects() {
     assert!(!ctl_rules.iter().any(|r| r.to_string().contains('*')));
     assert!(!allows(&ctl_rules, "", "nodes", "patch"));
     assert!(!allows(&ctl_rules, "", "pods", "delete"));
+    // Secrets only as it is pointed at them (issue 27, hole 4): never listed or watched.
+    for verb in ["list", "watch", "update"] {
+        assert!(
+            !allows(&ctl_rules, "", "secrets", verb),
+            "controller may {verb} secrets"
+        );
+    }
     let lease_role = one(&docs, "Role", "fluid-controller");
     assert!(allows(
         lease_role["rules"].as_array().unwrap(),

@@ -256,3 +256,44 @@ async fn a_pv_named_as_before_the_hash_is_kept_after_an_upgrade() -> Result<()> 
     );
     Ok(())
 }
+
+/// Issue 27, hole 4: a Dataset may not map a Secret to an option that is sent in clear. With
+/// `endpoint` from a Secret, the node would send the Secret's value to whatever host it names.
+#[tokio::test]
+async fn a_secret_is_never_the_value_of_an_option_sent_in_clear() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns = kube.create_namespace("fluid-oracle").await?;
+    let _secret = kube
+        .create_namespaced(&ns.name, &credentials(&server)?)
+        .await?;
+    let controller = ControllerProcess::start(&[])?;
+    let mut oracle = dataset("data", &server, &bucket.name, "s3cred")?;
+    let mut endpoint = oracle.spec.mounts[0].encrypt_options[1].clone();
+    endpoint.name = "endpoint".into();
+    oracle.spec.mounts[0].encrypt_options.push(endpoint);
+    oracle.spec.mounts[0].options.remove("endpoint");
+    let _ds = kube.create_namespaced(&ns.name, &oracle).await?;
+    let _rt = kube.create_namespaced(&ns.name, &runtime("data")?).await?;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &ns.name);
+    let failed = wait_for_object(&datasets, "data", "phase Failed", |d| {
+        phase(d) == Some(DatasetPhase::Failed)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let message = condition(&failed, "Ready").and_then(|c| c.message.clone());
+    let message = message.unwrap_or_default();
+    assert!(
+        message.contains("encryptOptions[2].name") && message.contains("not a credential"),
+        "{message}"
+    );
+    assert!(!message.contains(&server.secret_key), "{message}");
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns.name);
+    assert!(
+        secrets.get_opt("data-fluid-credentials").await?.is_none(),
+        "the Secret's value was copied for the node"
+    );
+    Ok(())
+}
