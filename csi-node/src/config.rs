@@ -124,6 +124,27 @@ pub struct Config {
     #[arg(long, env = "FLUID_LOCAL_ROOTS", value_name = "DIR,...", value_delimiter = ',', value_parser = parse_absolute)]
     pub local_roots: Vec<PathBuf>,
 
+    /// More directories (absolute, comma separated) under which a volume's own disk tiers
+    /// (a CacheRuntime's or StorageClass's `ssd:`/`hdd:` paths) may lie, besides the folders of
+    /// this node's `--tier` flags. Tier folders are made, filled and removed by root, so one
+    /// elsewhere (or with `..`) is refused at NodeStage with PERMISSION_DENIED.
+    #[arg(long, env = "FLUID_CACHE_ROOTS", value_name = "DIR,...", value_delimiter = ',', value_parser = parse_absolute)]
+    pub cache_roots: Vec<PathBuf>,
+
+    /// The most memory the mem tiers of all volumes on this node may hold together (e.g.
+    /// `16GiB`); a volume that would pass it is refused at NodeStage with RESOURCE_EXHAUSTED.
+    /// With `--daemon-cgroup`, it (plus 1 GiB for the daemons themselves) is also that cgroup's
+    /// `memory.max`.
+    /// Default: no limit.
+    #[arg(long, env = "FLUID_MEM_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    pub mem_budget: Option<u64>,
+
+    /// The most disk space the disk tiers of all volumes on this node may hold together (e.g.
+    /// `500GiB`); a volume that would pass it is refused at NodeStage with RESOURCE_EXHAUSTED.
+    /// Default: no limit.
+    #[arg(long, env = "FLUID_DISK_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    pub disk_budget: Option<u64>,
+
     /// Let S3/OSS volumes without keys use this node's own cloud identity (the AWS default
     /// chain: environment, credentials files, web identity, instance role). Off, such volumes
     /// are refused at NodeStage with PERMISSION_DENIED: a tenant could otherwise read any
@@ -224,6 +245,13 @@ impl Config {
 }
 
 impl Config {
+    /// Where volumes' disk tiers may lie: `--cache-roots` and the folders of `--tier`.
+    pub fn cache_roots(&self) -> Vec<PathBuf> {
+        let mut roots = self.cache_roots.clone();
+        roots.extend(self.tiers.disk_dirs());
+        roots
+    }
+
     /// What to write to the Node's cache-endpoint annotation, given the address the cache
     /// endpoint is bound to: --cache-advertise, else that address unless it is a wildcard one
     /// (the controller cannot dial 0.0.0.0).
@@ -293,6 +321,10 @@ fn parse_absolute(s: &str) -> Result<PathBuf, String> {
         return Err(format!("{s:?} must be an absolute path"));
     }
     Ok(p.to_path_buf())
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    fluid_volume::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {

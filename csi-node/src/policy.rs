@@ -12,14 +12,20 @@
 //!   read any bucket the platform can. Keys must come with the volume (a Secret of the
 //!   Dataset's namespace) unless the administrator lends the node's identity
 //!   (`--allow-ambient-credentials`).
+//! - Cache tiers: a volume's disk tier folders are made, filled and removed by root, so they
+//!   must lie under the node's cache roots (`--cache-roots` and its own `--tier` folders), with
+//!   no `..`; and the tiers of all volumes on the node share its budgets (`--mem-budget`,
+//!   `--disk-budget`), so one tenant cannot take the node's memory or disk.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use fluid_volume::context::VolumeContext;
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::mountpoint::Store;
 use fluid_volume::options::s3::{ACCESS_KEY, SECRET_KEY};
+use fluid_volume::size::human_size;
+use fluid_volume::tier::{TierSpec, Tiers};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -33,7 +39,67 @@ pub fn check_volume(
     context.validate()?;
     let mounts = dataset::resolve(context.mounts_with_secrets(secrets)?, "mounts")?;
     check_local_roots(&mounts, &config.local_roots)?;
-    check_credentials(&mounts, config.allow_ambient_credentials)
+    check_credentials(&mounts, config.allow_ambient_credentials)?;
+    match &context.tiers {
+        Some(tiers) => check_cache_roots(tiers, &config.cache_roots()),
+        None => Ok(()),
+    }
+}
+
+/// Refuses disk tiers outside the cache roots (compared as written: `..` is refused, and the
+/// roots are the administrator's, so no link inside them leads out).
+pub fn check_cache_roots(tiers: &Tiers, roots: &[PathBuf]) -> Result<()> {
+    for dir in tiers.disk_dirs() {
+        let plain = dir
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if plain && roots.iter().any(|r| dir.starts_with(r)) {
+            continue;
+        }
+        let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(Error::Denied(format!(
+            "tier folder {}: not under a cache root of this node ({}); the administrator lists \
+             them with --cache-roots / the chart's node.extraCacheDirs",
+            dir.display(),
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Memory and disk a volume's tiers hold at most: (mem, disk) bytes.
+pub fn tier_bytes(tiers: &Tiers) -> (u64, u64) {
+    tiers.specs().iter().fold((0, 0), |(mem, disk), t| match t {
+        TierSpec::Mem { quota } => (mem + quota, disk),
+        TierSpec::Disk { quota, .. } => (mem, disk + quota),
+    })
+}
+
+/// Refuses a volume whose tiers would take the node past its budgets, given what the other
+/// volumes on the node hold (`others`: their (mem, disk) bytes).
+pub fn check_budget(tiers: &Tiers, others: &[(u64, u64)], config: &Config) -> Result<()> {
+    let (mem, disk) = tier_bytes(tiers);
+    let (mem_held, disk_held) = others
+        .iter()
+        .fold((0, 0), |(m, d), (om, od)| (m + om, d + od));
+    let over = |what: &str, flag: &str, budget: Option<u64>, want: u64, held: u64| match budget {
+        Some(b) if want.saturating_add(held) > b => Err(Error::ResourceExhausted(format!(
+            "the volume's {what} tiers ({}) do not fit this node's {what} budget ({} of {} \
+             taken by {} other volume(s), {flag}): give the volume smaller tiers or the node \
+             a larger budget",
+            human_size(want),
+            human_size(held),
+            human_size(b),
+            others.len()
+        ))),
+        _ => Ok(()),
+    };
+    over("memory", "--mem-budget", config.mem_budget, mem, mem_held)?;
+    over("disk", "--disk-budget", config.disk_budget, disk, disk_held)
 }
 
 /// Refuses an S3/OSS mount without keys unless the node's own identity may be lent.
@@ -152,5 +218,62 @@ mod tests {
             .insert("secret-key".into(), "s3cr3t".into());
         check_credentials(&keyed, false).unwrap();
         check_credentials(&mounts("local:///x"), false).unwrap();
+    }
+
+    fn tiers(specs: &[&str]) -> Tiers {
+        Tiers::parse_each(specs).unwrap()
+    }
+
+    #[test]
+    fn disk_tiers_lie_under_the_cache_roots() {
+        let roots = [PathBuf::from("/var/cache/fluid")];
+        check_cache_roots(&tiers(&["mem:1GiB"]), &[]).unwrap();
+        check_cache_roots(&tiers(&["ssd:/var/cache/fluid/a:1GiB"]), &roots).unwrap();
+        for bad in [
+            "ssd:/var/cache/fluid/../../lib/kubelet:1GiB",
+            "ssd:/var/cache/fluidx:1GiB",
+            "hdd:/proc/1/root/etc:1GiB",
+        ] {
+            let err = check_cache_roots(&tiers(&[bad]), &roots).unwrap_err();
+            assert!(
+                matches!(&err, Error::Denied(m) if m.contains("--cache-roots")),
+                "{bad}: {err}"
+            );
+        }
+        let err = check_cache_roots(&tiers(&["ssd:/var/cache/fluid/a:1GiB"]), &[]).unwrap_err();
+        assert!(err.to_string().contains("(none)"), "{err}");
+    }
+
+    #[test]
+    fn tiers_share_the_nodes_budgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let config = |flags: &[&str]| {
+            let mut args = vec!["fluid-csi-node", "--nodeid", "n1", "--state-dir"];
+            args.push(state.to_str().unwrap());
+            args.extend_from_slice(flags);
+            Config::try_from_args(args).unwrap()
+        };
+        let want = tiers(&["mem:64MiB", "ssd:/c/v:10GiB"]);
+        assert_eq!(tier_bytes(&want), (64 << 20, 10 << 30));
+        // No budget: no limit.
+        check_budget(&want, &[(1 << 40, 1 << 40)], &config(&[])).unwrap();
+        let cfg = config(&["--mem-budget", "100MiB", "--disk-budget", "15GiB"]);
+        check_budget(&want, &[(32 << 20, 0)], &cfg).unwrap();
+        let err = check_budget(&want, &[(32 << 20, 0), (16 << 20, 0)], &cfg).unwrap_err();
+        assert!(
+            matches!(&err, Error::ResourceExhausted(m)
+                if m.contains("memory budget") && m.contains("--mem-budget")),
+            "{err}"
+        );
+        let err = check_budget(&want, &[(0, 6 << 30)], &cfg).unwrap_err();
+        assert!(
+            matches!(&err, Error::ResourceExhausted(m) if m.contains("--disk-budget")),
+            "{err}"
+        );
+        assert!(
+            Config::try_from_args(["fluid-csi-node", "--nodeid", "n", "--mem-budget", "lots"])
+                .is_err()
+        );
     }
 }

@@ -86,6 +86,33 @@ impl DaemonCgroup {
     }
 }
 
+/// Room above the mem tiers' budget for the daemons' own memory (code, buffers, tables).
+pub const DAEMON_MEMORY_HEADROOM: u64 = 1 << 30;
+
+impl DaemonCgroup {
+    /// Caps the memory of all daemons together: `memory.max` (cgroup2) or
+    /// `memory.limit_in_bytes` (the v1 memory hierarchy). Their mem tiers are memory files the
+    /// daemons fill, charged here; outside any pod, nothing else would bound them.
+    pub fn limit_memory(&self, bytes: u64) -> Result<(), String> {
+        let mut set = false;
+        for dir in &self.dirs {
+            for file in ["memory.max", "memory.limit_in_bytes"] {
+                let path = dir.join(file);
+                if path.exists() {
+                    std::fs::write(&path, bytes.to_string())
+                        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                    set = true;
+                }
+            }
+        }
+        if set {
+            Ok(())
+        } else {
+            Err("no memory controller in the daemon cgroup".into())
+        }
+    }
+}
+
 /// The mount points at or below `below` of cgroup (v1) and cgroup2 hierarchies mounted at the
 /// hierarchy's root (a bind of a sub-cgroup, which is what a container sees, is skipped).
 fn cgroup_roots(mountinfo: &str, below: &Path) -> Vec<PathBuf> {

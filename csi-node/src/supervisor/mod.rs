@@ -78,6 +78,8 @@ pub struct Staged {
     /// Still being staged: it holds its place (see [`Supervisor::claim_placement`]) but is not
     /// labelled or asked for cache figures yet.
     pub pending: bool,
+    /// What its tiers may hold, (memory, disk) bytes, counted against the node's budgets.
+    pub tier_bytes: (u64, u64),
 }
 
 /// Which volume owns each staging and target path, to refuse a second volume on the same
@@ -133,6 +135,13 @@ impl Supervisor {
             match DaemonCgroup::prepare(name, &cfg.host_cgroup_root) {
                 Ok(cg) => {
                     tracing::info!("fluid-fuse daemons run in cgroup {name}, outside this plugin's pod");
+                    if let Some(budget) = cfg.mem_budget {
+                        let max = budget.saturating_add(cgroup::DAEMON_MEMORY_HEADROOM);
+                        match cg.limit_memory(max) {
+                            Ok(()) => tracing::info!("cgroup {name}: memory limited to {max} bytes (--mem-budget and 1 GiB for the daemons themselves)"),
+                            Err(e) => tracing::warn!("cgroup {name}: the memory of the daemons is not limited: {e}"),
+                        }
+                    }
                     Some(cg)
                 }
                 Err(e) => {
@@ -165,6 +174,7 @@ impl Supervisor {
             control_socket: rec.control_socket.clone(),
             exclusive: rec.exclusive,
             pending: false,
+            tier_bytes: crate::policy::tier_bytes(&rec.tiers),
         };
         let old = lock(&self.staged).insert(rec.volume_id.clone(), entry.clone());
         if old.as_ref() != Some(&entry) {

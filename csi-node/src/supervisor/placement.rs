@@ -1,7 +1,9 @@
-//! Placement: which Datasets may share this node. An Exclusive Dataset has its nodes to itself,
-//! either way round; the check and the claim are one step.
+//! Placement: which Datasets may share this node, and how much of it. An Exclusive Dataset has
+//! its nodes to itself, either way round; the tiers of all volumes share the node's memory and
+//! disk budgets. The check and the claim are one step.
 
 use super::*;
+use fluid_volume::tier::Tiers;
 
 impl Supervisor {
     /// The staged Dataset that has this node to itself, if any.
@@ -23,16 +25,24 @@ impl Supervisor {
         volume_id: &str,
         dataset: Option<&str>,
         exclusive: bool,
-    ) -> std::result::Result<(), String> {
+        tiers: &Tiers,
+    ) -> Result<()> {
         let mut staged = lock(&self.staged);
         if let Some(why) = placement_conflict(&staged, volume_id, dataset, exclusive) {
-            return Err(why);
+            return Err(Error::FailedPrecondition(why));
         }
+        let others: Vec<(u64, u64)> = staged
+            .iter()
+            .filter(|(id, _)| id.as_str() != volume_id)
+            .map(|(_, s)| s.tier_bytes)
+            .collect();
+        crate::policy::check_budget(tiers, &others, &self.cfg)?;
         staged.entry(volume_id.to_string()).or_insert(Staged {
             dataset: dataset.map(str::to_string),
             control_socket: PathBuf::new(),
             exclusive,
             pending: true,
+            tier_bytes: crate::policy::tier_bytes(tiers),
         });
         Ok(())
     }
@@ -92,21 +102,27 @@ mod tests {
         .unwrap();
         let sup = Supervisor::new(cfg).unwrap();
         // Two stages at once, of an exclusive and of another Dataset: the second loses.
-        sup.claim_placement("v1", Some("ml/private"), true).unwrap();
+        let t = Tiers::default();
+        sup.claim_placement("v1", Some("ml/private"), true, &t)
+            .unwrap();
         let why = sup
-            .claim_placement("v2", Some("ml/shared"), false)
-            .unwrap_err();
+            .claim_placement("v2", Some("ml/shared"), false, &t)
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("ml/private"), "{why}");
         // A pending claim is neither labelled nor served.
         assert!(sup.staged_datasets().is_empty() && sup.exclusive_dataset().is_none());
         // The same Dataset may join; once the first stage fails, the other Dataset may come.
-        sup.claim_placement("v3", Some("ml/private"), true).unwrap();
+        sup.claim_placement("v3", Some("ml/private"), true, &t)
+            .unwrap();
         sup.abandon_placement("v1");
         sup.abandon_placement("v3");
-        sup.claim_placement("v2", Some("ml/shared"), false).unwrap();
+        sup.claim_placement("v2", Some("ml/shared"), false, &t)
+            .unwrap();
         let why = sup
-            .claim_placement("v1", Some("ml/private"), true)
-            .unwrap_err();
+            .claim_placement("v1", Some("ml/private"), true, &t)
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("ml/shared"), "{why}");
     }
 }

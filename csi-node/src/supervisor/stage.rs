@@ -59,8 +59,13 @@ impl Supervisor {
                 .await;
         }
 
-        self.claim_placement(id, ctx.dataset.as_deref(), ctx.exclusive)
-            .map_err(Error::FailedPrecondition)?;
+        // Disk tiers get a folder of their own per volume, so two volumes never share files.
+        let tiers = ctx
+            .tiers
+            .as_ref()
+            .unwrap_or(&self.cfg.tiers)
+            .in_subdirectories(&dir_name(id));
+        self.claim_placement(id, ctx.dataset.as_deref(), ctx.exclusive, &tiers)?;
         let mut rollback = Rollback {
             sup: self,
             volume_id: id,
@@ -69,12 +74,6 @@ impl Supervisor {
             armed: true,
         };
         self.reserve_staging(id, staging)?;
-        // Disk tiers get a folder of their own per volume, so two volumes never share files.
-        let tiers = ctx
-            .tiers
-            .as_ref()
-            .unwrap_or(&self.cfg.tiers)
-            .in_subdirectories(&dir_name(id));
         let block_size = ctx.block_size.unwrap_or(self.cfg.block_size);
         let mut record =
             self.state

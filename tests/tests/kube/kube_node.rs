@@ -575,9 +575,11 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
         dir,
     } = World::new().await;
     let node = create_node(&kube).await;
+    let ssd = dir.path("ssd");
     let flags = [
         "--kubernetes".to_string(),
         "--cache-endpoint=tcp://127.0.0.1:0".to_string(),
+        format!("--cache-roots={}", ssd.display()),
     ];
     // The cache endpoint takes calls with the shared token only (given here by environment).
     let token = "kept-volumes-test-token";
@@ -592,7 +594,6 @@ async fn kept_volumes_outlive_unstage_and_plugin_restarts_until_released() {
     let dataset = format!("{ns}/kept");
     let key = dataset_label_key(&ns, "kept");
     // An SSD tier too: a Dataset's disk caches go when it is released, not before.
-    let ssd = dir.path("ssd");
     let mut on_demand = s3_volume_context(&server, &bucket.name, &dataset);
     on_demand.insert(
         TIERS.into(),

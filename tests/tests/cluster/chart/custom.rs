@@ -74,6 +74,9 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--tier=ssd:/mnt/nvme0/fluid:100GiB,high=0.95,low=0.7",
             "--tier=HDD:/data/hdd:cache/fluid:1TiB",
             "--local-roots=/data/datasets,/srv/shared",
+            "--cache-roots=/mnt/nvme0/fluid,/var/cache/fluid-extra",
+            "--mem-budget=16GiB",
+            "--disk-budget=2TiB",
             "--allow-ambient-credentials",
             "--block-size=8MiB",
         ]

@@ -58,6 +58,8 @@ node:
   localRoots:
     - /data/datasets
     - /srv/shared
+  memBudget: 16GiB
+  diskBudget: 2TiB
   nodeSelector:
     fluid.io/cache: "true"
   extraArgs:

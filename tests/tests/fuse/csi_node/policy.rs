@@ -139,3 +139,76 @@ fn keyless_s3_volumes_do_not_get_the_nodes_identity() {
         plugin.unstage("keyless", &staging).await.unwrap();
     });
 }
+
+/// `local_context` with the volume's own tiers (as a CacheRuntime or StorageClass sets them).
+fn local_context_with_tiers(dir: &Path, tiers: &[&str]) -> HashMap<String, String> {
+    let mut ctx = local_context(dir);
+    let with = VolumeContext {
+        tiers: Some(fluid_volume::tier::Tiers::parse_each(tiers).unwrap()),
+        ..VolumeContext::from_map(&ctx.clone().into_iter().collect()).unwrap()
+    };
+    ctx.extend(with.to_map());
+    ctx
+}
+
+/// Issue 27, hole 5: a tenant's tiers are input to a root daemon. A disk tier outside the node's
+/// cache roots (`..` out of one, or `/proc/1/root`) is refused before any folder is made, and
+/// the tiers of all volumes share the node's memory budget (RESOURCE_EXHAUSTED past it).
+#[test]
+fn tenant_tiers_stay_in_the_cache_roots_and_the_nodes_budget() {
+    let env = Env::new();
+    let data = env.path("datasets/set");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"tenant data").unwrap();
+    let roots = env.path("cache");
+    let outside = env.path("outside");
+    let plugin = Plugin::start_with(
+        &env,
+        &[
+            format!("--local-roots={}", env.path("datasets").display()),
+            format!("--cache-roots={}", roots.display()),
+            "--mem-budget=100MiB".to_string(),
+        ],
+    );
+    let csi = Csi {
+        env: &env,
+        plugin: &plugin,
+    };
+    let none = HashMap::new();
+    let staging = |v: &str| env.path(&format!("plugins/fuse.csi.fluid.io/{v}/globalmount"));
+    let escape = format!("ssd:{}/../outside:64MiB", roots.display());
+    for bad in [escape.as_str(), "ssd:/proc/1/root/tmp/fluid:64MiB"] {
+        let ctx = local_context_with_tiers(&data, &["mem:16MiB", bad]);
+        expect_code(
+            csi.stage(stage_req("v1", &staging("v1"), &ctx, &none)),
+            Code::PermissionDenied,
+            "--cache-roots",
+        );
+    }
+    assert!(
+        !outside.exists(),
+        "a folder was made outside the cache roots"
+    );
+    assert!(env.daemon_pid("v1").is_none(), "no daemon was started");
+
+    // 64 MiB of memory and then 64 MiB more do not fit a 100 MiB budget; the first's going
+    // makes room.
+    let inside = format!("ssd:{}/t:64MiB", roots.display());
+    let ctx = local_context_with_tiers(&data, &["mem:64MiB", &inside]);
+    csi.stage(stage_req("v1", &staging("v1"), &ctx, &none))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    assert_eq!(
+        std::fs::read(staging("v1").join("a.txt")).unwrap(),
+        b"tenant data"
+    );
+    expect_code(
+        csi.stage(stage_req("v2", &staging("v2"), &ctx, &none)),
+        Code::ResourceExhausted,
+        "--mem-budget",
+    );
+    assert!(env.daemon_pid("v2").is_none(), "no daemon was started");
+    csi.unstage("v1", &staging("v1")).unwrap();
+    csi.stage(stage_req("v2", &staging("v2"), &ctx, &none))
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
+    csi.unstage("v2", &staging("v2")).unwrap();
+}
