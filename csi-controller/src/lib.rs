@@ -61,6 +61,10 @@ pub async fn run(config: Config) -> Result<()> {
         webhook_task = webhook::start(&config, &client, shutdown_signal()).await?;
         controller = controller.with_kubernetes(client.clone());
         let ctx = Arc::new(reconcile::Context {
+            events: kube::runtime::events::Recorder::new(
+                client.clone(),
+                reconcile::event_reporter(),
+            ),
             client,
             driver: config.drivername.clone(),
             scans: reconcile::ufs::Scans::new(config.allow_ambient_credentials),

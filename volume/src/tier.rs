@@ -139,6 +139,17 @@ impl TierSpec {
             if dir.as_os_str().is_empty() {
                 return Err("empty directory".into());
             }
+            // Root makes, fills and removes it: it names one place, read as written.
+            if !dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(format!(
+                    "directory {} must be an absolute path without '..'",
+                    dir.display()
+                ));
+            }
             // Written so that NaN fails too.
             if !(*low > 0.0 && low < high && *high <= 1.0) {
                 return Err(format!(
@@ -381,6 +392,8 @@ mod tests {
             ("mem", "expected MEDIUM:SIZE"),
             ("ssd:1GiB", "expected MEDIUM:DIR:SIZE"),
             ("ssd::1GiB", "empty directory"),
+            ("ssd:/c/../../proc/1/root:1GiB", "without '..'"),
+            ("hdd:cache:1GiB", "must be an absolute path"),
             ("mem:/x:1GiB", "only a size"),
             ("mem:0", "quota must be more than 0"),
             ("ssd:/x:0", "quota must be more than 0"),

@@ -469,6 +469,34 @@ where
     }
 }
 
+fn condition_of<'a>(
+    conditions: &'a [DatasetCondition],
+    type_: &str,
+) -> Option<&'a DatasetCondition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Publishes an Event about the Dataset; one that cannot be published is only logged (the
+/// condition says the same).
+async fn note(ds: &Dataset, ctx: &Context, ok: bool, reason: &str, message: &str) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: reason.to_string(),
+        // An Event's note holds at most 1 KiB.
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.events.publish(&event, &ds.object_ref(&())).await {
+        tracing::debug!(dataset = %key(ds), "publishing an Event: {e}");
+    }
+}
+
 fn is_invalid(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(ae) if ae.code == 422)
 }
@@ -514,6 +542,11 @@ async fn write_status(
     }
     if same_but_times(&status, &current) {
         return Ok(());
+    }
+    // What changed also goes out as an Event: a refusal as a Warning, once per change.
+    let was = condition_of(&current.conditions, type_);
+    if was.is_none_or(|c| c.reason.as_deref() != Some(reason)) {
+        note(ds, ctx, ok, reason, message).await;
     }
     let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &namespace(ds));
     let patch = json!({ "status": {

@@ -30,6 +30,18 @@ pub struct Context {
     pub stats_interval: Duration,
     /// Sends the nodes' cache-endpoint token (`--cache-token`).
     pub cache_auth: fluid_proto::cache_auth::BearerToken,
+    /// Publishes the Events `kubectl describe` shows beside a Dataset's conditions.
+    pub events: kube::runtime::events::Recorder,
+}
+
+/// The reporter of the controller's Events: this process (its pod, under Kubernetes).
+pub fn event_reporter() -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: super::reconcile::dataset::MANAGER.into(),
+        instance: std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok(),
+    }
 }
 
 /// Runs the reconciler and the cache-state refresh until `shutdown` resolves.

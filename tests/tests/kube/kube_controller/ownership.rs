@@ -297,3 +297,65 @@ async fn a_secret_is_never_the_value_of_an_option_sent_in_clear() -> Result<()> 
     );
     Ok(())
 }
+
+/// Issue 27, hole 5, at the controller: a CacheRuntime whose disk tier climbs out of its folder
+/// stops its Dataset with a condition that says why, and a Warning Event beside it.
+#[tokio::test]
+async fn a_tier_path_with_dot_dot_fails_the_dataset_with_an_event() -> Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    let ns = kube.create_namespace("fluid-tier").await?;
+    let _secret = kube
+        .create_namespaced(&ns.name, &credentials(&server)?)
+        .await?;
+    let controller = ControllerProcess::start(&[])?;
+    let _ds = kube
+        .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let mut rt = runtime("data")?;
+    rt.spec.tieredstore.levels = serde_json::from_value(json!([
+        {"mediumtype": "SSD", "path": "/var/cache/fluid/../../lib/kubelet", "quota": "1Gi"}
+    ]))?;
+    let _rt = kube.create_namespaced(&ns.name, &rt).await?;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &ns.name);
+    let failed = wait_for_object(&datasets, "data", "phase Failed", |d| {
+        phase(d) == Some(DatasetPhase::Failed)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let message = condition(&failed, "Ready").and_then(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("without '..'")),
+        "{message:?}"
+    );
+    let events: Api<Event> = Api::namespaced(kube.client.clone(), &ns.name);
+    let event = wait_for("a Warning Event about the Dataset", || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("data")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await
+    .with_context(|| controller.log())?;
+    assert_eq!(event.reason.as_deref(), Some("Invalid"), "{event:?}");
+    assert!(
+        event
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("without '..'")),
+        "{event:?}"
+    );
+    Ok(())
+}
