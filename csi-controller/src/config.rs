@@ -51,6 +51,24 @@ pub struct Config {
     #[arg(long, env = "FLUID_KUBERNETES")]
     pub kubernetes: bool,
 
+    /// With --kubernetes: run the reconcilers only while holding a Lease, so that of several
+    /// replicas one does (the CSI service and the webhook answer in all). A standby takes over
+    /// within --leader-election-duration of the leader's end.
+    #[arg(long, env = "FLUID_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// The Lease's namespace (the chart gives the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// The Lease's name.
+    #[arg(long, default_value = "fluid-csi-controller")]
+    pub leader_election_id: String,
+
+    /// How long a Lease lasts unrenewed (renewed every third of it).
+    #[arg(long, default_value = "15s", value_parser = parse_interval)]
+    pub leader_election_duration: std::time::Duration,
+
     /// Shared token sent with every call to the node plugins' cache endpoints (they check it
     /// with the same variable): cache figures, warm-ups, evictions, releases. 16 printable
     /// characters or more.

@@ -60,20 +60,20 @@ pub async fn run(config: Config) -> Result<()> {
         let client = kube::Client::try_default().await?;
         webhook_task = webhook::start(&config, &client, shutdown_signal()).await?;
         controller = controller.with_kubernetes(client.clone());
+        let election = election(&config);
         let ctx = Arc::new(reconcile::Context {
             events: kube::runtime::events::Recorder::new(
                 client.clone(),
                 reconcile::event_reporter(),
             ),
-            client,
+            client: client.clone(),
             driver: config.drivername.clone(),
             scans: reconcile::ufs::Scans::new(config.allow_ambient_credentials),
             loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
             cache_auth: cache_auth(config.cache_token.as_ref().map(|t| t.as_str()))?,
         });
-        tracing::info!("running the Dataset reconciler");
-        reconciler = Some(tokio::spawn(reconcile::run(ctx, shutdown_signal())));
+        reconciler = Some(tokio::spawn(reconcile_while_leading(client, ctx, election)));
     }
     if let Some(listener) = health {
         tokio::spawn(fluid_proto::health::serve(
@@ -96,6 +96,53 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Lease the reconcilers run under, with --leader-elect.
+fn election(config: &Config) -> Option<reconcile::leader::Election> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default();
+    config.leader_elect.then(|| reconcile::leader::Election {
+        namespace: config.leader_election_namespace.clone(),
+        name: config.leader_election_id.clone(),
+        identity: format!("{}_{}", host.trim(), std::process::id()),
+        duration: config.leader_election_duration,
+    })
+}
+
+/// Runs the reconcilers until shutdown: at once, or once this replica leads.
+async fn reconcile_while_leading(
+    client: kube::Client,
+    ctx: Arc<reconcile::Context>,
+    election: Option<reconcile::leader::Election>,
+) {
+    let Some(election) = election else {
+        tracing::info!("running the Dataset reconciler");
+        return reconcile::run(ctx, shutdown_signal()).await;
+    };
+    tokio::select! {
+        result = reconcile::leader::acquire(&client, &election) => {
+            if let Err(e) = result {
+                tracing::error!("leader election: {e}");
+                return;
+            }
+        }
+        () = shutdown_signal() => return,
+    }
+    tracing::info!("running the Dataset reconciler");
+    tokio::select! {
+        () = reconcile::run(ctx, shutdown_signal()) => {
+            reconcile::leader::release(&client, &election).await;
+        }
+        () = reconcile::leader::keep(&client, &election) => {
+            // Another replica may lead by now: reconciling on would race it. The pod restarts
+            // as a candidate.
+            tracing::error!("no longer leading: exiting");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// The sender of the nodes' cache-endpoint token.

@@ -37,6 +37,21 @@ impl ControllerProcess {
 
     /// [`Self::start`] with more environment variables.
     pub fn start_with_env(extra: &[String], env: &[(&str, &str)]) -> Result<ControllerProcess> {
+        let alone = Self::wait_alone()?;
+        Self::spawn(extra, env, Some(alone))
+    }
+
+    /// Replicas of one controller (same flags): they share this test's turn on the apiserver.
+    pub fn start_replicas(n: usize, extra: &[String]) -> Result<Vec<ControllerProcess>> {
+        let alone = Self::wait_alone()?;
+        // Each holds a descriptor of the one locked file: the lock lasts until the last is gone.
+        (0..n)
+            .map(|_| Self::spawn(extra, &[], Some(alone.try_clone()?)))
+            .collect()
+    }
+
+    /// The exclusive lock on [`LOCK`], once no other test's controller runs.
+    fn wait_alone() -> Result<std::fs::File> {
         let lock = std::env::temp_dir().join(LOCK);
         let alone = std::fs::File::options()
             .create(true)
@@ -61,6 +76,14 @@ impl ControllerProcess {
                 }
             }
         }
+        Ok(alone)
+    }
+
+    fn spawn(
+        extra: &[String],
+        env: &[(&str, &str)],
+        alone: Option<std::fs::File>,
+    ) -> Result<ControllerProcess> {
         let dir = tempfile::tempdir()?;
         let socket = dir.path().join("csi.sock");
         let log = dir.path().join("controller.log");
@@ -85,7 +108,7 @@ impl ControllerProcess {
             socket,
             log,
             _dir: dir,
-            alone: Some(alone),
+            alone,
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod cache_states;
 pub mod dataload;
 pub mod dataset;
+pub mod leader;
 pub mod nodes;
 pub mod objects;
 pub mod ufs;

@@ -114,10 +114,19 @@ fn default_values_render_the_documented_objects() {
             "--endpoint=unix:///csi/csi.sock",
             "--state-dir=/var/lib/fluid/controller",
             "--kubernetes",
+            "--leader-elect",
+            "--leader-election-id=fluid-controller",
             "--stats-interval=30s",
             "--health-listen=0.0.0.0:9808",
             "--webhook-listen=0.0.0.0:9443",
         ]
+    );
+    // The Lease lives in the controller's own namespace (its Role grants Leases there only).
+    let env = ctl["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "POD_NAMESPACE"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
+        "{env:?}"
     );
     let prov = container(pod, "csi-provisioner");
     assert!(

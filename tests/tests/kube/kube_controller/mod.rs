@@ -300,4 +300,5 @@ async fn cache_stats(port: u16, dataset: &str) -> Result<GetStatsResponse> {
 mod cache_states;
 mod dataloads;
 mod datasets;
+mod leader;
 mod ownership;
