@@ -221,6 +221,7 @@ impl Config {
                 .error(clap::error::ErrorKind::ValueValidation, message)
         };
         cfg.registration().map_err(invalid)?;
+        cfg.check_cache_token().map_err(invalid)?;
         cfg.tiers = Tiers::new(cfg.tier_specs.clone()).map_err(|e| {
             <Config as clap::CommandFactory>::command().error(
                 clap::error::ErrorKind::ValueValidation,
@@ -228,6 +229,22 @@ impl Config {
             )
         })?;
         Ok(cfg)
+    }
+
+    /// A cache endpoint other hosts can reach (any address but loopback) evicts, warms up and
+    /// reports the cache of every volume on the node: in a cluster it takes calls with the
+    /// shared token only, so one must be given.
+    fn check_cache_token(&self) -> Result<(), String> {
+        match (&self.cache_endpoint, &self.cache_token) {
+            (Some(Endpoint::Tcp(addr)), None) if self.kubernetes && !addr.ip().is_loopback() => {
+                Err(format!(
+                    "--cache-endpoint tcp://{addr} is reachable from other hosts: give the token \
+                     the controller sends (--cache-token or {}; the chart makes one)",
+                    fluid_proto::cache_auth::TOKEN_ENV
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The fluid-fuse executable to run: `--fuse-binary`, else `fluid-fuse` beside our own
@@ -496,5 +513,22 @@ mod tests {
             let c = parse(&[&format!("--cache-advertise={given}")]);
             assert_eq!(c.cache_advertise(any6).unwrap(), "[fd00::1]:9600");
         }
+    }
+
+    #[test]
+    fn a_cache_endpoint_other_hosts_reach_needs_the_token_in_a_cluster() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["fluid-csi-node", "--nodeid=n1", "--kubernetes"];
+            args.extend(extra);
+            Config::try_from_args(&args)
+        };
+        let e = parse(&["--cache-endpoint=tcp://0.0.0.0:7788"]).unwrap_err();
+        assert!(e.to_string().contains("--cache-token"), "{e}");
+        parse(&["--cache-endpoint=tcp://127.0.0.1:0"]).unwrap();
+        parse(&[
+            "--cache-endpoint=tcp://0.0.0.0:7788",
+            "--cache-token=a-token-of-32-characters-or-more-0123",
+        ])
+        .unwrap();
     }
 }

@@ -15,7 +15,7 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType};
 use fluid_proto::csi::*;
 use fluid_proto::fluid::GetStatsRequest;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_volume::context::{SUB_PATH, VolumeContext, check_sub_path};
+use fluid_volume::context::{MOUNT_SECRETS, SUB_PATH, VolumeContext, check_sub_path};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
@@ -87,11 +87,30 @@ fn check_capability(cap: Option<&VolumeCapability>) -> Result<bool> {
 }
 
 /// Replaces every secret value in a message (daemon logs are meant to hold none; this makes
-/// sure an error never carries one either).
+/// sure an error never carries one either), also each value inside the per-mount JSON of
+/// [`MOUNT_SECRETS`], which the kubelet passes as one string.
 fn redact(mut msg: String, secrets: &HashMap<String, String>) -> String {
-    for v in secrets.values() {
+    let mut values: Vec<&str> = Vec::new();
+    let mut nested: Vec<Vec<std::collections::BTreeMap<String, String>>> = Vec::new();
+    for (k, v) in secrets {
+        values.push(v);
+        if k == MOUNT_SECRETS
+            && let Ok(per_mount) = serde_json::from_str(v)
+        {
+            nested.push(per_mount);
+        }
+    }
+    values.extend(
+        nested
+            .iter()
+            .flatten()
+            .flat_map(|m| m.values().map(String::as_str)),
+    );
+    // Longest first, so a value that holds a shorter one is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for v in values {
         if v.len() >= 3 {
-            msg = msg.replace(v.as_str(), "<redacted>");
+            msg = msg.replace(v, "<redacted>");
         }
     }
     msg
@@ -594,5 +613,13 @@ mod tests {
             redact("key hunter22 bad".into(), &secrets),
             "key <redacted> bad"
         );
+        // The Dataset reconciler's Secret: one key, a JSON list of each mount's options.
+        let per_mount = r#"[{"access-key":"AKIAEXAMPLE","secret-key":"s3cr3t/with+chars"}]"#;
+        let secrets = HashMap::from([(MOUNT_SECRETS.to_string(), per_mount.to_string())]);
+        let shown = redact(
+            "403 for AKIAEXAMPLE signing with s3cr3t/with+chars".into(),
+            &secrets,
+        );
+        assert_eq!(shown, "403 for <redacted> signing with <redacted>");
     }
 }

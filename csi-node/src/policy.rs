@@ -229,11 +229,8 @@ mod tests {
         let roots = [PathBuf::from("/var/cache/fluid")];
         check_cache_roots(&tiers(&["mem:1GiB"]), &[]).unwrap();
         check_cache_roots(&tiers(&["ssd:/var/cache/fluid/a:1GiB"]), &roots).unwrap();
-        for bad in [
-            "ssd:/var/cache/fluid/../../lib/kubelet:1GiB",
-            "ssd:/var/cache/fluidx:1GiB",
-            "hdd:/proc/1/root/etc:1GiB",
-        ] {
+        // (`..` does not even parse as a tier: fluid_volume::tier.)
+        for bad in ["ssd:/var/cache/fluidx:1GiB", "hdd:/proc/1/root/etc:1GiB"] {
             let err = check_cache_roots(&tiers(&[bad]), &roots).unwrap_err();
             assert!(
                 matches!(&err, Error::Denied(m) if m.contains("--cache-roots")),
