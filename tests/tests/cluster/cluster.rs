@@ -153,7 +153,7 @@ fn delete_pod(c: &Cluster, ns: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The daemon pid of the volume named `volume` (`<ns>-<dataset>` for a Dataset's PV), from
+/// The daemon pid of the volume named `volume` (a Dataset PV's name, `objects::pv_name`), from
 /// the node plugin's record on the host.
 fn daemon_pid(volume: &str) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/var/lib/fluid/node/{volume}/volume.json")).ok()?;
@@ -397,7 +397,7 @@ fn a_second_pod_starts_warm_on_the_surviving_daemon() {
     let ns = c.namespace("e2e-warm").unwrap();
     let data = DatasetBucket::create("e2e-warm").unwrap();
     dataset(c, &ns.name, "warm", &data).unwrap();
-    let volume = format!("{}-warm", ns.name);
+    let volume = csi_controller::reconcile::objects::pv_name(&ns.name, "warm");
     let expected = data.expected_sums(&format!("{MOUNT}/bucket"));
 
     let t = Instant::now();
@@ -474,7 +474,7 @@ fn readers_survive_a_killed_daemon_and_a_replaced_node_plugin() {
     let ns = c.namespace("e2e-kill").unwrap();
     let data = DatasetBucket::create("e2e-kill").unwrap();
     dataset(c, &ns.name, "kill", &data).unwrap();
-    let volume = format!("{}-kill", ns.name);
+    let volume = csi_controller::reconcile::objects::pv_name(&ns.name, "kill");
     let file = format!("{MOUNT}/bucket/train/part-0.bin");
     let want = data.files["train/part-0.bin"].clone();
     // The reader loops for the whole test; a failed read is logged, never fatal.
