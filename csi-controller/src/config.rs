@@ -93,6 +93,16 @@ pub struct Config {
     #[arg(long, env = "FLUID_ALLOW_AMBIENT_CREDENTIALS")]
     pub allow_ambient_credentials: bool,
 
+    /// HDFS users (comma separated) a Dataset may name in its `user` option when the
+    /// controller walks it for its size; `*` allows any. Default: none (such walks fail).
+    #[arg(
+        long,
+        env = "FLUID_HDFS_USERS",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    pub hdfs_users: Vec<String>,
+
     /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
     /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
     #[arg(long, value_name = "HOST:PORT")]

@@ -68,7 +68,10 @@ pub async fn run(config: Config) -> Result<()> {
             ),
             client: client.clone(),
             driver: config.drivername.clone(),
-            scans: reconcile::ufs::Scans::new(config.allow_ambient_credentials),
+            scans: reconcile::ufs::Scans::new(
+                config.allow_ambient_credentials,
+                config.hdfs_users.clone(),
+            ),
             loads: reconcile::dataload::Loads::default(),
             stats_interval: config.stats_interval,
             cache_auth: cache_auth(config.cache_token.as_ref().map(|t| t.as_str()))?,

@@ -145,6 +145,17 @@ pub struct Config {
     #[arg(long, env = "FLUID_DISK_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
     pub disk_budget: Option<u64>,
 
+    /// HDFS users (comma separated) a volume may act as through its `user` option; `*` allows
+    /// any. The namenode believes any name with simple authentication, so a volume naming
+    /// another is refused at NodeStage with PERMISSION_DENIED. Default: none.
+    #[arg(
+        long,
+        env = "FLUID_HDFS_USERS",
+        value_name = "USER,...",
+        value_delimiter = ','
+    )]
+    pub hdfs_users: Vec<String>,
+
     /// Let S3/OSS volumes without keys use this node's own cloud identity (the AWS default
     /// chain: environment, credentials files, web identity, instance role). Off, such volumes
     /// are refused at NodeStage with PERMISSION_DENIED: a tenant could otherwise read any

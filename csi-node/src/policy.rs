@@ -23,7 +23,6 @@ use std::path::{Component, Path, PathBuf};
 use fluid_volume::context::VolumeContext;
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::mountpoint::Store;
-use fluid_volume::options::s3::{ACCESS_KEY, SECRET_KEY};
 use fluid_volume::size::human_size;
 use fluid_volume::tier::{TierSpec, Tiers};
 
@@ -39,7 +38,11 @@ pub fn check_volume(
     context.validate()?;
     let mounts = dataset::resolve(context.mounts_with_secrets(secrets)?, "mounts")?;
     check_local_roots(&mounts, &config.local_roots)?;
-    check_credentials(&mounts, config.allow_ambient_credentials)?;
+    check_credentials(
+        &mounts,
+        config.allow_ambient_credentials,
+        &config.hdfs_users,
+    )?;
     match &context.tiers {
         Some(tiers) => check_cache_roots(tiers, &config.cache_roots()),
         None => Ok(()),
@@ -102,24 +105,20 @@ pub fn check_budget(tiers: &Tiers, others: &[(u64, u64)], config: &Config) -> Re
     over("disk", "--disk-budget", config.disk_budget, disk, disk_held)
 }
 
-/// Refuses an S3/OSS mount without keys unless the node's own identity may be lent.
-pub fn check_credentials(mounts: &[Mount], allow_ambient: bool) -> Result<()> {
-    for m in mounts {
-        let mp = &m.mount_point;
-        if !allow_ambient && mp.uses_ambient_credentials() {
-            return Err(Error::Denied(format!(
-                "{}: no {} and {} are given (put them in a Secret of the Dataset's namespace, \
-                 named by encryptOptions or the StorageClass's node-stage secret); this node \
-                 does not lend its own cloud identity to volumes unless the administrator \
-                 allows it (--allow-ambient-credentials / the chart's \
-                 allowAmbientCredentials)",
-                mp.url,
-                ACCESS_KEY.name(),
-                SECRET_KEY.name()
-            )));
-        }
+/// Refuses an S3/OSS mount without keys unless the node's own identity may be lent, and an
+/// HDFS user the administrator did not list.
+pub fn check_credentials(
+    mounts: &[Mount],
+    allow_ambient: bool,
+    hdfs_users: &[String],
+) -> Result<()> {
+    match mounts.iter().find_map(|m| {
+        let why = m.mount_point.refused_identity(allow_ambient, hdfs_users)?;
+        Some(format!("{}: {why}", m.mount_point.url))
+    }) {
+        Some(why) => Err(Error::Denied(why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Refuses any `local://` mount whose directory is not under one of `allowed`.
@@ -201,12 +200,12 @@ mod tests {
     #[test]
     fn keyless_s3_mounts_need_the_administrators_consent() {
         let keyless = mounts("s3://bucket/x");
-        let err = check_credentials(&keyless, false).unwrap_err();
+        let err = check_credentials(&keyless, false, &[]).unwrap_err();
         assert!(
             matches!(&err, Error::Denied(m) if m.contains("--allow-ambient-credentials")),
             "{err}"
         );
-        check_credentials(&keyless, true).unwrap();
+        check_credentials(&keyless, true, &[]).unwrap();
         let mut keyed = mounts("s3://bucket/x");
         keyed[0]
             .mount_point
@@ -216,8 +215,29 @@ mod tests {
             .mount_point
             .options
             .insert("secret-key".into(), "s3cr3t".into());
-        check_credentials(&keyed, false).unwrap();
-        check_credentials(&mounts("local:///x"), false).unwrap();
+        check_credentials(&keyed, false, &[]).unwrap();
+        check_credentials(&mounts("local:///x"), false, &[]).unwrap();
+    }
+
+    #[test]
+    fn hdfs_users_are_the_administrators_list() {
+        let mut as_hdfs = mounts("hdfs://namenode:8020/data");
+        // No user named: read as the daemon's own user, as before.
+        check_credentials(&as_hdfs, false, &[]).unwrap();
+        as_hdfs[0]
+            .mount_point
+            .options
+            .insert("hdfs.user".into(), "hdfs".into());
+        let err = check_credentials(&as_hdfs, false, &[]).unwrap_err();
+        assert!(
+            matches!(&err, Error::Denied(m)
+                if m.contains("\"hdfs\"") && m.contains("--hdfs-users")
+                    && m.starts_with("hdfs://namenode:8020/data: ")),
+            "{err}"
+        );
+        check_credentials(&as_hdfs, false, &["alice".into()]).unwrap_err();
+        check_credentials(&as_hdfs, false, &["alice".into(), "hdfs".into()]).unwrap();
+        check_credentials(&as_hdfs, false, &["*".into()]).unwrap();
     }
 
     fn tiers(specs: &[&str]) -> Tiers {

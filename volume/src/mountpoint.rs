@@ -145,6 +145,42 @@ impl MountPoint {
             && self.option(&SECRET_KEY).is_none()
     }
 
+    /// The HDFS user an hdfs:// mount acts as (its `user` option). With simple authentication
+    /// the namenode believes whatever name it is told, so servers that act for tenants accept
+    /// only the names they were told to.
+    pub fn hdfs_user(&self) -> Option<&str> {
+        match self.store {
+            Store::Hdfs { .. } => self.option(&crate::options::hdfs::USER),
+            _ => None,
+        }
+    }
+
+    /// Why a server acting for tenants may not read this mount as it is written: it would lend
+    /// the server's own cloud identity (`allow_ambient` off), or act as an HDFS user not in
+    /// `hdfs_users` (`*` allows any). The message (without the URL) names the flags that allow
+    /// it.
+    pub fn refused_identity(&self, allow_ambient: bool, hdfs_users: &[String]) -> Option<String> {
+        use crate::options::s3::{ACCESS_KEY, SECRET_KEY};
+        if !allow_ambient && self.uses_ambient_credentials() {
+            return Some(format!(
+                "no {} and {} are given (put them in a Secret of the Dataset's namespace, named \
+                 by encryptOptions or the StorageClass's node-stage secret); Fluid does not lend \
+                 its own cloud identity to a Dataset unless the administrator allows it \
+                 (--allow-ambient-credentials / the chart's allowAmbientCredentials)",
+                ACCESS_KEY.name(),
+                SECRET_KEY.name()
+            ));
+        }
+        match self.hdfs_user() {
+            Some(user) if !hdfs_users.iter().any(|u| u == "*" || u == user) => Some(format!(
+                "acting as HDFS user {user:?} is not allowed (the namenode believes any name it \
+                 is told); the administrator lists the users Datasets may name with \
+                 --hdfs-users / the chart's hdfsUsers"
+            )),
+            _ => None,
+        }
+    }
+
     pub fn option(&self, option: &MountOption) -> Option<&str> {
         option
             .names

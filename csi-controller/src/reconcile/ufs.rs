@@ -37,14 +37,17 @@ pub struct Scans {
     scans: Mutex<HashMap<String, Scan>>,
     /// Whether a keyless S3 mount may be walked with the controller's own cloud identity.
     allow_ambient: bool,
+    /// The HDFS users a Dataset may act as (`--hdfs-users`).
+    hdfs_users: Arc<Vec<String>>,
 }
 
 impl Scans {
-    /// `allow_ambient`: `--allow-ambient-credentials`.
-    pub fn new(allow_ambient: bool) -> Scans {
+    /// `allow_ambient`: `--allow-ambient-credentials`; `hdfs_users`: `--hdfs-users`.
+    pub fn new(allow_ambient: bool, hdfs_users: Vec<String>) -> Scans {
         Scans {
             scans: Mutex::default(),
             allow_ambient,
+            hdfs_users: Arc::new(hdfs_users),
         }
     }
 
@@ -74,7 +77,13 @@ impl Scans {
         }
         let totals = Arc::new(walk::Totals::default());
         let outcome = Arc::new(Mutex::new(None));
-        let walk = walk_all(mounts, self.allow_ambient, totals.clone(), outcome.clone());
+        let walk = walk_all(
+            mounts,
+            self.allow_ambient,
+            self.hdfs_users.clone(),
+            totals.clone(),
+            outcome.clone(),
+        );
         let task = tokio::spawn(walk).abort_handle();
         let scan = Scan {
             fingerprint,
@@ -121,19 +130,18 @@ fn progress(scan: &Scan) -> Progress {
 async fn walk_all(
     mounts: Vec<MountSpec>,
     allow_ambient: bool,
+    hdfs_users: Arc<Vec<String>>,
     totals: Arc<walk::Totals>,
     outcome: Arc<Mutex<Option<Result<(), String>>>>,
 ) {
     let result = async {
         for m in dataset::resolve(mounts, "spec.mounts")? {
-            // The controller's identity (IRSA, instance role) is not lent to tenants' walks.
-            if !allow_ambient && m.mount_point.uses_ambient_credentials() {
+            // The controller's identity (IRSA, instance role) is not lent to tenants' walks,
+            // nor is any HDFS user the administrator did not list.
+            if let Some(why) = m.mount_point.refused_identity(allow_ambient, &hdfs_users) {
                 return Err(fluid_source::Error::Denied {
                     source_name: m.mount_point.url.clone(),
-                    message: "no access-key and secret-key in the Dataset's encryptOptions; the \
-                              controller does not use its own cloud identity for a Dataset \
-                              unless allowed (--allow-ambient-credentials)"
-                        .into(),
+                    message: why,
                 });
             }
             let src = fluid_source::open(&m.mount_point).await?;

@@ -220,3 +220,47 @@ fn tenant_tiers_stay_in_the_cache_roots_and_the_nodes_budget() {
         .unwrap_or_else(|e| panic!("{e:?}\n{}", plugin.log()));
     csi.unstage("v2", &staging("v2")).unwrap();
 }
+
+/// Issue 27, hole 2 for HDFS: with simple authentication a namenode believes any user name, so
+/// a volume may name only users the administrator listed. The check comes before any
+/// connection (the namenode here does not even exist).
+#[test]
+fn hdfs_volumes_act_only_as_users_the_administrator_lists() {
+    let env = Env::new();
+    let ctx: HashMap<String, String> = VolumeContext {
+        dataset: Some("tenant/hdfs".into()),
+        mounts: vec![MountSpec {
+            mount_point: "hdfs://127.0.0.1:1/data".into(),
+            name: "data".into(),
+            options: [("user".to_string(), "hdfs".to_string())].into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .to_map()
+    .into_iter()
+    .collect();
+    let none = HashMap::new();
+    let staging = env.path("plugins/fuse.csi.fluid.io/hdfs/globalmount");
+    let plugin = Plugin::start(&env);
+    let csi = Csi {
+        env: &env,
+        plugin: &plugin,
+    };
+    expect_code(
+        csi.stage(stage_req("hdfs-vol", &staging, &ctx, &none)),
+        Code::PermissionDenied,
+        "--hdfs-users",
+    );
+    drop(plugin);
+    // Listed: the volume gets as far as the (missing) namenode.
+    let plugin = Plugin::start_with(&env, &["--hdfs-users=hdfs".to_string()]);
+    let csi = Csi {
+        env: &env,
+        plugin: &plugin,
+    };
+    let err = csi
+        .stage(stage_req("hdfs-vol", &staging, &ctx, &none))
+        .expect_err("no namenode listens on 127.0.0.1:1");
+    assert_ne!(err.code(), Code::PermissionDenied, "{err:?}");
+}
