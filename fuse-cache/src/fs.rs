@@ -125,6 +125,10 @@ impl Drop for BackingFile {
     }
 }
 
+/// Failed reads logged: a few a minute (a store that is down fails every read).
+static READ_FAILURES: crate::log_limit::RateLimit =
+    crate::log_limit::RateLimit::new(10, std::time::Duration::from_secs(60));
+
 fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -508,7 +512,10 @@ impl Filesystem for FluidFs {
             match reader.read(&file, offset, size as u64).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => {
-                    tracing::warn!("read of inode {} at {offset} failed: {e}", file.ino);
+                    if let Some(n) = READ_FAILURES.admit() {
+                        let more = crate::log_limit::left_out(n);
+                        tracing::warn!("read of inode {} at {offset} failed: {e}{more}", file.ino);
+                    }
                     reply.error(errno(&e))
                 }
             }

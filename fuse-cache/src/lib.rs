@@ -9,6 +9,7 @@ pub mod error;
 pub mod fs;
 pub mod handover;
 pub mod histogram;
+pub mod log_limit;
 pub mod namespace;
 pub mod peers;
 pub mod reader;
