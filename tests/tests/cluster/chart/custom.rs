@@ -180,6 +180,23 @@ fn an_empty_daemon_cgroup_keeps_the_daemons_in_the_plugin_pod() {
     );
 }
 
+/// Clusters older than 1.30 have no ValidatingAdmissionPolicy: the administrator turns it off.
+#[test]
+fn the_node_admission_policy_can_be_left_out() {
+    let t = tools();
+    let yaml = t
+        .template(
+            "fluid-system",
+            None,
+            false,
+            &["--set", "node.restrictNodeUpdates=false"],
+        )
+        .unwrap();
+    let docs = documents(&yaml);
+    assert!(kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
+}
+
 #[test]
 fn bad_values_are_refused_with_a_message() {
     let t = tools();

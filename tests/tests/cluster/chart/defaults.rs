@@ -36,6 +36,8 @@ fn default_values_render_the_documented_objects() {
         "Service/fluid-webhook",
         "MutatingWebhookConfiguration/fluid-webhook",
         "Secret/fluid-cache-token",
+        "ValidatingAdmissionPolicy/fluid-node-own-node",
+        "ValidatingAdmissionPolicyBinding/fluid-node-own-node",
     ]
     .into_iter()
     .map(String::from)
@@ -62,6 +64,8 @@ fn default_values_render_the_documented_objects() {
             "ClusterRole",
             "ClusterRoleBinding",
             "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
         .contains(&d["kind"].as_str().unwrap());
         let want_ns = if cluster_scoped {
