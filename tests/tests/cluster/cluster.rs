@@ -829,3 +829,51 @@ fn the_node_plugins_token_changes_only_fluid_labels_of_its_own_node() {
     let _ = c.kubectl(&["delete", "node", &other]);
     assert!(!ok && out.contains("only the Node it runs on"), "{out}");
 }
+
+/// Issue 27, hole 1, as it was found on this cluster: a tenant's Dataset over
+/// `local:///var/lib/kubelet/pods` let its pod read other pods' service-account tokens. The
+/// node plugin now refuses to stage it (the chart allows no local roots by default), the
+/// kubelet says why in the pod's events, and the pod never runs.
+#[test]
+fn a_tenants_local_dataset_does_not_reach_the_nodes_files() {
+    let (_g, c) = setup();
+    let ns = c.namespace("e2e-host").unwrap();
+    c.apply(&format!(
+        r#"apiVersion: data.fluid.io/v1alpha1
+kind: Dataset
+metadata: {{name: host, namespace: {ns}}}
+spec:
+  mounts:
+    - {{name: pods, mountPoint: "local:///var/lib/kubelet/pods"}}
+---
+apiVersion: data.fluid.io/v1alpha1
+kind: CacheRuntime
+metadata: {{name: host, namespace: {ns}}}
+spec:
+  tieredstore:
+    levels:
+      - {{mediumtype: MEM, quota: 64Mi}}
+"#,
+        ns = ns.name
+    ))
+    .unwrap();
+    wait_bound(c, &ns.name, "host").unwrap();
+    pod(
+        c,
+        &ns.name,
+        "thief",
+        "host",
+        &format!("cat {MOUNT}/pods/*/volumes/*/*/token"),
+        "",
+    )
+    .unwrap();
+    let message = event_messages(c, &ns.name, "thief", "FailedMount").unwrap();
+    assert!(
+        message.contains("local:// mount points are not allowed"),
+        "{message}"
+    );
+    let phase = c
+        .jsonpath(Some(&ns.name), "pod", "thief", "{.status.phase}")
+        .unwrap();
+    assert_eq!(phase, "Pending", "the pod ran");
+}
