@@ -103,6 +103,17 @@ pub struct Config {
     )]
     pub hdfs_users: Vec<String>,
 
+    /// Directories (absolute, comma separated) under which a Dataset's `local://` mount points
+    /// may lie, as the node plugins are told (`--local-roots`): a Dataset elsewhere is refused
+    /// (phase Failed, saying why) before any node is asked. Default: none.
+    #[arg(
+        long,
+        env = "FLUID_LOCAL_ROOTS",
+        value_name = "DIR,...",
+        value_delimiter = ','
+    )]
+    pub local_roots: Vec<std::path::PathBuf>,
+
     /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
     /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
     #[arg(long, value_name = "HOST:PORT")]

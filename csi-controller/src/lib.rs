@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> Result<()> {
                 reconcile::event_reporter(),
             ),
             client: client.clone(),
+            local_roots: config.local_roots.clone(),
             driver: config.drivername.clone(),
             scans: reconcile::ufs::Scans::new(
                 config.allow_ambient_credentials,

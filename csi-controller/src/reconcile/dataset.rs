@@ -241,6 +241,7 @@ async fn prepare(
     ctx: &Context,
 ) -> Result<(catalogue::Dataset, Vec<BTreeMap<String, String>>)> {
     let plan = catalogue::Dataset::from_resource(ds, Some(&runtime.spec))?;
+    check_local_roots(ds, &plan, &ctx.local_roots)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace(ds));
     let mut fetched: HashMap<String, Option<Secret>> = HashMap::new();
     let mut per_mount = Vec::with_capacity(ds.spec.mounts.len());
@@ -368,6 +369,47 @@ async fn users(ctx: &Context, ns: &str, claim: &str) -> Result<Vec<String>> {
         .collect();
     users.sort();
     Ok(users)
+}
+
+/// Refuses `local://` mount points outside the administrator's local roots: served by a root
+/// daemon, one elsewhere would show the node's own files to the tenant's pods. (Compared as
+/// written, with no `..`; the node checks again with links resolved.)
+fn check_local_roots(
+    ds: &Dataset,
+    plan: &catalogue::Dataset,
+    roots: &[std::path::PathBuf],
+) -> Result<()> {
+    let mounts = fluid_volume::dataset::resolve(plan.mounts.clone(), "spec.mounts")
+        .map_err(|e| Error::dataset(key(ds), e.to_string()))?;
+    for m in mounts {
+        let fluid_volume::mountpoint::Store::Local { root } = &m.mount_point.store else {
+            continue;
+        };
+        let plain = root
+            .components()
+            .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if plain && roots.iter().any(|r| root.starts_with(r)) {
+            continue;
+        }
+        return Err(Error::dataset(
+            key(ds),
+            format!(
+                "{}: local:// mount points must lie under a directory the administrator allows \
+                 (--local-roots / the chart's node.localRoots: {})",
+                m.mount_point.url,
+                if roots.is_empty() {
+                    "none".to_string()
+                } else {
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The objects of a Dataset's names as they are: the PV, PVC and Secret that are its own, and

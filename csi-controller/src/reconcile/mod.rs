@@ -31,6 +31,8 @@ pub struct Context {
     pub stats_interval: Duration,
     /// Sends the nodes' cache-endpoint token (`--cache-token`).
     pub cache_auth: fluid_proto::cache_auth::BearerToken,
+    /// Where `local://` Datasets may point (`--local-roots`).
+    pub local_roots: Vec<std::path::PathBuf>,
     /// Publishes the Events `kubectl describe` shows beside a Dataset's conditions.
     pub events: kube::runtime::events::Recorder,
 }

@@ -34,6 +34,8 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     assert_eq!(ctl["image"], json!("registry.example.com/fluid:1.2.3"));
     assert!(strs(&ctl["args"]).contains(&"--stats-interval=1m".to_string()));
     assert!(strs(&ctl["args"]).contains(&"--allow-ambient-credentials".to_string()));
+    // The controller refuses local:// Datasets outside the node's local roots itself.
+    assert!(strs(&ctl["args"]).contains(&"--local-roots=/data/datasets,/srv/shared".to_string()));
     assert_eq!(
         volume(pod, "state-dir")["hostPath"],
         json!({"path": "/var/lib/fluid-custom/controller", "type": "DirectoryOrCreate"})

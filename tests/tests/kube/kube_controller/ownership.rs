@@ -298,11 +298,55 @@ async fn a_secret_is_never_the_value_of_an_option_sent_in_clear() -> Result<()> 
     Ok(())
 }
 
+/// Waits for the Dataset `name` to fail with a Ready message holding `why`, and for a Warning
+/// Event about it holding `why` as well.
+async fn refused_with_an_event(
+    kube: &Kube,
+    ns: &str,
+    name: &str,
+    why: &str,
+    controller: &ControllerProcess,
+) -> Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), ns);
+    let failed = wait_for_object(&datasets, name, "phase Failed", |d| {
+        phase(d) == Some(DatasetPhase::Failed)
+    })
+    .await
+    .with_context(|| controller.log())?;
+    let message = condition(&failed, "Ready").and_then(|c| c.message.clone());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains(why)),
+        "{message:?}"
+    );
+    let events: Api<Event> = Api::namespaced(kube.client.clone(), ns);
+    let event = wait_for("a Warning Event about the Dataset", || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .ok_or_else(|| "none yet".to_string())
+    })
+    .await
+    .with_context(|| controller.log())?;
+    assert_eq!(event.reason.as_deref(), Some("Invalid"), "{event:?}");
+    assert!(
+        event.note.as_deref().is_some_and(|n| n.contains(why)),
+        "{event:?}"
+    );
+    Ok(())
+}
+
 /// Issue 27, hole 5, at the controller: a CacheRuntime whose disk tier climbs out of its folder
 /// stops its Dataset with a condition that says why, and a Warning Event beside it.
 #[tokio::test]
 async fn a_tier_path_with_dot_dot_fails_the_dataset_with_an_event() -> Result<()> {
-    use k8s_openapi::api::events::v1::Event;
     let kube = Kube::connect().await?;
     apply_crds(&kube).await?;
     let server = S3Server::seaweedfs()?;
@@ -320,42 +364,30 @@ async fn a_tier_path_with_dot_dot_fails_the_dataset_with_an_event() -> Result<()
         {"mediumtype": "SSD", "path": "/var/cache/fluid/../../lib/kubelet", "quota": "1Gi"}
     ]))?;
     let _rt = kube.create_namespaced(&ns.name, &rt).await?;
-    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &ns.name);
-    let failed = wait_for_object(&datasets, "data", "phase Failed", |d| {
-        phase(d) == Some(DatasetPhase::Failed)
-    })
-    .await
-    .with_context(|| controller.log())?;
-    let message = condition(&failed, "Ready").and_then(|c| c.message.clone());
+    refused_with_an_event(&kube, &ns.name, "data", "without '..'", &controller).await
+}
+
+/// Issue 27, hole 1, at the controller: a local:// Dataset outside the administrator's local
+/// roots (here `/proc/1/root`, the host's root through PID 1) fails before any node is asked.
+#[tokio::test]
+async fn a_local_dataset_outside_the_local_roots_fails_with_an_event() -> Result<()> {
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let ns = kube.create_namespace("fluid-local").await?;
+    let controller = ControllerProcess::start(&["--local-roots=/srv/datasets".to_string()])?;
+    let ds: Dataset = serde_json::from_value(json!({
+        "apiVersion": "data.fluid.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "host"},
+        "spec": {"mounts": [{"mountPoint": "local:///proc/1/root/etc", "name": "etc"}]}
+    }))?;
+    let _ds = kube.create_namespaced(&ns.name, &ds).await?;
+    let _rt = kube.create_namespaced(&ns.name, &runtime("host")?).await?;
+    refused_with_an_event(&kube, &ns.name, "host", "--local-roots", &controller).await?;
+    let pvs: Api<PersistentVolume> = Api::all(kube.client.clone());
     assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("without '..'")),
-        "{message:?}"
-    );
-    let events: Api<Event> = Api::namespaced(kube.client.clone(), &ns.name);
-    let event = wait_for("a Warning Event about the Dataset", || async {
-        let list = events
-            .list(&Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .into_iter()
-            .find(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("data")
-                    && e.type_.as_deref() == Some("Warning")
-            })
-            .ok_or_else(|| "none yet".to_string())
-    })
-    .await
-    .with_context(|| controller.log())?;
-    assert_eq!(event.reason.as_deref(), Some("Invalid"), "{event:?}");
-    assert!(
-        event
-            .note
-            .as_deref()
-            .is_some_and(|n| n.contains("without '..'")),
-        "{event:?}"
+        pvs.get_opt(&pv_name(&ns.name, "host")).await?.is_none(),
+        "a PV was made for it"
     );
     Ok(())
 }
