@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Block chunks stay slices of the block they came from, with no copy.
+        .bytes(".fluid.v1.BlockChunk.data")
         .compile_fds(fds)?;
     Ok(())
 }

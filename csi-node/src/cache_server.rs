@@ -4,17 +4,18 @@
 //! every volume and streams the summed progress. The controller thereby sees one figure per
 //! node and Dataset, however many PVCs of it are mounted here.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluid_proto::Endpoint;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::cache_node_server::CacheNode;
 use fluid_proto::fluid::{
-    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, ReleaseRequest,
-    ReleaseResponse, WarmupProgress, WarmupRequest,
+    BlockChunk, EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, ReadBlockRequest,
+    ReleaseRequest, ReleaseResponse, WarmupProgress, WarmupRequest,
 };
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
@@ -30,17 +31,61 @@ use crate::supervisor::Supervisor;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 type WarmupStream = Pin<Box<dyn Stream<Item = Result<WarmupProgress, Status>> + Send>>;
+type BlockStream = Pin<Box<dyn Stream<Item = Result<BlockChunk, Status>> + Send>>;
 
 pub struct CacheService {
     sup: Arc<Supervisor>,
     /// Flips to true at shutdown: open warm-up streams end then, so that the server's
     /// graceful shutdown does not wait for a long warm-up.
     shutdown: watch::Receiver<bool>,
+    /// One connection per daemon for the other nodes' block reads (many, each small).
+    block_channels: Mutex<HashMap<PathBuf, Channel>>,
 }
 
 impl CacheService {
     pub fn new(sup: Arc<Supervisor>, shutdown: watch::Receiver<bool>) -> Self {
-        CacheService { sup, shutdown }
+        CacheService {
+            sup,
+            shutdown,
+            block_channels: Mutex::default(),
+        }
+    }
+
+    /// Passes another node's block read to a daemon of the Dataset (the first staged here: a
+    /// node is one member of the Dataset's cache, however many volumes of it it mounts).
+    async fn read_block(&self, req: ReadBlockRequest) -> Result<BlockStream> {
+        let Some((id, socket)) = self.volumes(&req.dataset)?.into_iter().next() else {
+            return Err(Error::Missing("dataset"));
+        };
+        let channel = {
+            let mut channels = self
+                .block_channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match channels.get(&socket) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Endpoint::Unix(socket.clone())
+                        .lazy_channel(CALL_TIMEOUT)
+                        .map_err(|e| Error::Unavailable(format!("volume {id}: {e}")))?;
+                    channels.insert(socket.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        match CacheNodeClient::new(channel).read_block(req).await {
+            Ok(answer) => Ok(Box::pin(answer.into_inner())),
+            Err(s) => {
+                // A daemon that was replaced has a new socket file: connect anew next time.
+                if s.code() == tonic::Code::Unavailable {
+                    self.block_channels
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&socket);
+                }
+                Err(Error::remote(&id, &s))
+            }
+        }
     }
 
     /// The volumes of `dataset` staged here: (volume id, control socket).
@@ -202,6 +247,18 @@ pub fn merge_stats(all: Vec<GetStatsResponse>) -> GetStatsResponse {
         out.bytes_served += s.bytes_served;
         out.passthrough_opens += s.passthrough_opens;
         out.inodes += s.inodes;
+        out.peer_hits += s.peer_hits;
+        out.peer_bytes += s.peer_bytes;
+        out.peer_errors += s.peer_errors;
+        out.peer_corrupt += s.peer_corrupt;
+        out.peer_served_blocks += s.peer_served_blocks;
+        out.peer_served_bytes += s.peer_served_bytes;
+        out.owned_bytes += s.owned_bytes;
+        for m in s.members {
+            if !out.members.contains(&m) {
+                out.members.push(m);
+            }
+        }
         for m in s.mount_points {
             if !out.mount_points.contains(&m) {
                 out.mount_points.push(m);
@@ -283,6 +340,21 @@ impl CacheNode for CacheService {
         Ok(Response::new(answer))
     }
 
+    type ReadBlockStream = BlockStream;
+
+    async fn read_block(
+        &self,
+        request: Request<ReadBlockRequest>,
+    ) -> Result<Response<BlockStream>, Status> {
+        let req = request.into_inner();
+        let dataset = req.dataset.clone();
+        let stream = self
+            .read_block(req)
+            .await
+            .map_err(status("ReadBlock", &dataset))?;
+        Ok(Response::new(stream))
+    }
+
     async fn release(
         &self,
         request: Request<ReleaseRequest>,
@@ -330,6 +402,7 @@ mod tests {
             mount_points: vec!["s3://b".into()],
             passthrough_opens: 6,
             inodes: 7,
+            ..Default::default()
         };
         let b = GetStatsResponse {
             tiers: vec![tier("MEM", "", 20, 100), tier("SSD", "/c/pvc-b", 7, 50)],

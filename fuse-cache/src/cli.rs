@@ -112,6 +112,83 @@ pub struct MountArgs {
     /// Listen here (a unix socket path) for `fluid-fuse upgrade`.
     #[arg(long = flag::KEEPER_SOCKET)]
     pub keeper_socket: Option<PathBuf>,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+/// The distributed cache: the nodes serving one Dataset share their caches. Each block has an
+/// owner among them (rendezvous hashing over the members); a node reads a block it does not
+/// own from its owner, which fetches it from the source once for all of them.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Distributed cache")]
+pub struct PeerArgs {
+    /// The nodes sharing the cache, NAME=ENDPOINT (tcp://HOST:PORT: a node's --peer-listen,
+    /// or its node plugin's cache endpoint), comma separated or repeated; this node among
+    /// them as --peer-name.
+    #[arg(
+        long,
+        value_name = "NAME=ENDPOINT",
+        value_delimiter = ',',
+        conflicts_with = "peers_file"
+    )]
+    pub peers: Vec<String>,
+    /// A file of the nodes sharing the cache, `NAME ENDPOINT` a line (`#` comments); read
+    /// again when it changes, so members join and leave without a restart (the node plugin
+    /// writes it from the Kubernetes Nodes).
+    #[arg(long, value_name = "FILE")]
+    pub peers_file: Option<PathBuf>,
+    /// This node's name among the members. Default: the host name.
+    #[arg(long)]
+    pub peer_name: Option<String>,
+    /// Serve this node's blocks to the others here (tcp://HOST:PORT); needs the token.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub peer_listen: Option<String>,
+    /// The Dataset as namespace/name, sent with every block request so that a node plugin's
+    /// cache endpoint can pass it to the right daemon.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "")]
+    pub peer_dataset: String,
+    /// A peer that sends nothing for this long (it says "still fetching" every 250 ms while
+    /// its source is slow) is skipped: the block is read from the source, and the peer is
+    /// backed off (2 s, doubling to 30 s). At least 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_peer_timeout)]
+    pub peer_timeout: Duration,
+    /// Where a block read from the node that owns it is kept here: `memory` (the memory tier
+    /// only: hot blocks stay near their readers, the disks hold each block once in the
+    /// cluster), `none`, or `all` (every tier, like an owned block).
+    #[arg(long, value_enum, default_value_t = PeerCopy::Memory)]
+    pub peer_copy: PeerCopy,
+    /// The token the nodes share: sent with every block request and required of every one
+    /// served (the node plugins' cache token). 16 printable characters or more.
+    #[arg(long, env = fluid_proto::cache_auth::TOKEN_ENV, hide_env_values = true, value_name = "TOKEN", value_parser = fluid_proto::cache_auth::parse_token)]
+    pub peer_token: Option<fluid_proto::cache_auth::Token>,
+}
+
+/// `--peer-copy`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerCopy {
+    Memory,
+    None,
+    All,
+}
+
+impl PeerCopy {
+    pub fn keep(self) -> crate::cache::Keep {
+        match self {
+            PeerCopy::Memory => crate::cache::Keep::Memory,
+            PeerCopy::None => crate::cache::Keep::Nothing,
+            PeerCopy::All => crate::cache::Keep::All,
+        }
+    }
+}
+
+fn parse_peer_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(500) {
+        return Err(format!(
+            "{s} is shorter than 500ms: an owner that is fetching says so every 250 ms"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Args, Debug)]

@@ -134,6 +134,19 @@ async fn stats(args: ControlArgs) -> Result<()> {
         "hits {}  misses {}  hit ratio {:.3}",
         s.hits, s.misses, ratio
     );
+    if !s.members.is_empty() {
+        // A miss is read from the block's owner, or else from the source.
+        let source_misses = s.misses.saturating_sub(s.peer_hits);
+        println!(
+            "blocks: {} local hits, {} peer hits ({} bytes), {} source misses; {} peer reads failed ({} bad checksums)",
+            s.hits, s.peer_hits, s.peer_bytes, source_misses, s.peer_errors, s.peer_corrupt
+        );
+        println!(
+            "served to peers: {} blocks, {} bytes; this node owns {} cached bytes",
+            s.peer_served_blocks, s.peer_served_bytes, s.owned_bytes
+        );
+        println!("members ({}): {}", s.members.len(), s.members.join(", "));
+    }
     println!(
         "source: {} bytes in {} requests; served {} bytes; {} opens by kernel passthrough",
         s.source_bytes_read, s.source_requests, s.bytes_served, s.passthrough_opens

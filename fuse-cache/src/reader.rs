@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 
-use crate::cache::{BlockCache, BlockKey, ObjectId, Run};
+use crate::cache::{BlockCache, BlockKey, Keep, ObjectId, Run};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::lock;
 use crate::namespace::{Location, Namespace, Node};
+use crate::peers::cluster::{Cluster, Owner, Peer};
 use fluid_source::BlockBuf;
 use fluid_source::{Kind, Meta, Source};
 
@@ -136,6 +138,11 @@ pub struct Reader {
     prefetch_permits: Arc<Semaphore>,
     /// Inodes some open file has read at random offsets.
     random_inodes: Arc<Mutex<HashSet<u64>>>,
+    /// The Dataset's other nodes, when its cache is shared: a block another node owns is
+    /// read from it.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Where a block read from its owner is kept here.
+    peer_copy: Keep,
 }
 
 impl Reader {
@@ -148,7 +155,17 @@ impl Reader {
             counters: Arc::default(),
             prefetch_permits,
             random_inodes: Arc::default(),
+            cluster: None,
+            peer_copy: Keep::Memory,
         }
+    }
+
+    /// Shares the cache with the other members of `cluster`; blocks read from them are kept
+    /// as `peer_copy` says.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>, peer_copy: Keep) -> Self {
+        self.cluster = Some(cluster);
+        self.peer_copy = peer_copy;
+        self
     }
 
     pub fn open(&self, node: &Node) -> Result<OpenFile> {
@@ -163,20 +180,31 @@ impl Reader {
             .source(*mount)
             .ok_or_else(|| Error::NotFound(path.clone()))?
             .clone();
+        Ok(Self::open_version(
+            node.ino,
+            source,
+            path.clone(),
+            node.meta.clone(),
+        ))
+    }
+
+    /// The object version `meta` of `path` in `source`, as a file to read blocks of (inode 0
+    /// when no inode of ours stands for it: a block asked for by another node).
+    pub fn open_version(ino: u64, source: Arc<dyn Source>, path: String, meta: Meta) -> OpenFile {
         let object = ObjectId {
             mount: source.name(),
-            path,
-            version: &node.meta.version(),
+            path: &path,
+            version: &meta.version(),
         }
         .name();
-        Ok(OpenFile {
-            ino: node.ino,
+        OpenFile {
+            ino,
             source,
-            path: path.clone(),
-            meta: node.meta.clone(),
+            path,
+            meta,
             object,
             pattern: Mutex::default(),
-        })
+        }
     }
 
     /// Drops what is known of inodes the kernel forgot.
@@ -258,38 +286,73 @@ impl Reader {
         bs.min(size.saturating_sub(index * bs)) as usize
     }
 
-    /// One whole block, from the cache or the source.
-    pub async fn block(&self, file: &OpenFile, index: u64) -> Result<Bytes> {
-        let key = BlockKey {
+    fn key(&self, file: &OpenFile, index: u64) -> BlockKey {
+        BlockKey {
             object: file.object.clone(),
             index,
-        };
-        let bs = self.cfg.block_size;
-        let want = self.block_len(file.meta.size, index);
-        let source = file.source.clone();
-        let path = file.path.clone();
-        let meta = file.meta.clone();
-        let counters = self.counters.clone();
-        let cache = self.cache.clone();
-        let object = file.object.clone();
+        }
+    }
+
+    /// One whole block: from the cache, else from the node that owns it when the cache is
+    /// shared and that is another node (kept here as `peer_copy` says; from the source when
+    /// that node fails), else from the source.
+    pub async fn block(&self, file: &OpenFile, index: u64) -> Result<Bytes> {
+        let key = self.key(file, index);
+        if let Some(cluster) = &self.cluster
+            && let Owner::Peer(peer) = cluster.owner(&key)
+        {
+            let fetch = self.block_fetch(file, index);
+            let (cluster, keep) = (cluster.clone(), self.peer_copy);
+            return self
+                .cache
+                .get_or_fetch_keeping(&key, keep, move || async move {
+                    fetch.via_peer(&cluster, &peer, keep).await
+                })
+                .await;
+        }
+        self.owned_block(file, index).await
+    }
+
+    /// Whether block `index` of `file` is this node's to cache: always, unless the cache is
+    /// shared and another member owns it.
+    pub fn owns(&self, file: &OpenFile, index: u64) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.owns(&self.key(file, index)))
+    }
+
+    /// The blocks of `file` this node owns, with their lengths.
+    pub fn owned_blocks<'a>(&'a self, file: &'a OpenFile) -> impl Iterator<Item = (u64, u64)> + 'a {
+        let size = file.meta.size;
+        (0..size.div_ceil(self.cfg.block_size))
+            .filter(move |&i| self.owns(file, i))
+            .map(move |i| (i, self.block_len(size, i) as u64))
+    }
+
+    /// One whole block as its owner gets it: from the cache, else from the source, kept on
+    /// every tier. What another node's request is answered with (never passed on).
+    pub async fn owned_block(&self, file: &OpenFile, index: u64) -> Result<Bytes> {
+        let fetch = self.block_fetch(file, index);
         self.cache
-            .get_or_fetch(&key, move || async move {
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                let mut buf = cache.block_buf(&object, meta.size, bs, index, want);
-                let read = source.read_into(&path, &meta, index * bs, &mut buf).await;
-                counters.source_latency.observe(started.elapsed());
-                read?;
-                counters
-                    .bytes
-                    .fetch_add(buf.filled() as u64, Ordering::Relaxed);
-                if buf.filled() < want {
-                    // The object shrank since its attributes were read.
-                    return Err(Error::Changed(path));
-                }
-                Ok(buf.freeze())
+            .get_or_fetch(&self.key(file, index), move || async move {
+                let buf = fetch.buf(Keep::All);
+                fetch.read_source(buf).await
             })
             .await
+    }
+
+    fn block_fetch(&self, file: &OpenFile, index: u64) -> BlockFetch {
+        BlockFetch {
+            source: file.source.clone(),
+            path: file.path.clone(),
+            meta: file.meta.clone(),
+            object: file.object.clone(),
+            index,
+            len: self.block_len(file.meta.size, index),
+            block_size: self.cfg.block_size,
+            counters: self.counters.clone(),
+            cache: self.cache.clone(),
+        }
     }
 
     /// Fetches blocks `from..to` into the cache in the background, a run of blocks per
@@ -325,8 +388,50 @@ impl Reader {
         }
     }
 
-    /// Fetches the blocks of `run` (from block `first` on) with one source request.
+    /// Fetches the blocks of `run` (from block `first` on): with one source request, or, when
+    /// the cache is shared, the stretches this node gets itself with one request each and the
+    /// blocks of other owners from them, all at once.
     async fn fetch_run(&self, file: &OpenFile, first: u64, mut run: Run) {
+        let Some(cluster) = &self.cluster else {
+            return self.fetch_from_source(file, first, run).await;
+        };
+        let mine = |index: u64| matches!(cluster.owner(&self.key(file, index)), Owner::Me);
+        let mut pieces = Vec::new();
+        let mut at = first;
+        while !run.is_empty() {
+            let n = match cluster.owner(&self.key(file, at)) {
+                Owner::Me => {
+                    let n = (1..run.len())
+                        .find(|&i| !mine(at + i as u64))
+                        .unwrap_or(run.len());
+                    let rest = run.split_off(n);
+                    pieces.push(self.fetch_from_source(file, at, run).boxed());
+                    run = rest;
+                    n
+                }
+                Owner::Peer(peer) => {
+                    let rest = run.split_off(1);
+                    let mut one = std::mem::replace(&mut run, rest);
+                    let (fetch, keep) = (self.block_fetch(file, at), self.peer_copy);
+                    let cluster = cluster.clone();
+                    pieces.push(
+                        async move {
+                            one.set_keep(keep);
+                            one.reserve_writes().await;
+                            one.deliver(fetch.via_peer(&cluster, &peer, keep).await);
+                        }
+                        .boxed(),
+                    );
+                    1
+                }
+            };
+            at += n as u64;
+        }
+        futures::future::join_all(pieces).await;
+    }
+
+    /// Fetches the blocks of `run` (from block `first` on) with one source request.
+    async fn fetch_from_source(&self, file: &OpenFile, first: u64, mut run: Run) {
         run.reserve_writes().await;
         let bs = self.cfg.block_size;
         let size = file.meta.size;
@@ -369,6 +474,73 @@ impl Reader {
             counters: self.counters.clone(),
             prefetch_permits: self.prefetch_permits.clone(),
             random_inodes: self.random_inodes.clone(),
+            cluster: self.cluster.clone(),
+            peer_copy: self.peer_copy,
+        }
+    }
+}
+
+/// What fetching one block needs, owned, so the fetch can outlive the read that started it
+/// (it fills the cache for the readers that come after).
+struct BlockFetch {
+    source: Arc<dyn Source>,
+    path: String,
+    meta: Meta,
+    object: Arc<str>,
+    index: u64,
+    len: usize,
+    block_size: u64,
+    counters: Arc<SourceCounters>,
+    cache: Arc<BlockCache>,
+}
+
+impl BlockFetch {
+    /// A buffer for the block: where the cache keeps it, or memory of its own when it is
+    /// not kept.
+    fn buf(&self, keep: Keep) -> BlockBuf {
+        if keep == Keep::Nothing {
+            return BlockBuf::new(self.len);
+        }
+        let (size, bs) = (self.meta.size, self.block_size);
+        self.cache
+            .block_buf(&self.object, size, bs, self.index, self.len)
+    }
+
+    async fn read_source(&self, mut buf: BlockBuf) -> Result<Bytes> {
+        let c = &self.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let offset = self.index * self.block_size;
+        let read = self
+            .source
+            .read_into(&self.path, &self.meta, offset, &mut buf)
+            .await;
+        c.source_latency.observe(started.elapsed());
+        read?;
+        c.bytes.fetch_add(buf.filled() as u64, Ordering::Relaxed);
+        if buf.filled() < self.len {
+            // The object shrank since its attributes were read.
+            return Err(Error::Changed(self.path.clone()));
+        }
+        Ok(buf.freeze())
+    }
+
+    /// From `peer`, else (it failed; see `peers::cluster`) from the source.
+    async fn via_peer(&self, cluster: &Cluster, peer: &Peer, keep: Keep) -> Result<Bytes> {
+        let mut buf = self.buf(keep);
+        let req = cluster.request(
+            self.source.name(),
+            &self.path,
+            &self.meta,
+            self.index,
+            self.block_size,
+        );
+        match cluster.read(peer, req, &mut buf).await {
+            Ok(()) => Ok(buf.freeze()),
+            Err(_) => {
+                buf.clear();
+                self.read_source(buf).await
+            }
         }
     }
 }

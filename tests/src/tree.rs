@@ -93,6 +93,17 @@ fn ancestors(path: &str) -> Vec<String> {
 }
 
 impl Tree {
+    /// Adds `count` files of `size` random bytes as `dir/shard-N` (a dataset of shards, as
+    /// training sets are often cut).
+    pub fn add_shards(&mut self, dir: &str, count: usize, size: u64, seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        self.dirs.insert(dir.to_string());
+        for n in 0..count {
+            self.files
+                .insert(format!("{dir}/shard-{n}"), random(&mut rng, size));
+        }
+    }
+
     /// Names directly in `dir`.
     pub fn children(&self, dir: &str) -> BTreeSet<String> {
         let prefix = if dir.is_empty() {

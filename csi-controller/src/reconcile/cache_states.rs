@@ -2,12 +2,14 @@
 //! the nodes labelled as holding it: each node plugin serves `CacheNode.GetStats` per dataset
 //! at the address in its Node's `fluid.io/cache-endpoint` annotation.
 //!
-//! - cached: per node the largest tier's bytes (a block read lands in MEM and on SSD both, so
-//!   the tiers overlap), summed over nodes;
+//! - cached: per node the bytes of the blocks it owns (each counted once however many of its
+//!   tiers hold it; with a shared cache, the copies a node keeps of blocks another node owns
+//!   are not counted), summed over nodes: the cluster's cache, once;
 //! - cacheCapacity: every tier's quota, summed over nodes;
 //! - cachedPercentage: cached over the Dataset's `ufsTotal` bytes once the walk knows them;
-//! - cacheHitRatio: hits / (hits + misses) made since the previous refresh (a daemon whose
-//!   counters went down restarted, so its counts are all new).
+//! - cacheHitRatio: blocks not read from the source (local and peer hits) over all block
+//!   lookups, made since the previous refresh (a daemon whose counters went down restarted,
+//!   so its counts are all new).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,15 +76,18 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
             match node_stats(&node, &ctx.cache_auth, &key).await {
                 Ok(s) => {
                     sum.nodes += 1;
-                    sum.cached += s.tiers.iter().map(|t| t.used_bytes).max().unwrap_or(0);
+                    sum.cached += s.owned_bytes;
                     sum.capacity += s.tiers.iter().map(|t| t.capacity_bytes).sum::<u64>();
+                    // A block read from its owner is a miss here and a hit of the cluster.
+                    let hits = s.hits + s.peer_hits;
+                    let misses = s.misses.saturating_sub(s.peer_hits);
                     let before = seen
-                        .insert((key.clone(), node.name.clone()), (s.hits, s.misses))
+                        .insert((key.clone(), node.name.clone()), (hits, misses))
                         .unwrap_or((0, 0));
-                    let (h, m) = if s.hits < before.0 || s.misses < before.1 {
-                        (s.hits, s.misses)
+                    let (h, m) = if hits < before.0 || misses < before.1 {
+                        (hits, misses)
                     } else {
-                        (s.hits - before.0, s.misses - before.1)
+                        (hits - before.0, misses - before.1)
                     };
                     sum.hits += h;
                     sum.misses += m;

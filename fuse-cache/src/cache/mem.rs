@@ -155,6 +155,13 @@ impl MemTier {
         self.quota
     }
 
+    /// Calls `f` with every block held and its length, at one instant.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&BlockKey, u64)) {
+        for (k, v) in self.state().lru.iter() {
+            f(k, v.len() as u64);
+        }
+    }
+
     pub(crate) fn used(&self) -> u64 {
         self.state().used
     }

@@ -270,6 +270,20 @@ impl BlockCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes>> + Send + 'static,
     {
+        self.get_or_fetch_keeping(key, Keep::All, fetch).await
+    }
+
+    /// [`Self::get_or_fetch`], keeping a fetched block only as `keep` says.
+    pub async fn get_or_fetch_keeping<F, Fut>(
+        &self,
+        key: &BlockKey,
+        keep: Keep,
+        fetch: F,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>> + Send + 'static,
+    {
         if let Some(data) = self.inner.get(key).await {
             return Ok(data);
         }
@@ -290,6 +304,7 @@ impl BlockCache {
             let mut run = Run {
                 inner: self.inner.clone(),
                 pending: VecDeque::from([claimed]),
+                keep,
             };
             let fut = fetch();
             tokio::spawn(async move {
@@ -321,6 +336,7 @@ impl BlockCache {
                     Run {
                         inner: self.inner.clone(),
                         pending: VecDeque::from([claimed]),
+                        keep: Keep::All,
                     },
                 )),
             }
@@ -422,6 +438,25 @@ impl BlockCache {
     /// The sum of the tiers' quotas.
     pub fn capacity(&self) -> u64 {
         self.inner.tiers().map(|t| t.capacity()).sum()
+    }
+
+    /// The bytes of the distinct blocks that `select` picks (a block on two tiers counts
+    /// once).
+    pub fn distinct_bytes(&self, select: impl Fn(&BlockKey) -> bool) -> u64 {
+        let inner = &self.inner;
+        let mut seen = std::collections::HashMap::new();
+        let mut add = |k: &BlockKey, len: u64| {
+            if !seen.contains_key(k) && select(k) {
+                seen.insert(k.clone(), len);
+            }
+        };
+        if let Some(m) = &inner.mem {
+            m.for_each(&mut add);
+        }
+        for d in &inner.disks {
+            d.for_each(&mut add);
+        }
+        seen.values().sum()
     }
 
     /// The sum of the bytes the tiers hold.
@@ -556,11 +591,24 @@ impl Inner {
     }
 }
 
+/// Where a fetched block is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// In the memory tier and written to the first disk tier: a block this node owns.
+    All,
+    /// In the memory tier only, so hot blocks stay near their readers without filling the
+    /// disk (a copy of a block another node owns).
+    Memory,
+    /// Nowhere: handed to the readers waiting for it and dropped.
+    Nothing,
+}
+
 /// Blocks claimed for one fetch ([`BlockCache::claim_runs`]), in order. Each is answered by
 /// [`Run::deliver`] as it arrives; any left when the run is dropped fail.
 pub struct Run {
     inner: Arc<Inner>,
     pending: VecDeque<Claimed>,
+    keep: Keep,
 }
 
 struct Claimed {
@@ -580,9 +628,26 @@ impl Run {
         self.pending.is_empty()
     }
 
+    /// Keeps the blocks of this run as `keep` says (by default: [`Keep::All`]).
+    pub fn set_keep(&mut self, keep: Keep) {
+        self.keep = keep;
+    }
+
+    /// The blocks after the first `at`, as a run of their own (kept the same way).
+    pub fn split_off(&mut self, at: usize) -> Run {
+        Run {
+            inner: self.inner.clone(),
+            pending: self.pending.split_off(at.min(self.pending.len())),
+            keep: self.keep,
+        }
+    }
+
     /// Waits for a place in the disk write queue for each block (see the module notes), so
-    /// the fetch goes no faster than the disk keeps up.
+    /// the fetch goes no faster than the disk keeps up. Blocks not kept on disk need none.
     pub async fn reserve_writes(&mut self) {
+        if self.keep != Keep::All {
+            return;
+        }
         for c in &mut self.pending {
             c.slot = self.inner.write_slot(&c.guard.key).await;
         }
@@ -594,7 +659,11 @@ impl Run {
             return;
         };
         if let Ok(data) = &result {
-            self.inner.keep(&c.guard.key, data, c.slot);
+            match self.keep {
+                Keep::All => self.inner.keep(&c.guard.key, data, c.slot),
+                Keep::Memory => self.inner.keep(&c.guard.key, data, None),
+                Keep::Nothing => {}
+            }
         }
         // Out of the flight table first: a caller coming after an error starts anew.
         drop(c.guard);

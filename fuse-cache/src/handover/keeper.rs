@@ -72,6 +72,7 @@ async fn keep(mut args: MountArgs) -> Result<()> {
     // The serving process checks these too; here a bad flag fails before anything is mounted.
     load_mounts(&args)?;
     tiers(&args)?;
+    crate::peers::check(&args.peers)?;
     check_mountpoint(&args.mountpoint)?;
     // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)

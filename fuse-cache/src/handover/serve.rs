@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use fluid_proto::Endpoint;
+use fluid_proto::cache_auth::RequireToken;
 use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 
 use crate::cache::{BlockCache, CacheOptions};
@@ -59,18 +60,19 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
             .map_err(|e| Error::io("the metrics listener", e))?;
         rt.spawn(crate::service::metrics::serve(listener, control.clone()));
     }
-    let mut control_server = None;
+    let mut servers = Vec::new();
     if let Some(ep) = &m.control {
-        let ep: Endpoint = ep
-            .parse()
-            .map_err(|e: fluid_proto::EndpointError| Error::invalid("--control", e.to_string()))?;
-        let bound = rt
-            .block_on(ep.bind())
-            .map_err(|e| Error::invalid("--control", e.to_string()))?;
         let router = tonic::transport::Server::builder()
             .add_service(CacheNodeServer::new(control.as_ref().clone()));
-        let stop = stop.clone();
-        control_server = Some(rt.spawn(bound.serve(router, async move { stop.notified().await })));
+        servers.push(listen(rt, "--control", ep, router, &stop)?);
+    }
+    if let Some(ep) = &m.peers.peer_listen {
+        // `peers::join` refused a peer endpoint without a token.
+        let token = m.peers.peer_token.as_ref().map(|t| t.as_str());
+        let router = tonic::transport::Server::builder().add_service(
+            CacheNodeServer::with_interceptor(control.as_ref().clone(), RequireToken::new(token)),
+        );
+        servers.push(listen(rt, "--peer-listen", ep, router, &stop)?);
     }
 
     let fuse_fd = fuse.as_raw_fd();
@@ -158,11 +160,30 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     stop.notify_waiters();
     rt.block_on(async {
         reader.cache.flush().await;
-        if let Some(server) = control_server {
+        for server in servers {
             let _ = server.await;
         }
     });
     ended.map_err(|e| Error::io("serving FUSE requests", e))
+}
+
+/// Serves `router` on the endpoint `ep` (given as `flag`) until `stop`.
+fn listen(
+    rt: &tokio::runtime::Runtime,
+    flag: &str,
+    ep: &str,
+    router: tonic::transport::server::Router,
+    stop: &Arc<tokio::sync::Notify>,
+) -> Result<tokio::task::JoinHandle<std::result::Result<(), fluid_proto::EndpointError>>> {
+    let ep: Endpoint = ep
+        .parse()
+        .map_err(|e: fluid_proto::EndpointError| Error::invalid(flag, e.to_string()))?;
+    let bound = rt
+        .block_on(ep.bind())
+        .map_err(|e| Error::invalid(flag, e.to_string()))?;
+    tracing::info!(listen = %bound.endpoint(), "{flag} serving");
+    let stop = stop.clone();
+    Ok(rt.spawn(bound.serve(router, async move { stop.notified().await })))
 }
 
 /// The sources, the cache and the namespace of the mount. A successor skips the checks of
@@ -208,7 +229,16 @@ async fn build(
         max_readahead_blocks: m.readahead_blocks.max(1),
         ..ReadConfig::default()
     };
-    let reader = Arc::new(Reader::new(Arc::new(ns), cache, cfg));
+    let mut reader = Reader::new(Arc::new(ns), cache, cfg);
+    if let Some(cluster) = crate::peers::join(&m.peers)? {
+        tracing::info!(
+            me = cluster.me(),
+            members = cluster.members().len(),
+            "sharing the cache with the peers"
+        );
+        reader = reader.with_cluster(cluster, m.peers.peer_copy.keep());
+    }
+    let reader = Arc::new(reader);
     let control = Arc::new(Control {
         reader: reader.clone(),
     });

@@ -224,6 +224,14 @@ impl Namespace {
         self.mounts.get(mount).map(|(_, s)| s)
     }
 
+    /// The source whose name (its mount point URL) is `name`.
+    pub fn source_named(&self, name: &str) -> Option<&Arc<dyn Source>> {
+        self.mounts
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name() == name)
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         // A panic while holding the lock leaves the table consistent (each update is one insert).
         self.table.lock().unwrap_or_else(|p| p.into_inner())

@@ -5,12 +5,12 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fluid_proto::fluid::cache_node_server::CacheNode;
 use fluid_proto::fluid::{
-    EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, PathError, ReleaseRequest,
-    ReleaseResponse, TierStats, WarmupProgress, WarmupRequest,
+    BlockChunk, EvictRequest, EvictResponse, GetStatsRequest, GetStatsResponse, PathError,
+    ReadBlockRequest, ReleaseRequest, ReleaseResponse, TierStats, WarmupProgress, WarmupRequest,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -21,10 +21,16 @@ use tonic::{Request, Response, Status};
 use crate::cache::{BlockKey, ObjectScope};
 use crate::error::{Error, Result};
 use crate::namespace::{Location, Node};
-use crate::reader::Reader;
-use fluid_source::Kind;
+use crate::peers::cluster::ClusterCounters;
+use crate::peers::wire;
+use crate::reader::{OpenFile, Reader};
+use fluid_source::{self as source, Kind};
 
 const DEFAULT_WARMUP_PARALLELISM: usize = 8;
+
+/// While the owner fetches a block from the source, it tells the asking node so this often,
+/// so that a slow source is not taken for a dead peer.
+const STILL_FETCHING_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Cheap to clone: every field is shared.
 #[derive(Clone)]
@@ -36,7 +42,23 @@ impl Control {
     pub fn stats(&self) -> GetStatsResponse {
         let s = self.reader.cache.stats();
         let c = &self.reader.counters;
+        let cluster = self.reader.cluster.as_deref();
+        let peer = |f: fn(&ClusterCounters) -> &AtomicU64| {
+            cluster.map_or(0, |c| f(&c.counters).load(Ordering::Relaxed))
+        };
+        let owned_bytes = match cluster {
+            Some(c) => self.reader.cache.distinct_bytes(|k| c.owns(k)),
+            None => self.reader.cache.distinct_bytes(|_| true),
+        };
         GetStatsResponse {
+            peer_hits: peer(|c| &c.peer_hits),
+            peer_bytes: peer(|c| &c.peer_bytes),
+            peer_errors: peer(|c| &c.peer_errors),
+            peer_corrupt: peer(|c| &c.peer_corrupt),
+            peer_served_blocks: peer(|c| &c.served_blocks),
+            peer_served_bytes: peer(|c| &c.served_bytes),
+            members: cluster.map(|c| c.members()).unwrap_or_default(),
+            owned_bytes,
             tiers: s
                 .tiers
                 .iter()
@@ -118,21 +140,22 @@ impl Control {
     }
 
     /// Reads every block of a file into the cache, returning (bytes loaded, bytes already cached).
-    async fn warm_file(reader: &Reader, node: &Node) -> Result<(u64, u64)> {
-        let file = reader.open(node)?;
-        let bs = reader.cfg.block_size;
-        let mut cached = 0;
-        for index in 0..file.meta.size.div_ceil(bs) {
-            let len = bs.min(file.meta.size - index * bs);
+    /// Warms the blocks of a file this node owns (all of them unless the cache is shared:
+    /// then every block is warmed once in the cluster, on its owner); their bytes, and of
+    /// those the bytes that were cached already.
+    async fn warm_file(reader: &Reader, file: &OpenFile) -> Result<(u64, u64)> {
+        let (mut bytes, mut cached) = (0, 0);
+        for (index, len) in reader.owned_blocks(file) {
             if reader.cache.contains(&BlockKey {
-                object: file_object(&file),
+                object: file_object(file),
                 index,
             }) {
                 cached += len;
             }
-            reader.block(&file, index).await?;
+            reader.owned_block(file, index).await?;
+            bytes += len;
         }
-        Ok((file.meta.size, cached))
+        Ok((bytes, cached))
     }
 }
 
@@ -141,6 +164,32 @@ fn file_object(file: &crate::reader::OpenFile) -> Arc<str> {
 }
 
 type WarmupStream = Pin<Box<dyn Stream<Item = Result<WarmupProgress, Status>> + Send>>;
+type BlockStream = Pin<Box<dyn Stream<Item = Result<BlockChunk, Status>> + Send>>;
+
+impl Control {
+    /// The object version and block a peer asks for, checked against what this node serves.
+    fn asked_block(&self, req: &ReadBlockRequest) -> Result<(OpenFile, u64), Status> {
+        let bs = self.reader.cfg.block_size;
+        if req.block_size != bs {
+            return Err(Status::failed_precondition(format!(
+                "block_size: this node cuts {bs}-byte blocks, the request names {}-byte ones; give every node of the Dataset the same block size",
+                req.block_size
+            )));
+        }
+        let src = self.reader.ns.source_named(&req.mount).ok_or_else(|| {
+            Status::not_found(format!("mount: this node serves no mount {:?}", req.mount))
+        })?;
+        source::check_relative(&req.path).map_err(crate::Error::from)?;
+        if req.index.saturating_mul(bs) >= req.size {
+            return Err(Status::out_of_range(format!(
+                "index: block {} starts past the end of the {}-byte object",
+                req.index, req.size
+            )));
+        }
+        let file = Reader::open_version(0, src.clone(), req.path.clone(), wire::meta_of(req));
+        Ok((file, req.index))
+    }
+}
 
 #[tonic::async_trait]
 impl CacheNode for Control {
@@ -168,26 +217,42 @@ impl CacheNode for Control {
         let this = self.clone();
         tokio::spawn(async move {
             let mut progress = WarmupProgress::default();
-            let files = this.files_under(&req.paths, &mut progress.errors).await;
+            let reader = this.reader.clone();
+            let mut files = Vec::new();
+            for (path, node) in this.files_under(&req.paths, &mut progress.errors).await {
+                match reader.open(&node) {
+                    Ok(file) => {
+                        let share: u64 = reader.owned_blocks(&file).map(|(_, len)| len).sum();
+                        // A shared cache: files without a block of ours are the others' work.
+                        if share > 0 || (file.meta.size == 0 && reader.cluster.is_none()) {
+                            files.push((path, file, share));
+                        }
+                    }
+                    Err(e) => progress.errors.push(PathError {
+                        path,
+                        message: e.to_string(),
+                    }),
+                }
+            }
             progress.files_total = files.len() as u64;
-            progress.bytes_total = files.iter().map(|(_, n)| n.meta.size).sum();
+            progress.bytes_total = files.iter().map(|(_, _, share)| share).sum();
             if tx.send(Ok(progress.clone())).await.is_err() {
                 return;
             }
-            let reader = this.reader.clone();
             let room = Arc::new(Room::new(this.room()));
-            let mut results = futures::stream::iter(files.into_iter().map(|(path, node)| {
-                let (reader, room) = (reader.clone(), room.clone());
-                async move {
-                    // Files read in parallel are admitted against the room left, so that
-                    // together they never push out what this warm-up already loaded.
-                    if !room.take(node.meta.size) {
-                        return (path, None);
+            let mut results =
+                futures::stream::iter(files.into_iter().map(|(path, file, share)| {
+                    let (reader, room) = (reader.clone(), room.clone());
+                    async move {
+                        // Files read in parallel are admitted against the room left, so that
+                        // together they never push out what this warm-up already loaded.
+                        if !room.take(share) {
+                            return (path, None);
+                        }
+                        (path, Some(Control::warm_file(&reader, &file).await))
                     }
-                    (path, Some(Control::warm_file(&reader, &node).await))
-                }
-            }))
-            .buffer_unordered(parallelism);
+                }))
+                .buffer_unordered(parallelism);
             while let Some((path, result)) = results.next().await {
                 match result {
                     Some(Ok((bytes, cached))) => {
@@ -248,6 +313,54 @@ impl CacheNode for Control {
             }
         }
         Ok(Response::new(resp))
+    }
+
+    type ReadBlockStream = BlockStream;
+
+    /// A block for another node: from the cache, else from the source (kept here, as the
+    /// owner keeps its blocks), in checked chunks.
+    async fn read_block(
+        &self,
+        req: Request<ReadBlockRequest>,
+    ) -> Result<Response<BlockStream>, Status> {
+        let (file, index) = self.asked_block(&req.into_inner())?;
+        let (tx, rx) = mpsc::channel(4);
+        let reader = self.reader.clone();
+        tokio::spawn(async move {
+            // The fetch itself runs in the cache's own task: an asker that gives up does not
+            // stop it, and the next asker finds the block.
+            let fetch = reader.owned_block(&file, index);
+            tokio::pin!(fetch);
+            let block = loop {
+                tokio::select! {
+                    block = &mut fetch => break block,
+                    _ = tokio::time::sleep(STILL_FETCHING_EVERY) => {
+                        if tx.send(Ok(wire::still_fetching())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            match block {
+                Ok(block) => {
+                    let c = reader.cluster.as_ref().map(|c| &c.counters);
+                    for chunk in wire::chunks(&block) {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(c) = c {
+                        c.served_blocks.fetch_add(1, Ordering::Relaxed);
+                        c.served_bytes
+                            .fetch_add(block.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn release(

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use fluid_proto::http::{self, Reply};
 use hyper::body::Incoming;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::peers::cluster::{Peer, PeerStats};
 use crate::service::control::Control;
 
 /// The OpenMetrics text format's media type, which Prometheus asks for and parses.
@@ -52,6 +54,53 @@ fn label_value(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The figures of each peer talked to, labelled by its member name.
+fn encode_peers(e: &mut DescriptorEncoder, peers: &[Arc<Peer>]) -> fmt::Result {
+    let label = |p: &Peer| -> Labels { vec![("peer", label_value(&p.name))] };
+    type Field = fn(&PeerStats) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 4] = [
+        (
+            "fluid_peer_requests",
+            "Block requests sent to a peer.",
+            |s| &s.requests,
+        ),
+        (
+            "fluid_peer_read_bytes",
+            "Block bytes received from a peer.",
+            |s| &s.bytes,
+        ),
+        (
+            "fluid_peer_errors",
+            "Block requests to a peer that failed (and went elsewhere).",
+            |s| &s.errors,
+        ),
+        (
+            "fluid_peer_corrupt",
+            "Blocks from a peer that failed their checksum.",
+            |s| &s.corrupt,
+        ),
+    ];
+    for (name, help, field) in counters {
+        let samples = peers
+            .iter()
+            .map(|p| {
+                (
+                    label(p),
+                    ConstCounter::new(field(&p.stats).load(Ordering::Relaxed)),
+                )
+            })
+            .collect();
+        family(e, name, help, MetricType::Counter, samples)?;
+    }
+    family(
+        e,
+        "fluid_peer_request_duration_seconds",
+        "Time of one block request to a peer, to its last byte.",
+        MetricType::Histogram,
+        peers.iter().map(|p| (label(p), &p.stats.latency)).collect(),
+    )
 }
 
 /// The daemon's figures, read at each scrape.
@@ -155,6 +204,30 @@ impl Collector for Figures {
             MetricType::Counter,
             counters(one(s.passthrough_opens)),
         )?;
+        family(
+            &mut e,
+            "fluid_peer_hits",
+            "Blocks read from the peer that owns them instead of the source.",
+            MetricType::Counter,
+            counters(one(s.peer_hits)),
+        )?;
+        family(
+            &mut e,
+            "fluid_peer_served_bytes",
+            "Bytes of owned blocks served to the peers.",
+            MetricType::Counter,
+            counters(one(s.peer_served_bytes)),
+        )?;
+        family(
+            &mut e,
+            "fluid_cache_owned_bytes",
+            "Cached bytes of the blocks this node owns: its share of the cluster's cache.",
+            MetricType::Gauge,
+            gauges(one(s.owned_bytes)),
+        )?;
+        if let Some(cluster) = &self.0.reader.cluster {
+            encode_peers(&mut e, &cluster.peers())?;
+        }
         let c = &self.0.reader.counters;
         family(
             &mut e,

@@ -6,5 +6,6 @@ mod csi_node;
 mod csi_sanity;
 mod handover;
 mod mount;
+mod peers;
 mod smoke;
 mod sources;

@@ -264,6 +264,13 @@ impl DiskTier {
         (st.used, st.lru.len() as u64)
     }
 
+    /// Calls `f` with every block held and its length, at one instant.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&BlockKey, u64)) {
+        for (k, e) in self.inner.state().lru.iter() {
+            f(k, e.len);
+        }
+    }
+
     pub(crate) fn used(&self) -> u64 {
         self.inner.state().used
     }
