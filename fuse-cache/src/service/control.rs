@@ -139,7 +139,6 @@ impl Control {
         out
     }
 
-    /// Reads every block of a file into the cache, returning (bytes loaded, bytes already cached).
     /// Warms the blocks of a file this node owns (all of them unless the cache is shared:
     /// then every block is warmed once in the cluster, on its owner); their bytes, and of
     /// those the bytes that were cached already.
