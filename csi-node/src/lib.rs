@@ -11,6 +11,7 @@ pub mod error;
 pub mod labels;
 pub mod mounts;
 pub mod node_server;
+pub mod peers;
 pub mod policy;
 pub mod registration_server;
 pub mod state;
@@ -78,6 +79,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     if let Some(client) = kube {
         // After recovery: the first pass knows every staged volume, so it removes only labels
         // that really are stale.
+        if sup.shares_caches() {
+            peers::spawn(sup.clone(), client.clone());
+        }
         labels::spawn(
             sup.clone(),
             client,

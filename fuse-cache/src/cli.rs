@@ -135,17 +135,17 @@ pub struct PeerArgs {
     /// A file of the nodes sharing the cache, `NAME ENDPOINT` a line (`#` comments); read
     /// again when it changes, so members join and leave without a restart (the node plugin
     /// writes it from the Kubernetes Nodes).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = flag::PEERS_FILE, value_name = "FILE")]
     pub peers_file: Option<PathBuf>,
     /// This node's name among the members. Default: the host name.
-    #[arg(long)]
+    #[arg(long = flag::PEER_NAME)]
     pub peer_name: Option<String>,
     /// Serve this node's blocks to the others here (tcp://HOST:PORT); needs the token.
     #[arg(long, value_name = "ENDPOINT")]
     pub peer_listen: Option<String>,
     /// The Dataset as namespace/name, sent with every block request so that a node plugin's
     /// cache endpoint can pass it to the right daemon.
-    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "")]
+    #[arg(long = flag::PEER_DATASET, value_name = "NAMESPACE/NAME", default_value = "")]
     pub peer_dataset: String,
     /// A peer that sends nothing for this long (it says "still fetching" every 250 ms while
     /// its source is slow) is skipped: the block is read from the source, and the peer is
@@ -304,6 +304,11 @@ mod tests {
             control: "/run/fluid/vol/control.sock".into(),
             ready_file: "/run/fluid/vol/ready".into(),
             keeper_socket: "/run/fluid/vol/keeper.sock".into(),
+            peers: Some(fluid_volume::daemon::PeerFlags {
+                file: "/var/lib/fluid/node/.peers/ml_imagenet".into(),
+                name: "node-1".into(),
+                dataset: "ml/imagenet".into(),
+            }),
         };
         let argv = std::iter::once("fluid-fuse".into()).chain(command.args());
         let Command::Mount(m) = Cli::try_parse_from(argv).unwrap().command else {
@@ -319,5 +324,9 @@ mod tests {
         );
         assert_eq!(m.ready_file.as_ref(), Some(&command.ready_file));
         assert_eq!(m.keeper_socket.as_ref(), Some(&command.keeper_socket));
+        let peers = command.peers.as_ref().unwrap();
+        assert_eq!(m.peers.peers_file.as_ref(), Some(&peers.file));
+        assert_eq!(m.peers.peer_name.as_ref(), Some(&peers.name));
+        assert_eq!(m.peers.peer_dataset, peers.dataset);
     }
 }

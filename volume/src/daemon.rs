@@ -17,6 +17,18 @@ pub mod flag {
     pub const CONTROL: &str = "control";
     pub const READY_FILE: &str = "ready-file";
     pub const KEEPER_SOCKET: &str = "keeper-socket";
+    pub const PEERS_FILE: &str = "peers-file";
+    pub const PEER_NAME: &str = "peer-name";
+    pub const PEER_DATASET: &str = "peer-dataset";
+}
+
+/// A daemon that shares its Dataset's cache with the other nodes: the members (a peers file
+/// its supervisor keeps), its own name among them, and the Dataset its block requests name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerFlags {
+    pub file: PathBuf,
+    pub name: String,
+    pub dataset: String,
 }
 
 /// One supervised mount: a dataset file at a mount point, its tiers and block size, and the
@@ -31,6 +43,8 @@ pub struct MountCommand {
     pub control: PathBuf,
     pub ready_file: PathBuf,
     pub keeper_socket: PathBuf,
+    /// Shares the cache with the Dataset's other nodes.
+    pub peers: Option<PeerFlags>,
 }
 
 impl MountCommand {
@@ -53,6 +67,11 @@ impl MountCommand {
         );
         set(flag::READY_FILE, self.ready_file.clone().into());
         set(flag::KEEPER_SOCKET, self.keeper_socket.clone().into());
+        if let Some(p) = &self.peers {
+            set(flag::PEERS_FILE, p.file.clone().into());
+            set(flag::PEER_NAME, p.name.clone().into());
+            set(flag::PEER_DATASET, p.dataset.clone().into());
+        }
         args
     }
 }

@@ -55,7 +55,7 @@ impl Supervisor {
             .map_err(|e| Error::io(format!("opening {}", rec.log_file.display()), e))?;
 
         let mut cmd = tokio::process::Command::new(&self.fuse_binary);
-        let command = fluid_volume::daemon::MountCommand {
+        let mut command = fluid_volume::daemon::MountCommand {
             mountpoint: staging.clone(),
             dataset: rec.dataset_file.clone(),
             tiers: rec.tiers.clone(),
@@ -63,7 +63,26 @@ impl Supervisor {
             control: rec.control_socket.clone(),
             ready_file: rec.ready_file.clone(),
             keeper_socket: rec.keeper_socket(),
+            peers: None,
         };
+        if self.shares_caches()
+            && let Some(dataset) = &rec.dataset
+        {
+            let file = crate::peers::file(self, dataset);
+            // The daemon reads it at start: at first it names no one but may (the members are
+            // written within seconds).
+            if !file.exists() {
+                crate::peers::write_if_changed(&file, "").map_err(Error::Daemon)?;
+            }
+            command.peers = Some(fluid_volume::daemon::PeerFlags {
+                file,
+                name: self.cfg.nodeid.clone(),
+                dataset: dataset.clone(),
+            });
+            if let Some(token) = &self.cfg.cache_token {
+                cmd.env(fluid_proto::cache_auth::TOKEN_ENV, token.as_str());
+            }
+        }
         cmd.args(command.args())
             .env(LOG_ENV, &self.log_filter)
             .stdin(Stdio::null())

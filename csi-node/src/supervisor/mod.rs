@@ -212,6 +212,12 @@ impl Supervisor {
         self.staged_changed.subscribe()
     }
 
+    /// Whether volumes of a Dataset share one cache across the nodes: in Kubernetes, with a
+    /// cache endpoint other nodes reach and the token they share.
+    pub fn shares_caches(&self) -> bool {
+        self.cfg.kubernetes && self.cfg.cache_endpoint.is_some() && self.cfg.cache_token.is_some()
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

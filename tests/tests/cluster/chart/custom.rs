@@ -147,7 +147,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     // Names follow fullnameOverride; RBAC binds the renamed accounts the same way.
     assert_eq!(
         rules_of(&docs, ns, "fluid-custom-node"),
-        [json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]})]
+        [json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]})]
     );
     assert!(allows(
         &rules_of(&docs, ns, "fluid-custom-controller"),

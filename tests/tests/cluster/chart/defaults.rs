@@ -246,11 +246,12 @@ fn default_values_render_the_documented_objects() {
     assert!(ports.contains(&json!({"name": "healthz", "containerPort": 9818, "protocol": "TCP"})));
     assert!(ports.contains(&json!({"name": "cache", "containerPort": 7788, "protocol": "TCP"})));
 
-    // RBAC: the node plugin may only read and patch Nodes (its labels), nothing else.
+    // RBAC: the node plugin may only read Nodes (the members of each shared cache) and patch
+    // them (its own labels, by the admission policy), nothing else.
     let node_rules = rules_of(&docs, ns, "fluid-node");
     assert_eq!(
         node_rules,
-        [json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]})]
+        [json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]})]
     );
     assert!(!allows(&node_rules, "", "secrets", "get"));
     // The controller gets what its reconcilers and the provisioner use.
