@@ -44,7 +44,8 @@ case "$mode" in
   ;;
 write | --check)
   cp -r "$work/a" "$work/b"
-  (cd "$work/b" && patch -s -p1 <"$OLDPWD/vendor/fuser.patch")
+  # git apply, not patch(1): git is there wherever the repository is; patch may not be.
+  (cd "$work/b" && git apply -p1 "$OLDPWD/vendor/fuser.patch")
   if [ "$mode" = --check ]; then
     if diff -r "$work/b" vendor/fuser >/dev/null; then
       echo "vendor/fuser is fuser $VERSION with vendor/fuser.patch"
