@@ -18,11 +18,12 @@
 //!   `--disk-budget`), so one tenant cannot take the node's memory or disk.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use fluid_volume::context::VolumeContext;
 use fluid_volume::dataset::{self, Mount};
 use fluid_volume::mountpoint::Store;
+use fluid_volume::roots::{describe, lies_under};
 use fluid_volume::size::human_size;
 use fluid_volume::tier::{TierSpec, Tiers};
 
@@ -52,26 +53,19 @@ pub fn check_volume(
 /// Refuses disk tiers outside the cache roots (compared as written: `..` is refused, and the
 /// roots are the administrator's, so no link inside them leads out).
 pub fn check_cache_roots(tiers: &Tiers, roots: &[PathBuf]) -> Result<()> {
-    for dir in tiers.disk_dirs() {
-        let plain = dir
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if plain && roots.iter().any(|r| dir.starts_with(r)) {
-            continue;
-        }
-        let list: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-        return Err(Error::Denied(format!(
+    match tiers
+        .disk_dirs()
+        .into_iter()
+        .find(|d| !lies_under(d, roots))
+    {
+        Some(dir) => Err(Error::Denied(format!(
             "tier folder {}: not under a cache root of this node ({}); the administrator lists \
              them with --cache-roots / the chart's node.extraCacheDirs",
             dir.display(),
-            if list.is_empty() {
-                "none".to_string()
-            } else {
-                list.join(", ")
-            }
-        )));
+            describe(roots)
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Memory and disk a volume's tiers hold at most: (mem, disk) bytes.
@@ -138,11 +132,10 @@ pub fn check_local_roots(mounts: &[Mount], allowed: &[PathBuf]) -> Result<()> {
         let real = std::fs::canonicalize(root)
             .map_err(|e| Error::invalid("mountPoint", format!("{url}: {e}")))?;
         if !allowed.iter().any(|a| under(&real, a)) {
-            let list: Vec<String> = allowed.iter().map(|a| a.display().to_string()).collect();
             return Err(Error::Denied(format!(
                 "{url}: {} is not under a directory allowed for local:// mount points ({})",
                 real.display(),
-                list.join(", ")
+                describe(allowed)
             )));
         }
     }

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod mountinfo;
 pub mod mountpoint;
 pub mod options;
+pub mod roots;
 pub mod size;
 pub mod tier;
 pub mod upgrade;

@@ -385,10 +385,7 @@ fn check_local_roots(
         let fluid_volume::mountpoint::Store::Local { root } = &m.mount_point.store else {
             continue;
         };
-        let plain = root
-            .components()
-            .all(|c| !matches!(c, std::path::Component::ParentDir));
-        if plain && roots.iter().any(|r| root.starts_with(r)) {
+        if fluid_volume::roots::lies_under(root, roots) {
             continue;
         }
         return Err(Error::dataset(
@@ -397,15 +394,7 @@ fn check_local_roots(
                 "{}: local:// mount points must lie under a directory the administrator allows \
                  (--local-roots / the chart's node.localRoots: {})",
                 m.mount_point.url,
-                if roots.is_empty() {
-                    "none".to_string()
-                } else {
-                    roots
-                        .iter()
-                        .map(|r| r.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                fluid_volume::roots::describe(roots)
             ),
         ));
     }
