@@ -299,3 +299,16 @@ pub fn lazy_unmount(dir: &Path) {
 pub fn is_mounted(dir: &Path) -> bool {
     fluid_volume::mountinfo::is_mounted(dir).unwrap_or(false)
 }
+
+/// The daemon's cache figures: GetStats on its control endpoint.
+pub fn stats(d: &FuseDaemon) -> fluid_proto::fluid::GetStatsResponse {
+    crate::rt().block_on(async {
+        let ep: fluid_proto::Endpoint = d.control_endpoint().parse().unwrap();
+        let channel = ep.connect().await.unwrap();
+        fluid_proto::fluid::cache_node_client::CacheNodeClient::new(channel)
+            .get_stats(fluid_proto::fluid::GetStatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    })
+}

@@ -11,3 +11,12 @@ pub mod node_plugin;
 pub mod proxy;
 pub mod services;
 pub mod tree;
+
+/// A runtime for the blocking tests' async calls (clients of the daemons and servers).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

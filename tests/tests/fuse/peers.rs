@@ -6,35 +6,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fluid_proto::Endpoint;
-use fluid_proto::fluid::GetStatsResponse;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_tests::daemon::FuseDaemon;
+use fluid_tests::daemon::{FuseDaemon, stats};
 use fluid_tests::proxy::CuttableProxy;
+use fluid_tests::rt;
 use fluid_tests::services::{self, S3Server, TempBucket};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 
 const MIB: u64 = 1 << 20;
 const TOKEN: &str = "peers-test-token-0123456789abcdef";
 const NAMES: [&str; 3] = ["a", "b", "c"];
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn stats(d: &FuseDaemon) -> GetStatsResponse {
-    rt().block_on(async {
-        let ep: Endpoint = d.control_endpoint().parse().unwrap();
-        let mut c = CacheNodeClient::new(ep.connect().await.unwrap());
-        c.get_stats(fluid_proto::fluid::GetStatsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-    })
-}
 
 fn dataset(server: &S3Server, tree: &Tree) -> TempBucket {
     let bucket = server

@@ -21,6 +21,7 @@ use fluid_proto::csi::volume_capability::{AccessMode, AccessType, BlockVolume, M
 use fluid_proto::csi::*;
 use fluid_tests::daemon::binary;
 use fluid_tests::node_plugin::{NodePlugin, PluginDir, s3_secrets, s3_volume_context};
+use fluid_tests::rt;
 use fluid_tests::services::{S3Server, TempBucket, http_get, logged_listen, unique_name};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 use fluid_volume::context::VolumeContext;
@@ -29,14 +30,6 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const MIB: u64 = 1 << 20;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn small_tree() -> Tree {
     tree::generate(

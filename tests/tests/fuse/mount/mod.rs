@@ -3,10 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fluid_proto::Endpoint;
-use fluid_proto::fluid::GetStatsResponse;
-use fluid_proto::fluid::cache_node_client::CacheNodeClient;
-use fluid_tests::daemon::{FuseDaemon, is_mounted};
+use fluid_tests::daemon::{FuseDaemon, is_mounted, stats};
+use fluid_tests::rt;
 use fluid_tests::services::{self, S3Server, TempBucket};
 use fluid_tests::tree::{self, Tree, TreeSpec};
 
@@ -18,25 +16,6 @@ fn full_spec() -> TreeSpec {
         big_file: 100 * MIB,
         small_files: 10_000,
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn stats(d: &FuseDaemon) -> GetStatsResponse {
-    rt().block_on(async {
-        let ep: Endpoint = d.control_endpoint().parse().unwrap();
-        let mut c = CacheNodeClient::new(ep.connect().await.unwrap());
-        c.get_stats(fluid_proto::fluid::GetStatsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-    })
 }
 
 fn args(list: &[&str]) -> Vec<String> {
