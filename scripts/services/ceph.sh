@@ -46,9 +46,9 @@ ceph__any_alive() {
 # ceph__stop_all: SIGTERM to all daemons at once, up to 2 s grace, then SIGKILL to all at once.
 # (A clean shutdown takes them 2-6 s, which the throwaway data does not need.)
 ceph__stop_all() {
-  local d n pids=(); d="$(ceph__dir)"
+  local d n pid pids=(); d="$(ceph__dir)"
   for n in rgw osd mon; do
-    if pid_alive "$d/run/$n.pid"; then pids+=("$(cat "$d/run/$n.pid")"); fi
+    if pid="$(pid_of "$d/run/$n.pid")"; then pids+=("$pid"); fi
   done
   if [ ${#pids[@]} -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -65,7 +65,7 @@ ceph__start() {
   local name="$1" logf="$2"; shift 2
   local d; d="$(ceph__dir)"
   setsid "$@" </dev/null >>"$logf" 2>&1 &
-  echo $! >"$d/run/$name.pid"
+  record_pid $! "$d/run/$name.pid"
   disown $! 2>/dev/null || true
 }
 

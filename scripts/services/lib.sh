@@ -9,12 +9,45 @@ export FLUID_SERVICES_DIR="${FLUID_SERVICES_DIR:-/var/tmp/fluid-services}"
 mkdir -p "$FLUID_SERVICES_DIR"
 
 # spawn LOGFILE PIDFILE CMD...: runs CMD in the background in its own session, with no input and
-# its output in LOGFILE, and writes its pid to PIDFILE. This is not a job-control shell, so $! is
+# its output in LOGFILE, and records it in PIDFILE. This is not a job-control shell, so $! is
 # CMD's own pid (setsid execs without forking).
 spawn() {
   local logf="$1" pidf="$2"; shift 2
   setsid "$@" </dev/null >"$logf" 2>&1 &
-  echo $! > "$pidf"
+  record_pid $! "$pidf"
+}
+
+# A pid file holds "PID START": the pid and the process's start time (clock ticks after boot,
+# field 22 of /proc/PID/stat). A pid alone is not a process: after a reboot, or on a machine
+# restored from a copy of this directory, the pid in a stale file belongs to whatever runs now
+# (once it was the MiniDFS that the cluster's `up` had just started, and `down` stopped it).
+
+# proc_start PID: the start time of process PID; fails when there is none (or only its zombie).
+proc_start() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  # The command name (field 2) may hold spaces; the fields after its ')' split safely, from the
+  # state (field 3) on.
+  # shellcheck disable=SC2086
+  set -- ${stat##*) }
+  [ "$1" != Z ] || return 1
+  echo "${20}"
+}
+
+# record_pid PID PIDFILE
+record_pid() {
+  local start; start="$(proc_start "$1")" || start=gone
+  echo "$1 $start" >"$2"
+}
+
+# pid_of PIDFILE: prints the pid when the process recorded in PIDFILE still runs; fails otherwise
+# (no file, a dead process, or a pid that another process has taken since).
+pid_of() {
+  local pid start
+  [ -f "$1" ] || return 1
+  read -r pid start <"$1" || [ -n "$pid" ] || return 1
+  [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] || return 1
+  echo "$pid"
 }
 
 # The Go builds of test tools (Kubernetes, csi-provisioner, helm, csi-sanity) keep their module
@@ -49,19 +82,20 @@ wait_for() {
   done
 }
 
-# pid_alive PIDFILE: true when the process named in PIDFILE runs.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE: true when the process recorded in PIDFILE runs.
+pid_alive() { pid_of "$1" >/dev/null; }
 
-# stop_pid PIDFILE SIGNAL SECONDS: sends SIGNAL, waits, then SIGKILL.
+# stop_pid PIDFILE SIGNAL SECONDS: sends SIGNAL to the process recorded in PIDFILE, waits, then
+# SIGKILL; removes PIDFILE. A pid that another process has taken is left alone.
 stop_pid() {
-  local pidf="$1" sig="$2" secs="$3" pid
+  local pidf="$1" sig="$2" secs="$3" pid start
   [ -f "$pidf" ] || return 0
-  pid="$(cat "$pidf")"
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid="$(pid_of "$pidf")"; then
+    start="$(proc_start "$pid")"
     kill "-$sig" "$pid" 2>/dev/null || true
     local i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt $(( secs * 10 )) ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$pid" 2>/dev/null || true
+    while [ "$(proc_start "$pid")" = "$start" ] && [ $i -lt $(( secs * 10 )) ]; do sleep 0.1; i=$((i + 1)); done
+    [ "$(proc_start "$pid")" = "$start" ] && kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$pidf"
 }

@@ -392,3 +392,55 @@ fn fuse_mount_read_unmount() {
     session.umount_and_join().unwrap();
     assert!(!mounted_at(dir.path()), "still mounted after unmount");
 }
+
+/// The service scripts signal only processes they started: a pid file whose pid another process
+/// has taken since (a reboot, a machine restored from a copy of the services directory) names
+/// that other process, and `down` must leave it alone. CI once lost its MiniDFS that way.
+#[test]
+fn service_scripts_never_signal_a_process_they_did_not_start() {
+    let lib = services::repo_root().join("scripts/services/lib.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let script = |body: &str| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail; source \"$0\"; {body}"))
+            .arg(&lib)
+            .env("FLUID_SERVICES_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let stale = dir.path().join("stale.pid");
+    for record in [format!("{} 1", bystander.id()), bystander.id().to_string()] {
+        std::fs::write(&stale, record).unwrap();
+        let out = script(&format!(
+            "if pid_alive {0}; then echo alive; fi; stop_pid {0} TERM 1",
+            stale.display()
+        ));
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{out:?}");
+        assert!(!stale.exists(), "a stale pid file is removed");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "the process that took the pid was signalled"
+        );
+    }
+
+    // The process a script records is the one it stops.
+    let own = dir.path().join("own.pid");
+    let out = script(&format!(
+        "record_pid {1} {0}; pid_alive {0} && echo alive; stop_pid {0} TERM 5",
+        own.display(),
+        bystander.id()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alive\n");
+    let status = bystander.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the recorded process was stopped: {status:?}"
+    );
+}
