@@ -20,3 +20,17 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .expect("a tokio runtime")
 }
+
+/// Reads the file at `path` after dropping its pages from the kernel's page cache, so that the
+/// read reaches the file system (a FUSE daemon and its block cache) again.
+pub fn read_uncached(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: posix_fadvise(2) on an open descriptor; no memory is passed.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        return Err(std::io::Error::from_raw_os_error(r));
+    }
+    drop(f);
+    std::fs::read(path)
+}

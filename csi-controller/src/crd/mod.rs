@@ -21,8 +21,8 @@ pub use dataset::{
     DatasetSpec, DatasetStatus, EncryptOption, EncryptOptionSource, Placement, SecretKeySelector,
 };
 pub use runtime::{
-    CacheRuntime, CacheRuntimeSpec, CacheRuntimeStatus, CleanPolicy, FuseSpec, Level, MediumType,
-    RuntimeCondition, RuntimePhase, TieredStore,
+    CacheMember, CacheRuntime, CacheRuntimeSpec, CacheRuntimeStatus, CleanPolicy, FuseSpec, Level,
+    MediumType, RuntimeCondition, RuntimePhase, TieredStore,
 };
 
 /// The API group and version of every type here.

@@ -128,6 +128,24 @@ pub struct CacheRuntimeStatus {
     pub fuse_phase: Option<RuntimePhase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<RuntimeCondition>,
+    /// The nodes whose caches together are the Dataset's cache, by name: each block has one
+    /// owner among those that answer (Fluid's worker view; here the FUSE daemons are the cache).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<CacheMember>,
+}
+
+/// One node of a Dataset's cache.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheMember {
+    pub node: String,
+    /// Where the other members read its blocks (`HOST:PORT`).
+    pub endpoint: String,
+    /// It answered the last stats call: it owns a share of the blocks.
+    pub ready: bool,
+    /// The bytes of the blocks it owns, e.g. `1.50GiB` (absent while it does not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<String>,
 }
 
 /// Fluid's `RuntimePhase` (its empty `None` phase is an absent field here).

@@ -10,13 +10,14 @@
 //! - cacheHitRatio: blocks not read from the source (local and peer hits) over all block
 //!   lookups, made since the previous refresh (a daemon whose counters went down restarted,
 //!   so its counts are all new).
+//!
+//! The same pass writes the CacheRuntime's member view: the serving nodes with their endpoints,
+//! whether each answered and the bytes it owns, and Fluid's `fuseNumber*` counts and
+//! `fusePhase` from them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use fluid_proto::cache_auth::BearerToken;
-use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse};
 use fluid_volume::size::human_size;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -24,12 +25,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::Context;
-use super::nodes::{self, ServingNode};
-use crate::crd::{CacheStates, Dataset, DatasetPhase};
+use super::nodes;
+use crate::crd::{
+    CacheMember, CacheRuntime, CacheRuntimeStatus, CacheStates, Dataset, DatasetPhase,
+    RuntimeCondition, RuntimePhase,
+};
 use crate::error::Result;
-
-/// How long one node may take to answer.
-const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Hit and miss counters last seen, by (dataset, node).
 type Seen = HashMap<(String, String), (u64, u64)>;
@@ -72,8 +73,16 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
         let name = ds.name_any();
         let key = format!("{ns}/{name}");
         let mut sum = Sum::default();
+        let mut members = Vec::new();
         for node in nodes::serving(&all_nodes.items, &ns, &name) {
-            match node_stats(&node, &ctx.cache_auth, &key).await {
+            let stats = nodes::stats(&node, &ctx.cache_auth, &key).await;
+            members.push(CacheMember {
+                node: node.name.clone(),
+                endpoint: node.endpoint.clone(),
+                ready: stats.is_ok(),
+                cached: stats.as_ref().ok().map(|s| human_size(s.owned_bytes)),
+            });
+            match stats {
                 Ok(s) => {
                     sum.nodes += 1;
                     sum.cached += s.owned_bytes;
@@ -95,6 +104,7 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
                 Err(e) => tracing::debug!(dataset = %key, "no cache stats: {e}"),
             }
         }
+        write_members(ctx, &ns, &name, members).await?;
         let total = ctx.scans.bytes(&ds.uid().unwrap_or_default());
         let states = cache_states(&sum, total);
         if ds.status.as_ref().and_then(|s| s.cache_states.as_ref()) == Some(&states) {
@@ -106,6 +116,62 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// Writes the member view into the status of the CacheRuntime `ns/name` when it changed (a
+/// runtime being deleted, or gone, is left alone).
+async fn write_members(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    members: Vec<CacheMember>,
+) -> Result<()> {
+    let api = Api::<CacheRuntime>::namespaced(ctx.client.clone(), ns);
+    let Some(runtime) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if runtime.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let current = runtime.status.unwrap_or_default();
+    let view = member_view(members, current.conditions.clone());
+    if view == current {
+        return Ok(());
+    }
+    // Every field named, so that a phase that went away is removed (null) by the merge.
+    let patch = json!({ "status": {
+        "fuseNumberDesired": view.fuse_number_desired,
+        "fuseNumberScheduled": view.fuse_number_scheduled,
+        "fuseNumberReady": view.fuse_number_ready,
+        "fuseNumberAvailable": view.fuse_number_available,
+        "fusePhase": view.fuse_phase,
+        "members": view.members,
+    } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Fluid's FUSE counts and phase from the members: every labelled node is desired and
+/// scheduled (a node serves a Dataset once a pod there mounts it); those that answer are ready.
+fn member_view(members: Vec<CacheMember>, conditions: Vec<RuntimeCondition>) -> CacheRuntimeStatus {
+    let all = i32::try_from(members.len()).unwrap_or(i32::MAX);
+    let ready = i32::try_from(members.iter().filter(|m| m.ready).count()).unwrap_or(i32::MAX);
+    let fuse_phase = match (ready, all) {
+        (_, 0) => None,
+        (0, _) => Some(RuntimePhase::NotReady),
+        (r, a) if r < a => Some(RuntimePhase::PartialReady),
+        _ => Some(RuntimePhase::Ready),
+    };
+    CacheRuntimeStatus {
+        fuse_number_desired: all,
+        fuse_number_scheduled: all,
+        fuse_number_ready: ready,
+        fuse_number_available: ready,
+        fuse_phase,
+        conditions,
+        members,
+    }
 }
 
 fn cache_states(sum: &Sum, ufs_total: Option<u64>) -> CacheStates {
@@ -124,25 +190,6 @@ fn cache_states(sum: &Sum, ufs_total: Option<u64>) -> CacheStates {
         cache_hit_ratio: (lookups > 0)
             .then(|| format!("{:.1}%", sum.hits as f64 / lookups as f64 * 100.0)),
     }
-}
-
-async fn node_stats(
-    node: &ServingNode,
-    auth: &BearerToken,
-    dataset: &str,
-) -> Result<GetStatsResponse> {
-    let call = async {
-        let reply = nodes::connect(node, auth)
-            .await?
-            .get_stats(GetStatsRequest {
-                dataset: dataset.to_string(),
-            })
-            .await;
-        reply.map(|r| r.into_inner()).map_err(|s| node.refused(s))
-    };
-    tokio::time::timeout(NODE_TIMEOUT, call)
-        .await
-        .map_err(|_| node.error(format!("no answer within {NODE_TIMEOUT:?}")))?
 }
 
 #[cfg(test)]
@@ -165,5 +212,35 @@ mod tests {
         let idle = cache_states(&Sum::default(), None);
         assert_eq!(idle.cached_percentage, None);
         assert_eq!(idle.cache_hit_ratio, None);
+    }
+
+    #[test]
+    fn the_member_view_counts_who_answers() {
+        let member = |node: &str, ready: bool| CacheMember {
+            node: node.into(),
+            endpoint: format!("{node}:9000"),
+            ready,
+            cached: ready.then(|| "1.00MiB".into()),
+        };
+        let phase = |m: Vec<CacheMember>| {
+            let v = member_view(m, vec![]);
+            (v.fuse_number_desired, v.fuse_number_ready, v.fuse_phase)
+        };
+        assert_eq!(phase(vec![]), (0, 0, None));
+        assert_eq!(
+            phase(vec![member("a", false)]),
+            (1, 0, Some(RuntimePhase::NotReady))
+        );
+        assert_eq!(
+            phase(vec![member("a", true), member("b", false)]),
+            (2, 1, Some(RuntimePhase::PartialReady))
+        );
+        assert_eq!(
+            phase(vec![member("a", true), member("b", true)]),
+            (2, 2, Some(RuntimePhase::Ready))
+        );
+        let v = member_view(vec![member("a", true)], vec![]);
+        assert_eq!(v.members[0].endpoint, "a:9000");
+        assert_eq!(v.fuse_number_available, 1);
     }
 }

@@ -1,8 +1,12 @@
 //! The DataLoad reconciler: decides when a load runs (Once, Cron, OnEvent), checks that the
-//! Dataset is in the DataLoad's namespace and bound, picks the nodes that already serve it
-//! (`replicas` per target path), and hands the run to a background task that streams each
-//! node's `CacheNode.Warmup` progress into the status. Finished loads are deleted after
-//! `ttlSecondsAfterFinished`.
+//! Dataset is in the DataLoad's namespace and bound, picks the nodes that already serve it,
+//! and hands the run to a background task that streams each node's `CacheNode.Warmup` progress
+//! into the status. Finished loads are deleted after `ttlSecondsAfterFinished`.
+//!
+//! One copy of a target path: on a node with a private cache, the node warms all of it
+//! (`replicas` nodes make `replicas` copies); when the serving nodes share one cache, every
+//! member warms the blocks it owns, and together they hold the path once (a shared cache keeps
+//! one copy of each block, so `replicas` is one there).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -160,7 +164,8 @@ pub async fn reconcile(dl: Arc<DataLoad>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::requeue(WAITING));
     }
 
-    let plan = plan(&dl, &serving);
+    let shared = shares_cache(&ctx, &serving, &format!("{ns}/{}", dataset.name_any())).await;
+    let plan = plan(&dl, &serving, shared);
     let started = Time(Timestamp::now());
     let patch = json!({"status": {
         "phase": DataLoadPhase::Executing,
@@ -228,8 +233,33 @@ async fn expire(dl: &DataLoad, ctx: &Context, status: &DataLoadStatus) -> Result
     }
 }
 
-/// (path, node) pairs to warm: each target path on its first `replicas` serving nodes.
-fn plan(dl: &DataLoad, serving: &[ServingNode]) -> Vec<(String, ServingNode)> {
+/// One warm-up: a target path on one node. Warm-ups with the same `copy` make one copy of the
+/// path together.
+#[derive(Clone, Debug)]
+struct Warm {
+    path: String,
+    node: ServingNode,
+    copy: usize,
+}
+
+/// Whether the serving nodes share one cache: the first one lists other members (a node that
+/// does not answer leaves the load to plan private copies, as before sharing).
+async fn shares_cache(ctx: &Context, serving: &[ServingNode], dataset: &str) -> bool {
+    let Some(first) = serving.first() else {
+        return false;
+    };
+    match nodes::stats(first, &ctx.cache_auth, dataset).await {
+        Ok(s) => s.members.len() > 1,
+        Err(e) => {
+            tracing::debug!(dataset, "no stats, planning private copies: {e}");
+            false
+        }
+    }
+}
+
+/// The warm-ups of a load: each target path on its first `replicas` serving nodes, or, in a
+/// shared cache, on every member as one copy.
+fn plan(dl: &DataLoad, serving: &[ServingNode], shared: bool) -> Vec<Warm> {
     let targets: Vec<(String, usize)> = if dl.spec.target.is_empty() {
         vec![("/".to_string(), 1)]
     } else {
@@ -239,19 +269,29 @@ fn plan(dl: &DataLoad, serving: &[ServingNode]) -> Vec<(String, ServingNode)> {
             .map(|t| (t.path.clone(), t.replicas.unwrap_or(1).max(1) as usize))
             .collect()
     };
-    targets
-        .into_iter()
-        .flat_map(|(path, replicas)| {
+    let mut out = Vec::new();
+    let mut copy = 0;
+    for (path, replicas) in targets {
+        let nodes = if shared {
             serving
-                .iter()
-                .take(replicas)
-                .map(move |n| (path.clone(), n.clone()))
-        })
-        .collect()
+        } else {
+            &serving[..replicas.min(serving.len())]
+        };
+        for node in nodes {
+            out.push(Warm {
+                path: path.clone(),
+                node: node.clone(),
+                copy,
+            });
+            copy += usize::from(!shared);
+        }
+        copy += usize::from(shared);
+    }
+    out
 }
 
-fn node_names(plan: &[(String, ServingNode)]) -> Vec<String> {
-    let mut names: Vec<String> = plan.iter().map(|(_, n)| n.name.clone()).collect();
+fn node_names(plan: &[Warm]) -> Vec<String> {
+    let mut names: Vec<String> = plan.iter().map(|w| w.node.name.clone()).collect();
     names.sort();
     names.dedup();
     names
@@ -260,12 +300,7 @@ fn node_names(plan: &[(String, ServingNode)]) -> Vec<String> {
 /// One warm-up's last progress, or why it failed.
 type Outcome = std::result::Result<WarmupProgress, String>;
 
-async fn run(
-    ctx: Arc<Context>,
-    dl: Arc<DataLoad>,
-    plan: Vec<(String, ServingNode)>,
-    generation: Option<i64>,
-) {
+async fn run(ctx: Arc<Context>, dl: Arc<DataLoad>, plan: Vec<Warm>, generation: Option<i64>) {
     let started = Instant::now();
     let dataset = format!(
         "{}/{}",
@@ -274,7 +309,7 @@ async fn run(
     );
     let progress: Arc<Mutex<Vec<Outcome>>> =
         Arc::new(Mutex::new(vec![Ok(WarmupProgress::default()); plan.len()]));
-    let warmups = plan.iter().enumerate().map(|(i, (path, node))| {
+    let warmups = plan.iter().enumerate().map(|(i, Warm { path, node, .. })| {
         let progress = progress.clone();
         let dataset = dataset.clone();
         let auth = ctx.cache_auth.clone();
@@ -297,7 +332,7 @@ async fn run(
             _ = &mut all => break,
             _ = tick.tick() => {
                 let outcomes = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Err(e) = patch_status(&ctx, &dl, &json!({"status": totals(&outcomes)})).await {
+                if let Err(e) = patch_status(&ctx, &dl, &json!({"status": totals(&plan, &outcomes)})).await {
                     if matches!(&e, Error::Kube(kube::Error::Api(ae)) if ae.code == 404) {
                         return; // The DataLoad was deleted: stop loading.
                     }
@@ -307,7 +342,7 @@ async fn run(
         }
     }
     let outcomes = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut status = totals(&outcomes);
+    let mut status = totals(&plan, &outcomes);
     let errors: Vec<String> = outcomes
         .iter()
         .flat_map(|o| match o {
@@ -394,15 +429,19 @@ async fn warm(
     Ok(())
 }
 
-/// The running sums of a load, as status fields.
-fn totals(outcomes: &[Outcome]) -> serde_json::Value {
-    let done = outcomes.iter().filter_map(|o| o.as_ref().ok());
-    let (mut files, mut bytes, mut cached) = (0, 0, 0);
-    for p in done {
-        files += p.files_done;
+/// The running sums of a load, as status fields: the bytes of every warm-up, and the files of
+/// each copy once (the members that make one copy of a path each walk all its files).
+fn totals(plan: &[Warm], outcomes: &[Outcome]) -> serde_json::Value {
+    let mut files_of_copy: HashMap<usize, u64> = HashMap::new();
+    let (mut bytes, mut cached) = (0, 0);
+    for (w, o) in plan.iter().zip(outcomes) {
+        let Ok(p) = o else { continue };
+        let files = files_of_copy.entry(w.copy).or_default();
+        *files = (*files).max(p.files_done);
         bytes += p.bytes_done;
         cached += p.bytes_already_cached;
     }
+    let files: u64 = files_of_copy.values().sum();
     json!({
         "filesLoaded": files,
         "bytesLoaded": bytes,
@@ -501,9 +540,13 @@ mod tests {
             },
         );
         let serving = [node("a"), node("b"), node("c")];
-        let p = plan(&dl, &serving);
+        let p = plan(&dl, &serving, false);
         assert_eq!(p.len(), 1);
-        assert_eq!((p[0].0.as_str(), p[0].1.name.as_str()), ("/", "a"));
+        assert_eq!((p[0].path.as_str(), p[0].node.name.as_str()), ("/", "a"));
+        // A shared cache: every member warms its share, all of them one copy.
+        let p = plan(&dl, &serving, true);
+        assert_eq!(node_names(&p), vec!["a", "b", "c"]);
+        assert!(p.iter().all(|w| w.path == "/" && w.copy == 0), "{p:?}");
         dl.spec.target = vec![
             TargetPath {
                 path: "/train".into(),
@@ -514,9 +557,24 @@ mod tests {
                 replicas: Some(9),
             },
         ];
-        let p = plan(&dl, &serving);
+        let p = plan(&dl, &serving, false);
         assert_eq!(p.len(), 5);
         assert_eq!(node_names(&p), vec!["a", "b", "c"]);
+        let copies: Vec<usize> = p.iter().map(|w| w.copy).collect();
+        assert_eq!(copies, [0, 1, 2, 3, 4]);
+        let p = plan(&dl, &serving, true);
+        let copies: Vec<(&str, usize)> = p.iter().map(|w| (w.path.as_str(), w.copy)).collect();
+        assert_eq!(
+            copies,
+            [
+                ("/train", 0),
+                ("/train", 0),
+                ("/train", 0),
+                ("/val", 1),
+                ("/val", 1),
+                ("/val", 1)
+            ]
+        );
     }
 
     #[test]
@@ -534,8 +592,19 @@ mod tests {
             bytes_done: bytes,
             ..Default::default()
         };
-        let t = totals(&[Ok(p(2, 100)), Err("x".into()), Ok(p(1, 50))]);
+        let warm = |copy| Warm {
+            path: "/".into(),
+            node: node("a"),
+            copy,
+        };
+        let private = [warm(0), warm(1), warm(2)];
+        let t = totals(&private, &[Ok(p(2, 100)), Err("x".into()), Ok(p(1, 50))]);
         assert_eq!(t["filesLoaded"], 3);
         assert_eq!(t["bytesLoaded"], 150);
+        // Two members make one copy: their files once, their bytes summed.
+        let shared = [warm(0), warm(0)];
+        let t = totals(&shared, &[Ok(p(4, 100)), Ok(p(4, 60))]);
+        assert_eq!(t["filesLoaded"], 4);
+        assert_eq!(t["bytesLoaded"], 160);
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fluid_proto::Endpoint;
 use fluid_proto::cache_auth::{BearerToken, NodeClient};
-use fluid_proto::fluid::ReleaseRequest;
+use fluid_proto::fluid::{GetStatsRequest, GetStatsResponse, ReleaseRequest};
 use fluid_volume::labels::{CACHE_ENDPOINT_ANNOTATION, DATASET_LABEL_VALUE, dataset_label_key};
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 
 /// How long connecting to a node's cache endpoint may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a node may take to answer `GetStats`.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A node serving a Dataset: its name and the address of its cache endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,26 @@ impl ServingNode {
     pub fn refused(&self, status: tonic::Status) -> Error {
         self.error(status.message())
     }
+}
+
+/// One node's `GetStats` of `dataset`, within `STATS_TIMEOUT`.
+pub async fn stats(
+    node: &ServingNode,
+    auth: &BearerToken,
+    dataset: &str,
+) -> Result<GetStatsResponse> {
+    let call = async {
+        let reply = connect(node, auth)
+            .await?
+            .get_stats(GetStatsRequest {
+                dataset: dataset.to_string(),
+            })
+            .await;
+        reply.map(|r| r.into_inner()).map_err(|s| node.refused(s))
+    };
+    tokio::time::timeout(STATS_TIMEOUT, call)
+        .await
+        .map_err(|_| node.error(format!("no answer within {STATS_TIMEOUT:?}")))?
 }
 
 /// Lists the nodes serving one Dataset (one label-selected list call).

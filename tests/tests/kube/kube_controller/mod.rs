@@ -181,14 +181,10 @@ async fn stage_pv(
 /// Reads every file under `dir` after dropping its pages from the page cache, so the reads
 /// reach fluid-fuse.
 fn read_all_uncached(dir: &std::path::Path) -> Result<u64> {
-    use std::os::fd::AsRawFd;
     let mut bytes = 0;
     for (key, len) in FILES {
         let path = dir.join(key);
-        let f = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
-        // SAFETY: posix_fadvise(2) on an open descriptor; no memory is passed.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        let data = std::fs::read(&path)?;
+        let data = fluid_tests::read_uncached(&path).with_context(|| path.display().to_string())?;
         assert_eq!(data.len(), len, "{}", path.display());
         bytes += data.len() as u64;
     }
@@ -220,6 +216,13 @@ struct Cluster {
 
 impl Cluster {
     async fn start(prefix: &str, quota: &str) -> Result<Cluster> {
+        let mut rt = runtime_with_quota("data", quota)?;
+        rt.spec.fuse.node_selector.clear();
+        Cluster::with_runtime(prefix, rt).await
+    }
+
+    /// The same around Dataset `data` with CacheRuntime `rt` (named `data`).
+    async fn with_runtime(prefix: &str, rt: CacheRuntime) -> Result<Cluster> {
         let kube = Kube::connect().await?;
         apply_crds(&kube).await?;
         let server = S3Server::seaweedfs()?;
@@ -228,28 +231,12 @@ impl Cluster {
         let secret = kube
             .create_namespaced(&ns.name, &credentials(&server)?)
             .await?;
-        let node = kube
-            .create_node(&unique_name(&format!("{prefix}-node")))
-            .await?;
-        let dir = PluginDir::new()?;
-        let plugin = NodePlugin::start(
-            &dir,
-            &node.name,
-            &[
-                "--kubernetes".into(),
-                "--cache-endpoint=tcp://127.0.0.1:0".into(),
-                format!("--cache-token={CACHE_TOKEN}"),
-            ],
-            &[("KUBECONFIG", &kubeconfig_path()?)],
-        )
-        .await?;
+        let (node, dir, plugin) = start_node(&kube, prefix).await?;
         let port = plugin.cache_port()?;
         let controller = ControllerProcess::start(&[format!("--cache-token={CACHE_TOKEN}")])?;
         let ds = kube
             .create_namespaced(&ns.name, &dataset("data", &server, &bucket.name, "s3cred")?)
             .await?;
-        let mut rt = runtime_with_quota("data", quota)?;
-        rt.spec.fuse.node_selector.clear();
         let rt = kube.create_namespaced(&ns.name, &rt).await?;
         Ok(Cluster {
             controller,
@@ -264,6 +251,34 @@ impl Cluster {
             kube,
         })
     }
+}
+
+/// A new Node and its node plugin (`--kubernetes`, a cache endpoint on a loopback port, the
+/// test's cache token).
+async fn start_node(
+    kube: &Kube,
+    prefix: &str,
+) -> Result<(
+    fluid_tests::kube::Temp<k8s_openapi::api::core::v1::Node>,
+    PluginDir,
+    NodePlugin,
+)> {
+    let node = kube
+        .create_node(&unique_name(&format!("{prefix}-node")))
+        .await?;
+    let dir = PluginDir::new()?;
+    let plugin = NodePlugin::start(
+        &dir,
+        &node.name,
+        &[
+            "--kubernetes".into(),
+            "--cache-endpoint=tcp://127.0.0.1:0".into(),
+            format!("--cache-token={CACHE_TOKEN}"),
+        ],
+        &[("KUBECONFIG", &kubeconfig_path()?)],
+    )
+    .await?;
+    Ok((node, dir, plugin))
 }
 
 fn dataload(name: &str, dataset: &str, extra: serde_json::Value) -> Result<DataLoad> {
@@ -302,3 +317,4 @@ mod dataloads;
 mod datasets;
 mod leader;
 mod ownership;
+mod shared_cache;

@@ -8,7 +8,6 @@
 //! Needs root, /dev/fuse, SeaweedFS and the kube-apiserver (`scripts/services.sh up seaweedfs
 //! kube`), and the binaries built: `cargo build -p csi-node -p fuse-cache --bins`.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -56,16 +55,10 @@ async fn bucket_with_data(server: &S3Server) -> Result<(TempBucket, Vec<u8>)> {
     Ok((bucket, data))
 }
 
-/// Reads a file through the mount; first drops the file's pages from the kernel page cache,
-/// so that the read reaches fluid-fuse (and its block cache) again.
+/// Reads a file through the mount, past the kernel's page cache.
 async fn read_uncached(path: PathBuf) -> Vec<u8> {
     tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        // SAFETY: posix_fadvise(2) on an open descriptor; no memory is passed.
-        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(r, 0, "posix_fadvise DONTNEED: errno {r}");
-        drop(f);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        fluid_tests::read_uncached(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     })
     .await
     .expect("reader thread")
