@@ -42,7 +42,7 @@ work="${BENCH_WORK:-/var/tmp/fluid-bench}"
 # Whatever happens, leave no mount behind (the harness unmounts too; this covers a kill).
 cleanup() {
   local m
-  for m in "$work"/mnt/*; do
+  for m in "$work"/mnt/* "$work"/multinode/*/mnt/*; do
     [ -d "$m" ] || continue
     if grep -qs " $m " /proc/self/mountinfo; then
       fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true

@@ -5,6 +5,7 @@
 
 mod chart;
 mod data;
+mod multinode;
 mod recovery;
 mod report;
 mod source;
@@ -44,11 +45,13 @@ struct Args {
     )]
     systems: Vec<String>,
     /// Workloads to run, comma-separated: seq, rand-4k, rand-1m, epoch, meta, recovery
-    /// (fluid-fuse's serving process killed under readers: hand-over against re-mount).
+    /// (fluid-fuse's serving process killed under readers: hand-over against re-mount),
+    /// multinode (three fluid-fuse daemons read the dataset as one shared cache, then as three
+    /// private caches).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery"
+        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery,multinode"
     )]
     workloads: Vec<String>,
     /// Where results.{md,json} and chart.png go [default: bench/results, or bench/results/quick].
@@ -118,11 +121,12 @@ fn run(args: Args) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     systems.sort();
     systems.dedup();
-    let want_recovery = args.workloads.iter().any(|w| w.trim() == "recovery");
+    let wants = |name: &str| args.workloads.iter().any(|w| w.trim() == name);
+    let (want_recovery, want_multinode) = (wants("recovery"), wants("multinode"));
     let workloads = args
         .workloads
         .iter()
-        .filter(|s| s.trim() != "recovery")
+        .filter(|s| !matches!(s.trim(), "recovery" | "multinode"))
         .map(|s| Workload::parse(s.trim()))
         .collect::<Result<Vec<_>>>()?;
     report::parse_size(&args.fluid_mem)
@@ -311,6 +315,20 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let mut multinode = Vec::new();
+    if want_multinode {
+        if let Some(why) = missing.get(&System::Fluid) {
+            notes.push(format!("multinode skipped: {why}"));
+        } else {
+            match multinode::run(&cfg, &spec, &params) {
+                Ok(rows) => {
+                    eprintln!("\n## multinode\n\n{}", multinode::markdown(&rows));
+                    multinode = rows;
+                }
+                Err(e) => notes.push(format!("multinode failed: {e:#}")),
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&args.tmpfs);
     let _ = std::fs::remove_dir_all(args.work.join("cache"));
 
@@ -343,6 +361,7 @@ fn run(args: Args) -> Result<()> {
         fluid_args: cfg.fluid_args.clone(),
         workloads: results,
         recovery,
+        multinode,
         targets,
         notes,
     };

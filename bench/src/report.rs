@@ -435,6 +435,8 @@ pub struct Report {
     pub workloads: Vec<WorkloadResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recovery: Vec<crate::recovery::RecoveryRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub multinode: Vec<crate::multinode::MultinodeRow>,
     pub targets: Vec<TargetResult>,
     pub notes: Vec<String>,
 }
@@ -519,6 +521,20 @@ impl Report {
                  killed (kill -9) every 1.5 s. Stall: per kill, the longest gap between two reads \
                  of a reader across it.\n\n{}",
                 crate::recovery::markdown(&self.recovery)
+            );
+        }
+        if !self.multinode.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## multinode\n\nThree fluid-fuse daemons on this machine (each its own mount, \
+                 tiers as above and control socket) read the whole dataset at once, each with {} \
+                 threads over the epoch tree beside one reader of the seq object; page cache \
+                 dropped before each epoch. First as one shared cache (a peers file, peer \
+                 endpoints on loopback: each block has one owner), then as three private caches. \
+                 Goal: the source serves the dataset once (1.0x) with sharing, against 3.0x \
+                 without.\n\n{}",
+                self.params.epoch_threads,
+                crate::multinode::markdown(&self.multinode)
             );
         }
         let _ = writeln!(
