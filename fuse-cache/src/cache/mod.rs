@@ -13,6 +13,8 @@
 //!   the queue is full (`write_skips`). A queued block is pinned in the memory tier until it
 //!   is written, so the queue costs no memory of its own and may be long (half the memory
 //!   tier): a burst of misses runs at the source's pace and the disk catches up after it.
+//!   A queued block the memory tier could not take (no memory tier, or one full of pinned
+//!   blocks) is still found by readers: the queue's own copy serves them until it lands.
 //! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
 //!   block evicted from memory is dropped (it was written through to disk when fetched).
 //! - Blocks of large objects fetched for the memory tier live in one memory file per object
@@ -22,8 +24,7 @@
 //!   is dropped, and reused at the next open; `disk.rs` describes the file layout.
 //!
 //! Without any tier the cache is a pass-through: every `get_or_fetch` fetches (concurrent
-//! callers of one block still share one fetch). Without a memory tier, a reader that comes
-//! just after a fetch finished may fetch again before the background disk write lands.
+//! callers of one block still share one fetch).
 //!
 //! Locks: std mutexes guard only in-memory maps and are never held across `.await`; disk
 //! file creation and deletion is serialized per disk tier by an async lock, and all file I/O
@@ -142,6 +143,11 @@ struct Inner {
     next_flight: AtomicU64,
     misses: AtomicU64,
     write_skips: AtomicU64,
+    /// Blocks waiting for the disk writer that the memory tier does not hold (the queue's jobs
+    /// own the bytes; this map shares them), so that readers find them meanwhile.
+    queued: Mutex<HashMap<BlockKey, Bytes>>,
+    /// Reads answered from `queued`.
+    queued_hits: AtomicU64,
     /// To the background disk writer; `None` without disk tiers.
     writer: Option<mpsc::Sender<Job>>,
     /// Places in the disk write queue; `None` without disk tiers.
@@ -235,6 +241,8 @@ impl BlockCache {
             next_flight: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             write_skips: AtomicU64::new(0),
+            queued: Mutex::new(HashMap::new()),
+            queued_hits: AtomicU64::new(0),
             write_slots: writer
                 .as_ref()
                 .map(|_| Arc::new(Semaphore::new(write_queue))),
@@ -394,7 +402,7 @@ impl BlockCache {
 
     /// Whether any tier holds the block (no I/O; a disk block may still turn out corrupt).
     pub fn contains(&self, key: &BlockKey) -> bool {
-        self.inner.tiers().any(|t| t.contains(key))
+        self.inner.tiers().any(|t| t.contains(key)) || self.inner.queued().contains_key(key)
     }
 
     /// Drops every block of the objects in `scope` from every tier: (blocks, bytes freed),
@@ -415,7 +423,8 @@ impl BlockCache {
         let inner = &self.inner;
         let tiers: Vec<TierStats> = inner.tiers().map(|t| t.stats()).collect();
         CacheStats {
-            hits: tiers.iter().map(|t| t.hits).sum(),
+            hits: tiers.iter().map(|t| t.hits).sum::<u64>()
+                + inner.queued_hits.load(Ordering::Relaxed),
             tiers,
             misses: inner.misses.load(Ordering::Relaxed),
             write_skips: inner.write_skips.load(Ordering::Relaxed),
@@ -528,6 +537,10 @@ impl Inner {
         if let Some(data) = self.mem.as_ref().and_then(|m| m.get(key)) {
             return Some(data);
         }
+        if let Some(data) = self.queued().get(key).cloned() {
+            self.queued_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(data);
+        }
         for (i, d) in self.disks.iter().enumerate() {
             if let Some(data) = d.get(key).await {
                 let slot = if i > 0 {
@@ -572,6 +585,9 @@ impl Inner {
             .is_some_and(|m| m.insert(key.clone(), data.clone(), queue.is_some()))
             && queue.is_some();
         let Some((tx, slot)) = queue else { return };
+        if !pinned {
+            self.queued().insert(key.clone(), data.clone());
+        }
         let job = Job::Write {
             key: key.clone(),
             data: data.clone(),
@@ -580,14 +596,23 @@ impl Inner {
         };
         // The channel has room for every slot, so this fails only when the writer is gone.
         if tx.try_send(job).is_err() {
-            self.unpin(key, pinned);
+            self.written(key, pinned);
         }
     }
 
-    fn unpin(&self, key: &BlockKey, pinned: bool) {
-        if let (true, Some(m)) = (pinned, &self.mem) {
-            m.unpin(key);
+    /// The block of a write job is on disk (or will not be): the memory tier may drop it again,
+    /// or the queue's copy goes.
+    fn written(&self, key: &BlockKey, pinned: bool) {
+        match (pinned, &self.mem) {
+            (true, Some(m)) => m.unpin(key),
+            _ => {
+                self.queued().remove(key);
+            }
         }
+    }
+
+    fn queued(&self) -> MutexGuard<'_, HashMap<BlockKey, Bytes>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -738,7 +763,7 @@ async fn write_behind(cache: Weak<Inner>, mut queue: mpsc::Receiver<Job>, interv
                     Job::Write { key, data, pinned, _slot } => {
                         let Some(inner) = cache.upgrade() else { break };
                         inner.disks[0].put(key.clone(), data, &inner.disks[1..]).await;
-                        inner.unpin(&key, pinned);
+                        inner.written(&key, pinned);
                     }
                     Job::Barrier(done) => {
                         let _ = done.send(());

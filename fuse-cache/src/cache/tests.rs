@@ -638,3 +638,46 @@ async fn runs_claim_missing_stretches_and_answer_their_readers_in_order() {
         "only blocks 2 and 4 were fetched by readers"
     );
 }
+
+/// A block waiting for the disk writer is read from the queue, not fetched again, when the
+/// memory tier could not take it (here there is none).
+#[tokio::test]
+async fn a_block_waiting_for_the_disk_is_served_from_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(vec![ssd(dir.path(), 4 << 20)])
+        .await
+        .unwrap();
+    // Hold the one disk-writer thread, so the block stays queued while it is read.
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let writer_busy = tokio::spawn(background::run(move || {
+        let _ = held.recv();
+    }));
+    let count = Arc::new(AtomicUsize::new(0));
+    let k = key("m/f@e1", 0);
+    let data = block(0, 3000);
+    for _ in 0..3 {
+        let got = cache
+            .get_or_fetch(&k, fetch(&count, data.clone(), 0))
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+    }
+    assert_eq!(count.load(SeqCst), 1, "fetched again while queued");
+    assert!(cache.contains(&k));
+    let s = cache.stats();
+    assert_eq!((s.misses, s.hits, s.tiers[0].blocks), (1, 2, 0), "{s:?}");
+
+    hold.send(()).unwrap();
+    writer_busy.await.unwrap();
+    cache.flush().await;
+    assert_eq!(cache.stats().tiers[0].blocks, 1);
+    assert!(
+        cache.inner.queued().is_empty(),
+        "the queue's copy is gone once written"
+    );
+    let got = cache
+        .get_or_fetch(&k, fetch(&count, data.clone(), 0))
+        .await
+        .unwrap();
+    assert_eq!((got, count.load(SeqCst)), (data, 1));
+}
