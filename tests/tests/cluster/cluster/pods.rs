@@ -302,6 +302,32 @@ fn a_second_pod_starts_warm_on_the_surviving_daemon() {
         .kubectl(&["get", "dataset", "-n", &ns.name, "warm"])
         .unwrap();
     eprintln!("{status}\n{table}");
+    // The CacheRuntime's member view: the cluster's one node, ready, holding the cache.
+    let members = c
+        .wait(
+            "the CacheRuntime's members",
+            Duration::from_secs(60),
+            || {
+                let view = c.jsonpath(
+                    Some(&ns.name),
+                    "cacheruntime",
+                    "warm",
+                    "{.status.members[*].node} {.status.members[*].ready} {.status.fusePhase}",
+                )?;
+                Ok((view == format!("{} true Ready", c.node)).then_some(view))
+            },
+        )
+        .unwrap();
+    let cached = c
+        .jsonpath(
+            Some(&ns.name),
+            "cacheruntime",
+            "warm",
+            "{.status.members[0].cached}",
+        )
+        .unwrap();
+    assert!(!cached.is_empty() && !cached.starts_with('0'), "{cached}");
+    eprintln!("members: {members}, {cached} owned");
 }
 
 #[test]
