@@ -179,9 +179,10 @@ fn a_dataset_unions_its_mounts_with_stable_inodes() {
     assert!(std::fs::metadata(d.mountpoint.join("deep/missing")).is_err());
 
     use std::os::unix::fs::MetadataExt;
-    let ino = std::fs::metadata(d.mountpoint.join("deep/two/sub/y.txt"))
-        .unwrap()
-        .ino();
+    // Held open: an inode the kernel forgets (another test's drop_caches evicts unused ones)
+    // may come back under a new number; one in use must keep its number past the TTLs.
+    let held = std::fs::File::open(d.mountpoint.join("deep/two/sub/y.txt")).unwrap();
+    let ino = held.metadata().unwrap().ino();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         std::fs::metadata(d.mountpoint.join("deep/two/sub/y.txt"))
@@ -190,6 +191,7 @@ fn a_dataset_unions_its_mounts_with_stable_inodes() {
         ino,
         "inode numbers are stable"
     );
+    drop(held);
 }
 
 #[test]
