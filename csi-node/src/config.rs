@@ -136,13 +136,13 @@ pub struct Config {
     /// With `--daemon-cgroup`, it (plus 1 GiB for the daemons themselves) is also that cgroup's
     /// `memory.max`.
     /// Default: no limit.
-    #[arg(long, env = "FLUID_MEM_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    #[arg(long, env = "FLUID_MEM_BUDGET", value_name = "SIZE", value_parser = fluid_volume::size::size_flag)]
     pub mem_budget: Option<u64>,
 
     /// The most disk space the disk tiers of all volumes on this node may hold together (e.g.
     /// `500GiB`); a volume that would pass it is refused at NodeStage with RESOURCE_EXHAUSTED.
     /// Default: no limit.
-    #[arg(long, env = "FLUID_DISK_BUDGET", value_name = "SIZE", value_parser = parse_budget)]
+    #[arg(long, env = "FLUID_DISK_BUDGET", value_name = "SIZE", value_parser = fluid_volume::size::size_flag)]
     pub disk_budget: Option<u64>,
 
     /// HDFS users (comma separated) a volume may act as through its `user` option; `*` allows
@@ -349,10 +349,6 @@ fn parse_absolute(s: &str) -> Result<PathBuf, String> {
         return Err(format!("{s:?} must be an absolute path"));
     }
     Ok(p.to_path_buf())
-}
-
-fn parse_budget(s: &str) -> Result<u64, String> {
-    fluid_volume::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {

@@ -79,6 +79,12 @@ pub struct MountArgs {
     /// Largest readahead window of a sequential reader, in blocks.
     #[arg(long, default_value_t = 16)]
     pub readahead_blocks: u64,
+    /// What a reader at random offsets fetches per miss, in aligned pieces of this size
+    /// (merged when adjacent), instead of whole blocks: a 4 KiB read costs a small request,
+    /// not a block's. The pieces are cached like blocks. 0, or a size not below the block
+    /// size, fetches whole blocks.
+    #[arg(long, default_value = "64KiB", value_parser = fluid_volume::size::size_flag)]
+    pub random_fetch_size: u64,
     /// Serve Prometheus metrics (OpenMetrics text on GET /metrics) on this address, e.g.
     /// 127.0.0.1:9400; port 0 takes a free one. The address is printed as `FLUID-FUSE METRICS
     /// http://HOST:PORT/metrics` before the ready line, and stays the same when the serving

@@ -1,6 +1,8 @@
 //! The read path: a file read becomes block reads through the cache; misses go to the source
 //! (one request per block however many readers wait), and sequential readers get readahead
-//! whose window grows while the access stays sequential.
+//! whose window grows while the access stays sequential. A reader at random offsets fetches
+//! small aligned pieces of what it reads instead (adjacent missing pieces in one request),
+//! cached like blocks, until its access turns sequential.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 
-use crate::cache::{BlockCache, BlockKey, Keep, ObjectId, Run};
+use crate::cache::{BlockCache, BlockKey, Keep, ObjectId, Run, pieces_name};
 use crate::error::{Error, Result};
 use crate::histogram::Histogram;
 use crate::lock;
@@ -44,6 +46,10 @@ pub struct ReadConfig {
     /// (SeaweedFS used a sixth less CPU for a cold 1 GiB read in 16 MiB than in 4 MiB ones),
     /// while random reads still fetch one block.
     pub run_bytes: u64,
+    /// A reader at random offsets fetches aligned pieces of this size, not whole blocks (a
+    /// 4 KiB read at a random offset is then a 64 KiB request, not a 4 MiB one); 0, or a size
+    /// not below the block size, fetches whole blocks.
+    pub random_fetch_bytes: u64,
 }
 
 impl ReadConfig {
@@ -60,6 +66,7 @@ impl Default for ReadConfig {
             max_readahead_blocks: 16,
             prefetch_budget_blocks: 32,
             run_bytes: 16 << 20,
+            random_fetch_bytes: 64 << 10,
         }
     }
 }
@@ -75,13 +82,17 @@ pub struct OpenFile {
 }
 
 /// Sequential-access detection. Kernel readahead reorders requests a little under several
-/// readers, so "sequential" tolerates small jumps either way.
+/// readers, so "sequential" tolerates small jumps either way. A reader that jumped earns
+/// readahead again only after a block's worth of contiguous reads: the kernel splits one large
+/// read at a random offset into adjacent requests, which alone are no sign of a stream.
 #[derive(Default)]
 struct Pattern {
     last_end: u64,
     window: u64,
     /// First block not yet asked to be prefetched.
     prefetched_to: u64,
+    /// Bytes read contiguously since the last jump.
+    streak: u64,
 }
 
 const SEQUENTIAL_SLACK: u64 = 2 << 20;
@@ -110,6 +121,11 @@ impl Pattern {
             self.window = 0;
             self.prefetched_to = 0;
             self.last_end = offset + len;
+            self.streak = len;
+            return (0, 0);
+        }
+        self.streak += len;
+        if self.window == 0 && !first_read && self.streak < cfg.block_size {
             return (0, 0);
         }
         self.window = (self.window * 2).clamp(1, cfg.max_readahead_blocks);
@@ -249,41 +265,75 @@ impl Reader {
         let bs = self.cfg.block_size;
         let first = offset / bs;
         let last = (end - 1) / bs;
-        if first == last {
-            let block = self.block(file, first).await?;
-            let start = (offset - first * bs) as usize;
-            let stop = (end - first * bs) as usize;
-            self.counters
-                .bytes_served
-                .fetch_add((stop - start) as u64, Ordering::Relaxed);
-            return slice(&block, start, stop, &file.path);
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        let blocks =
-            futures::future::try_join_all((first..=last).map(|i| self.block(file, i))).await?;
-        for (i, block) in (first..=last).zip(blocks) {
-            let start = if i == first {
-                (offset - i * bs) as usize
-            } else {
-                0
-            };
-            let stop = if i == last {
-                (end - i * bs) as usize
-            } else {
-                block.len()
-            };
-            out.extend_from_slice(&slice(&block, start, stop, &file.path)?);
-        }
+        let out = match self.piece_size(file, random, first, last) {
+            Some(piece) => self.read_pieces(file, offset, end, piece).await?,
+            None => {
+                let blocks =
+                    futures::future::try_join_all((first..=last).map(|i| self.block(file, i)))
+                        .await?;
+                join_range(&blocks, bs, offset, end, &file.path)?
+            }
+        };
         self.counters
             .bytes_served
             .fetch_add(out.len() as u64, Ordering::Relaxed);
-        Ok(out.freeze())
+        Ok(out)
+    }
+
+    /// The piece size a read of blocks `first..=last` is fetched in: when the reader is at
+    /// random offsets, pieces are on and smaller than a block, the cache is not shared (there
+    /// a block's owner serves it whole), and no block of the read is cached whole.
+    fn piece_size(&self, file: &OpenFile, random: bool, first: u64, last: u64) -> Option<u64> {
+        let piece = self.cfg.random_fetch_bytes;
+        let on = random && piece > 0 && piece < self.cfg.block_size && self.cluster.is_none();
+        (on && !(first..=last).any(|i| self.cache.contains(&self.key(file, i)))).then_some(piece)
+    }
+
+    /// `offset..end` of `file` from its pieces of `piece` bytes: the missing ones are fetched
+    /// with one source request per stretch of adjacent pieces, and kept like blocks.
+    async fn read_pieces(
+        &self,
+        file: &Arc<OpenFile>,
+        offset: u64,
+        end: u64,
+        piece: u64,
+    ) -> Result<Bytes> {
+        let object = pieces_name(&file.object, piece);
+        let (first, last) = (offset / piece, (end - 1) / piece);
+        let keys: Vec<BlockKey> = (first..=last)
+            .map(|index| BlockKey {
+                object: object.clone(),
+                index,
+            })
+            .collect();
+        for (pos, run) in self.cache.claim_runs(&keys) {
+            let (this, file) = (self.clone_handle(), file.clone());
+            tokio::spawn(async move {
+                this.fetch_from_source(&file, first + pos as u64, run, piece)
+                    .await;
+            });
+        }
+        let parts = futures::future::try_join_all(keys.iter().map(|key| {
+            // Claimed above, or by another reader: this fetch runs only if the piece left the
+            // cache again before it was read.
+            let fetch = BlockFetch {
+                object: object.clone(),
+                index: key.index,
+                len: unit_len(file.meta.size, piece, key.index),
+                block_size: piece,
+                ..self.block_fetch(file, 0)
+            };
+            self.cache.get_or_fetch(key, move || async move {
+                fetch.read_source(BlockBuf::new(fetch.len)).await
+            })
+        }))
+        .await?;
+        join_range(&parts, piece, offset, end, &file.path)
     }
 
     /// The length of block `index` of an object of `size` bytes.
     fn block_len(&self, size: u64, index: u64) -> usize {
-        let bs = self.cfg.block_size;
-        bs.min(size.saturating_sub(index * bs)) as usize
+        unit_len(size, self.cfg.block_size, index)
     }
 
     fn key(&self, file: &OpenFile, index: u64) -> BlockKey {
@@ -393,7 +443,9 @@ impl Reader {
     /// blocks of other owners from them, all at once.
     async fn fetch_run(&self, file: &OpenFile, first: u64, mut run: Run) {
         let Some(cluster) = &self.cluster else {
-            return self.fetch_from_source(file, first, run).await;
+            return self
+                .fetch_from_source(file, first, run, self.cfg.block_size)
+                .await;
         };
         let mine = |index: u64| matches!(cluster.owner(&self.key(file, index)), Owner::Me);
         let mut pieces = Vec::new();
@@ -405,7 +457,8 @@ impl Reader {
                         .find(|&i| !mine(at + i as u64))
                         .unwrap_or(run.len());
                     let rest = run.split_off(n);
-                    pieces.push(self.fetch_from_source(file, at, run).boxed());
+                    let bs = self.cfg.block_size;
+                    pieces.push(self.fetch_from_source(file, at, run, bs).boxed());
                     run = rest;
                     n
                 }
@@ -430,15 +483,20 @@ impl Reader {
         futures::future::join_all(pieces).await;
     }
 
-    /// Fetches the blocks of `run` (from block `first` on) with one source request.
-    async fn fetch_from_source(&self, file: &OpenFile, first: u64, mut run: Run) {
+    /// Fetches the units of `unit` bytes of `run` (from unit `first` on: blocks, or a random
+    /// reader's pieces) with one source request.
+    async fn fetch_from_source(&self, file: &OpenFile, first: u64, mut run: Run, unit: u64) {
         run.reserve_writes().await;
-        let bs = self.cfg.block_size;
         let size = file.meta.size;
         let mut bufs: VecDeque<BlockBuf> = (first..first + run.len() as u64)
             .map(|i| {
-                let len = self.block_len(size, i);
-                self.cache.block_buf(&file.object, size, bs, i, len)
+                let len = unit_len(size, unit, i);
+                if unit == self.cfg.block_size {
+                    self.cache.block_buf(&file.object, size, unit, i, len)
+                } else {
+                    // Pieces are never part of an object's memory file, which holds blocks.
+                    BlockBuf::new(len)
+                }
             })
             .collect();
         let counters = &self.counters;
@@ -449,7 +507,7 @@ impl Reader {
             .read_run(
                 &file.path,
                 &file.meta,
-                first * bs,
+                first * unit,
                 &mut bufs,
                 &mut |b: BlockBuf| {
                     counters
@@ -543,6 +601,33 @@ impl BlockFetch {
             }
         }
     }
+}
+
+/// The length of unit `index` (of `unit` bytes each) of an object of `size` bytes.
+fn unit_len(size: u64, unit: u64, index: u64) -> usize {
+    unit.min(size.saturating_sub(index * unit)) as usize
+}
+
+/// Bytes `offset..end` of an object from its consecutive units of `unit` bytes, `units[0]`
+/// being the one `offset` falls in; one unit is sliced without a copy.
+fn join_range(units: &[Bytes], unit: u64, offset: u64, end: u64, path: &str) -> Result<Bytes> {
+    let first = offset / unit;
+    if let [one] = units {
+        let start = (offset - first * unit) as usize;
+        return slice(one, start, (end - first * unit) as usize, path);
+    }
+    let last = (end - 1) / unit;
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (i, data) in (first..).zip(units) {
+        let start = if i == first { offset - i * unit } else { 0 } as usize;
+        let stop = if i == last {
+            (end - i * unit) as usize
+        } else {
+            data.len()
+        };
+        out.extend_from_slice(&slice(data, start, stop, path)?);
+    }
+    Ok(out.freeze())
 }
 
 fn slice(block: &Bytes, start: usize, stop: usize, path: &str) -> Result<Bytes> {
@@ -673,12 +758,82 @@ mod tests {
         assert_eq!(source.requests(Op::Read), 3);
     }
 
+    #[tokio::test]
+    async fn random_reads_fetch_pieces_and_adjacent_misses_share_a_request() {
+        const KIB: u64 = 1024;
+        let source = Arc::new(MemorySource::new("mem://"));
+        let data = bytes(8 * MIB);
+        source.put("f", data.clone());
+        let reader = reader_over(source.clone()).await;
+        let file = open(&reader, "/f").await;
+        // Source requests as the reader makes them (the memory source counts one per piece
+        // of a run; S3 serves a run with one GET).
+        let requests = || reader.counters.requests.load(Ordering::Relaxed);
+        let read = |offset: u64, len: u64| {
+            let (reader, file) = (&reader, &file);
+            async move { reader.read(file, offset, len).await.unwrap() }
+        };
+        // A 4 KiB read far from the start: one 64 KiB piece, not the 1 MiB block.
+        let at = 5 * MIB + 100;
+        assert_eq!(&read(at, 4096).await[..], &data[at as usize..][..4096]);
+        assert_eq!((requests(), source.bytes_read()), (1, 64 * KIB));
+        // Elsewhere, then there again: the second time from the cached piece.
+        assert_eq!(
+            &read(MIB + 50, 4096).await[..],
+            &data[(MIB + 50) as usize..][..4096]
+        );
+        assert_eq!(&read(at, 4096).await[..], &data[at as usize..][..4096]);
+        assert_eq!((requests(), source.bytes_read()), (2, 128 * KIB));
+        // 200 KiB across four pieces, none cached: one request for the four.
+        let at = 3 * MIB + 10;
+        assert_eq!(
+            &read(at, 200 * KIB).await[..],
+            &data[at as usize..][..200 * KIB as usize]
+        );
+        assert_eq!((requests(), source.bytes_read()), (3, 6 * 64 * KIB));
+        // Across the end of the file: the last piece is short.
+        let at = 8 * MIB - 3000;
+        assert_eq!(&read(at, 4096).await[..], &data[at as usize..]);
+        // A sequential pass from the start: right bytes where pieces were read before.
+        for i in 0..8 {
+            let got = read(i * MIB, MIB).await;
+            assert_eq!(
+                &got[..],
+                &data[(i * MIB) as usize..][..MIB as usize],
+                "block {i}"
+            );
+        }
+        let whole = source.bytes_read() - 7 * 64 * KIB;
+        // Each byte once more: block 0 in pieces (the reader had jumped back to the start),
+        // then, readahead earned, blocks 1 to 7 whole.
+        assert_eq!(whole, 8 * MIB);
+        // A block cached whole serves random reads without pieces.
+        let before = requests();
+        assert_eq!(
+            &read(6 * MIB + 7, 4096).await[..],
+            &data[(6 * MIB + 7) as usize..][..4096]
+        );
+        assert_eq!(requests(), before);
+    }
+
+    #[tokio::test]
+    async fn pieces_off_fetch_whole_blocks() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        source.put("f", bytes(4 * MIB));
+        let mut reader = reader_over(source.clone()).await;
+        reader.cfg.random_fetch_bytes = 0;
+        let file = open(&reader, "/f").await;
+        reader.read(&file, 3 * MIB + 5, 4096).await.unwrap();
+        assert_eq!(source.bytes_read(), MIB);
+    }
+
     fn cfg() -> ReadConfig {
         ReadConfig {
             block_size: 4 << 20,
             max_readahead_blocks: 8,
             prefetch_budget_blocks: 8,
             run_bytes: 16 << 20,
+            random_fetch_bytes: 64 << 10,
         }
     }
 
@@ -706,6 +861,27 @@ mod tests {
             steady.windows(2).all(|w| w[1].0 == w[0].1),
             "no gaps: {steady:?}"
         );
+    }
+
+    #[test]
+    fn after_a_jump_readahead_waits_for_a_block_of_contiguous_reads() {
+        let mut p = Pattern::default();
+        let mib = 1 << 20;
+        let c = cfg(); // 4 MiB blocks
+        p.record(0, mib, &c, 100);
+        assert!(p.window > 0);
+        // A jump, then the adjacent pieces of one large read: still random.
+        assert_eq!(p.record(50 * mib, 128 << 10, &c, 100), (0, 0));
+        assert_eq!(p.record(50 * mib + (128 << 10), mib, &c, 100), (0, 0));
+        assert_eq!(p.window, 0);
+        // A block's worth of contiguous reads earns readahead back.
+        let mut at = 50 * mib + (128 << 10) + mib;
+        let mut ahead = (0, 0);
+        for _ in 0..3 {
+            ahead = p.record(at, mib, &c, 100);
+            at += mib;
+        }
+        assert!(p.window > 0 && ahead.0 < ahead.1, "{ahead:?}");
     }
 
     #[test]

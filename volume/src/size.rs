@@ -95,6 +95,12 @@ pub fn parse_size(s: &str) -> Result<u64> {
     size(s).map_err(|m| Error::invalid("size", m))
 }
 
+/// The value parser of a size flag (`--mem-budget 8GiB`): clap names the flag, the message
+/// says why.
+pub fn size_flag(s: &str) -> std::result::Result<u64, String> {
+    size(s)
+}
+
 pub(crate) fn size(s: &str) -> std::result::Result<u64, String> {
     let bad = |why: &str| format!("bad size {s:?} ({why})");
     let t = s.trim();

@@ -26,6 +26,13 @@ impl ObjectId<'_> {
     }
 }
 
+/// The name the pieces of `piece_size` bytes of the object named `object` are cached under
+/// (what a random reader fetches instead of whole blocks): distinct from every object's name,
+/// and from the pieces of another size, and under the object's eviction scopes.
+pub fn pieces_name(object: &str, piece_size: u64) -> Arc<str> {
+    format!("{object}{SEP}pieces{SEP}{piece_size}").into()
+}
+
 /// A set of cached objects, every version of them: what eviction drops at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ObjectScope<'a> {
@@ -130,6 +137,37 @@ fn fmix64(mut k: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_are_named_apart_from_blocks_and_evicted_with_their_object() {
+        let object = ObjectId {
+            mount: "s3://b",
+            path: "d/f",
+            version: "e1",
+        }
+        .name();
+        let pieces = pieces_name(&object, 65536);
+        assert_ne!(pieces, object);
+        assert_ne!(pieces, pieces_name(&object, 131072));
+        for scope in [
+            ObjectScope::Mount("s3://b"),
+            ObjectScope::Dir {
+                mount: "s3://b",
+                path: "d",
+            },
+            ObjectScope::File {
+                mount: "s3://b",
+                path: "d/f",
+            },
+        ] {
+            assert!(pieces.starts_with(&scope.name_prefix()), "{scope:?}");
+        }
+        let other = ObjectScope::File {
+            mount: "s3://b",
+            path: "d/f2",
+        };
+        assert!(!pieces.starts_with(&other.name_prefix()));
+    }
     use std::collections::HashSet;
 
     #[test]

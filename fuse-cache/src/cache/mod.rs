@@ -51,7 +51,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-pub use key::{BlockKey, ObjectId, ObjectScope, mix64, stable_hash64};
+pub use key::{BlockKey, ObjectId, ObjectScope, mix64, pieces_name, stable_hash64};
 
 use crate::error::{Error, Result};
 use disk::DiskTier;

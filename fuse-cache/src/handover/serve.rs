@@ -227,6 +227,7 @@ async fn build(
     let cfg = ReadConfig {
         block_size,
         max_readahead_blocks: m.readahead_blocks.max(1),
+        random_fetch_bytes: m.random_fetch_size,
         ..ReadConfig::default()
     };
     let mut reader = Reader::new(Arc::new(ns), cache, cfg);
