@@ -6,7 +6,6 @@
 //! endpoint, with the shared token), which passes it to its own daemon of the Dataset.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +18,6 @@ use fluid_volume::labels::{CACHE_ENDPOINT_ANNOTATION, dataset_label_key};
 
 /// How often the members are looked up.
 const EVERY: Duration = Duration::from_secs(5);
-
-/// The peers file of a Dataset (`namespace/name`) under the state directory.
-pub fn file(sup: &Supervisor, dataset: &str) -> PathBuf {
-    sup.state()
-        .root()
-        .join(".peers")
-        .join(crate::state::dir_name(dataset))
-}
 
 /// The peers file's text: `NODE tcp://ENDPOINT` for each member with an endpoint, sorted.
 pub fn text(nodes: &[Node]) -> String {
@@ -65,19 +56,9 @@ async fn refresh(sup: &Supervisor, nodes: &Api<Node>, dataset: &str) -> Result<(
         .list(&ListParams::default().labels(&key))
         .await
         .map_err(|e| format!("listing the Nodes labelled {key}: {e}"))?;
-    write_if_changed(&file(sup, dataset), &text(&listed.items))
-}
-
-/// Writes the file unless it holds `text` already (its readers poll its size and time).
-pub fn write_if_changed(path: &std::path::Path, text: &str) -> Result<(), String> {
-    if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    fluid_volume::atomic::write(path, text.as_bytes(), 0o644)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let file = sup.state().peers_file(dataset);
+    fluid_volume::atomic::write_if_changed(&file, text(&listed.items).as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 #[cfg(test)]

@@ -160,6 +160,12 @@ impl StateDir {
         self.root.join(dir_name(volume_id))
     }
 
+    /// The peers file of a Dataset (`namespace/name`): the members of its shared cache, which
+    /// its daemons read (`fluid-fuse mount --peers-file`).
+    pub fn peers_file(&self, dataset: &str) -> PathBuf {
+        self.root.join(".peers").join(dir_name(dataset))
+    }
+
     /// A fresh record for a volume about to be staged; its folder is created (0700).
     pub fn new_record(
         &self,

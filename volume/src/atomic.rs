@@ -32,6 +32,18 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     result
 }
 
+/// [`write`], unless `path` holds `data` already (a reader that polls its size and time sees
+/// no change then); makes the folder when it is missing.
+pub fn write_if_changed(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|d| d == data) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    write(path, data, mode)
+}
+
 /// `.<name>.tmp` beside `path`: hidden, and never taken for a file of the folder's own kind.
 fn temporary(path: &Path) -> PathBuf {
     let name = path
@@ -45,6 +57,20 @@ fn temporary(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_only_what_changed_and_makes_the_folder() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/peers");
+        write_if_changed(&path, b"a 1\n", 0o644).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        write_if_changed(&path, b"a 1\n", 0o644).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino, "left alone");
+        write_if_changed(&path, b"a 1\nb 2\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"a 1\nb 2\n");
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), ino, "replaced");
+    }
 
     #[test]
     fn replaces_whole_with_the_mode_and_leaves_no_temporary() {

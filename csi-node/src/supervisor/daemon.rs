@@ -68,11 +68,12 @@ impl Supervisor {
         if self.shares_caches()
             && let Some(dataset) = &rec.dataset
         {
-            let file = crate::peers::file(self, dataset);
+            let file = self.state().peers_file(dataset);
             // The daemon reads it at start: at first it names no one but may (the members are
             // written within seconds).
             if !file.exists() {
-                crate::peers::write_if_changed(&file, "").map_err(Error::Daemon)?;
+                fluid_volume::atomic::write_if_changed(&file, b"", 0o644)
+                    .map_err(|e| Error::Daemon(format!("{}: {e}", file.display())))?;
             }
             command.peers = Some(fluid_volume::daemon::PeerFlags {
                 file,

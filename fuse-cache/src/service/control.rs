@@ -221,11 +221,11 @@ impl CacheNode for Control {
             for (path, node) in this.files_under(&req.paths, &mut progress.errors).await {
                 match reader.open(&node) {
                     Ok(file) => {
+                        // In a shared cache, the bytes of the blocks this node owns; a file
+                        // without one is done here at once (its owners warm it), so that every
+                        // member counts every file of the copy they make together.
                         let share: u64 = reader.owned_blocks(&file).map(|(_, len)| len).sum();
-                        // A shared cache: files without a block of ours are the others' work.
-                        if share > 0 || (file.meta.size == 0 && reader.cluster.is_none()) {
-                            files.push((path, file, share));
-                        }
+                        files.push((path, file, share));
                     }
                     Err(e) => progress.errors.push(PathError {
                         path,
