@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make bench: fluid-fuse side by side with s3fs and rclone on one SeaweedFS server.
+# make bench: fluid-fuse side by side with s3fs, rclone and Mountpoint for Amazon S3 on one
+# SeaweedFS server.
 #   scripts/bench.sh [--quick] [bench flags...]     (`target/release/bench --help` lists them)
 #   make bench ARGS=--quick        or   BENCH_ARGS=--quick make bench
-# Installs what is missing (s3fs, rclone, fuse3, the chart's font), starts SeaweedFS, builds
+# Installs what is missing (s3fs, rclone, fuse3, the chart's font, cmake and libclang for the
+# Mountpoint peer), starts SeaweedFS, builds
 # in release, runs the harness; results go to bench/results/ (bench/results/quick/ for --quick).
 set -euo pipefail
 
@@ -37,6 +39,15 @@ eval "$("$root/scripts/services.sh" env seaweedfs)"
 
 say "building (release)"
 cargo build --release -p bench -p fuse-cache
+
+# Mountpoint for Amazon S3 as a peer: its library crates in bench/mountpoint-peer, with the AWS
+# CRT built from the crate's C sources (cmake, libclang). A failed build skips its column.
+apt_install cmake libclang-dev libfuse3-dev pkg-config
+say "building the Mountpoint peer (release; the first build compiles the AWS CRT, minutes)"
+if ! cargo build --release --manifest-path "$root/bench/mountpoint-peer/Cargo.toml" \
+    >"${BENCH_WORK:-/var/tmp/fluid-bench}.mountpoint-build.log" 2>&1; then
+  say "warning: the Mountpoint peer did not build (${BENCH_WORK:-/var/tmp/fluid-bench}.mountpoint-build.log); its column will say skipped"
+fi
 
 work="${BENCH_WORK:-/var/tmp/fluid-bench}"
 # Whatever happens, leave no mount behind (the harness unmounts too; this covers a kill).

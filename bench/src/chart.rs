@@ -20,6 +20,7 @@ fn color(s: System) -> RGBColor {
         System::S3fs => RGBColor(49, 130, 189),
         System::S3fsCache => RGBColor(158, 202, 225),
         System::Rclone => RGBColor(49, 163, 84),
+        System::Mountpoint => RGBColor(117, 107, 177),
         System::Source => RGBColor(150, 150, 150),
         System::Memory => RGBColor(80, 80, 80),
     }

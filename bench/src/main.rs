@@ -1,5 +1,5 @@
-//! `make bench`: fluid-fuse side by side with s3fs (without and with its cache) and rclone
-//! mount (full VFS cache) on one SeaweedFS server and the same data, each system mounted in
+//! `make bench`: fluid-fuse side by side with s3fs (without and with its cache), rclone mount
+//! (full VFS cache) and Mountpoint for Amazon S3 (disk cache) on one SeaweedFS server and the same data, each system mounted in
 //! turn with a fresh empty cache; plus the source limit (aws-sdk-s3, no FUSE) and the memory
 //! limit (tmpfs). Writes a Markdown table per workload, the same as JSON, and a PNG chart.
 
@@ -31,17 +31,18 @@ use crate::workloads::{Ctx, Event, Measurement, Params, TimeLimit, Workload};
 #[derive(Parser, Debug)]
 #[command(
     name = "bench",
-    about = "fluid-fuse side by side with s3fs and rclone on one SeaweedFS server, with the source and memory limits"
+    about = "fluid-fuse side by side with s3fs, rclone and Mountpoint for Amazon S3 on one SeaweedFS server, with the source and memory limits"
 )]
 struct Args {
     /// Smaller data: a 128 MiB object, 2,000 epoch files, 10,000 meta entries; shorter limits.
     #[arg(long)]
     quick: bool,
-    /// Systems to run, comma-separated: fluid, s3fs, s3fs-cache, rclone, source, memory.
+    /// Systems to run, comma-separated: fluid, s3fs, s3fs-cache, rclone, mountpoint (Mountpoint
+    /// for Amazon S3 with its disk cache), source, memory.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fluid,s3fs,s3fs-cache,rclone,source,memory"
+        default_value = "fluid,s3fs,s3fs-cache,rclone,mountpoint,source,memory"
     )]
     systems: Vec<String>,
     /// Workloads to run, comma-separated: seq, rand-4k, rand-1m, epoch, meta, recovery
@@ -66,6 +67,9 @@ struct Args {
     /// The fluid-fuse binary [default: target/release/fluid-fuse].
     #[arg(long)]
     fluid_fuse: Option<PathBuf>,
+    /// The Mountpoint peer [default: bench/mountpoint-peer/target/release/mountpoint-peer].
+    #[arg(long)]
+    mountpoint_peer: Option<PathBuf>,
     /// fluid-fuse's memory tier.
     #[arg(long, default_value = "2GiB")]
     fluid_mem: String,
@@ -146,6 +150,10 @@ fn run(args: Args) -> Result<()> {
         .fluid_fuse
         .clone()
         .unwrap_or_else(|| repo.join("target/release/fluid-fuse"));
+    let mountpoint_bin = args
+        .mountpoint_peer
+        .clone()
+        .unwrap_or_else(|| repo.join("bench/mountpoint-peer/target/release/mountpoint-peer"));
 
     let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let machine = machine_info();
@@ -165,6 +173,7 @@ fn run(args: Args) -> Result<()> {
         s3: s3.clone(),
         bucket: bucket.clone(),
         fluid_bin: fluid_bin.clone(),
+        mountpoint_bin: mountpoint_bin.clone(),
         fluid_mem: args.fluid_mem.clone(),
         fluid_ssd: args.fluid_ssd.clone(),
         fluid_tier_override: args.fluid_tiers.clone(),
@@ -190,6 +199,15 @@ fn run(args: Args) -> Result<()> {
             ),
         );
     }
+    if !mountpoint_bin.is_file() {
+        missing.insert(
+            System::Mountpoint,
+            format!(
+                "{} not found; scripts/bench.sh builds it (cmake and libclang-dev for the AWS CRT)",
+                mountpoint_bin.display()
+            ),
+        );
+    }
     for (sys, prog) in [
         (System::S3fs, "s3fs"),
         (System::S3fsCache, "s3fs"),
@@ -211,6 +229,10 @@ fn run(args: Args) -> Result<()> {
     versions.insert(
         "s3fs".to_string(),
         systems::version_of(Path::new("s3fs"), &["--version"]),
+    );
+    versions.insert(
+        "mountpoint-s3-fs".to_string(),
+        "0.11.0 (bench/mountpoint-peer, mounted as mount-s3 --cache --max-cache-size --max-memory-target)".to_string(),
     );
     versions.insert(
         "rclone".to_string(),
@@ -373,7 +395,7 @@ fn run(args: Args) -> Result<()> {
     )?;
     let chart_path = out.join("chart.png");
     let title = format!(
-        "fluid-fuse vs s3fs and rclone on SeaweedFS ({} mode, {}, {} CPUs, {} MiB)",
+        "fluid-fuse vs s3fs, rclone and Mountpoint on SeaweedFS ({} mode, {}, {} CPUs, {} MiB)",
         report.mode, report.started, report.machine.nproc, report.machine.memory_mib
     );
     let chart_note = match chart::render(&chart_path, &title, &report.workloads, &args.font) {

@@ -21,6 +21,8 @@ pub enum System {
     S3fs,
     S3fsCache,
     Rclone,
+    /// Mountpoint for Amazon S3's file system (`bench/mountpoint-peer`) with its disk cache.
+    Mountpoint,
     /// aws-sdk-s3 straight at the server, no FUSE: what the network path allows.
     Source,
     /// The same bytes in a tmpfs file: what the kernel's read path allows.
@@ -28,11 +30,12 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Fluid,
         System::S3fs,
         System::S3fsCache,
         System::Rclone,
+        System::Mountpoint,
         System::Source,
         System::Memory,
     ];
@@ -44,6 +47,7 @@ impl System {
             System::S3fs => "s3fs",
             System::S3fsCache => "s3fs+cache",
             System::Rclone => "rclone",
+            System::Mountpoint => "mountpoint-s3",
             System::Source => "source",
             System::Memory => "memory",
         }
@@ -54,6 +58,7 @@ impl System {
         match self {
             System::S3fsCache => "s3fs-cache",
             System::Fluid => "fluid",
+            System::Mountpoint => "mountpoint",
             other => other.name(),
         }
     }
@@ -64,7 +69,7 @@ impl System {
             .find(|sys| sys.arg() == s || sys.name() == s)
             .with_context(|| {
                 format!(
-                    "unknown system {s:?}; one of fluid, s3fs, s3fs-cache, rclone, source, memory"
+                    "unknown system {s:?}; one of fluid, s3fs, s3fs-cache, rclone, mountpoint, source, memory"
                 )
             })
     }
@@ -84,6 +89,8 @@ pub struct MountConfig {
     pub s3: S3Env,
     pub bucket: String,
     pub fluid_bin: PathBuf,
+    /// The Mountpoint peer (`bench/mountpoint-peer`).
+    pub mountpoint_bin: PathBuf,
     pub fluid_mem: String,
     pub fluid_ssd: String,
     /// When not empty, fluid-fuse's tiers instead of the two above.
@@ -208,6 +215,28 @@ pub fn mount(system: System, cfg: &MountConfig, workload: &str) -> Result<Mounte
                 .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true")
                 .stdout(logf.try_clone()?);
         }
+        System::Mountpoint => {
+            // Its disk cache and memory target set alike to fluid-fuse's tiers.
+            let mib = |size: &str| crate::report::parse_size(size).map(|b| (b >> 20).to_string());
+            cmd = Command::new(&cfg.mountpoint_bin);
+            cmd.arg(&cfg.bucket)
+                .arg(&mountpoint)
+                .arg("--endpoint-url")
+                .arg(&s3.endpoint)
+                .arg("--region")
+                .arg(&s3.region)
+                .arg("--cache")
+                .arg(&cache)
+                .arg("--max-cache-size")
+                .arg(mib(&cfg.fluid_ssd).unwrap_or_else(|| "8192".into()))
+                .arg("--max-memory-target")
+                .arg(mib(&cfg.fluid_mem).unwrap_or_else(|| "2048".into()))
+                .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+                .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_PROFILE")
+                .stdout(Stdio::piped());
+        }
         System::Source | System::Memory => bail!("{what}: not a mount"),
     }
     cmd.stdin(Stdio::null()).stderr(logf);
@@ -227,7 +256,7 @@ pub fn mount(system: System, cfg: &MountConfig, workload: &str) -> Result<Mounte
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if line.starts_with("FLUID-FUSE READY") {
+                if line.starts_with("FLUID-FUSE READY") || line.starts_with("MOUNTPOINT READY") {
                     let _ = tx.send(());
                 }
             }
