@@ -57,7 +57,10 @@ cluster_kubectl() { kubectl --kubeconfig "$(cluster_dir)/kubeconfig" "$@"; }
 
 cluster_up() {
   local dir; dir="$(cluster_dir)"
-  if cluster_running && cluster_node_ready; then return 0; fi
+  if cluster_running && cluster_node_ready; then
+    cluster_images_present || cluster_images_import
+    return 0
+  fi
   cluster_down
   ports_free cluster "$CLUSTER_ETCD_PORT" "$CLUSTER_ETCD_PEER_PORT" 10248 10249 10256 10257 10259
   kube_install
@@ -294,8 +297,11 @@ authorization:
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+# 100: no image garbage collection. The images the cluster provides are imported once, at up;
+# when other work filled the disk to 99 % (make bench's caches), the kubelet deleted them, pause
+# among them, and no pod could start after.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 evictionHard:
   memory.available: 100Mi
   nodefs.available: 1%
@@ -342,6 +348,16 @@ cluster_images_build() {
   fi
 }
 cluster_pause_stamp() { cat "$CLUSTER_PAUSE_SRC/go.mod" "$CLUSTER_PAUSE_SRC/main.go" | sha256sum; }
+
+# Whether containerd still has the three images (a kubelet with image GC on, or a hand, may
+# have removed them; without pause no pod starts).
+cluster_images_present() {
+  local listed ref
+  listed="$(cluster_ctr images ls -q 2>/dev/null)" || return 1
+  for ref in "$CLUSTER_PAUSE_IMAGE" "$CLUSTER_BUSYBOX_IMAGE" "$(cluster_provisioner_image)"; do
+    grep -qxF "$ref" <<<"$listed" || return 1
+  done
+}
 
 cluster_images_import() {
   local dir f; dir="$(cluster_dir)"
