@@ -93,6 +93,10 @@ struct Pattern {
     prefetched_to: u64,
     /// Bytes read contiguously since the last jump.
     streak: u64,
+    /// The reader has jumped: from then on readahead waits for a block's worth of contiguous
+    /// reads. A reader that has not (its first requests near the start, in any order, as the
+    /// kernel's readahead sends them) is sequential at once.
+    jumped: bool,
 }
 
 const SEQUENTIAL_SLACK: u64 = 2 << 20;
@@ -122,10 +126,11 @@ impl Pattern {
             self.prefetched_to = 0;
             self.last_end = offset + len;
             self.streak = len;
+            self.jumped = true;
             return (0, 0);
         }
         self.streak += len;
-        if self.window == 0 && !first_read && self.streak < cfg.block_size {
+        if self.jumped && self.window == 0 && self.streak < cfg.block_size {
             return (0, 0);
         }
         self.window = (self.window * 2).clamp(1, cfg.max_readahead_blocks);
@@ -265,7 +270,7 @@ impl Reader {
         let bs = self.cfg.block_size;
         let first = offset / bs;
         let last = (end - 1) / bs;
-        let out = match self.piece_size(file, random, first, last) {
+        let out = match self.piece_size(file, random, offset, end) {
             Some(piece) => self.read_pieces(file, offset, end, piece).await?,
             None => {
                 let blocks =
@@ -280,13 +285,30 @@ impl Reader {
         Ok(out)
     }
 
-    /// The piece size a read of blocks `first..=last` is fetched in: when the reader is at
-    /// random offsets, pieces are on and smaller than a block, the cache is not shared (there
-    /// a block's owner serves it whole), and no block of the read is cached whole.
-    fn piece_size(&self, file: &OpenFile, random: bool, first: u64, last: u64) -> Option<u64> {
-        let piece = self.cfg.random_fetch_bytes;
-        let on = random && piece > 0 && piece < self.cfg.block_size && self.cluster.is_none();
-        (on && !(first..=last).any(|i| self.cache.contains(&self.key(file, i)))).then_some(piece)
+    /// The piece size the read `offset..end` (blocks `first..=last`) is served in: when pieces
+    /// are on and smaller than a block, the cache is not shared (there a block's owner serves
+    /// it whole), no block of the read is cached whole, and either the reader is at random
+    /// offsets or every piece of the read is cached (a random reader read it before).
+    fn piece_size(&self, file: &OpenFile, random: bool, offset: u64, end: u64) -> Option<u64> {
+        let (piece, bs) = (self.cfg.random_fetch_bytes, self.cfg.block_size);
+        if piece == 0 || piece >= bs || self.cluster.is_some() {
+            return None;
+        }
+        if (offset / bs..=(end - 1) / bs).any(|i| self.cache.contains(&self.key(file, i))) {
+            return None;
+        }
+        if random {
+            return Some(piece);
+        }
+        let object = pieces_name(&file.object, piece);
+        (offset / piece..=(end - 1) / piece)
+            .all(|index| {
+                self.cache.contains(&BlockKey {
+                    object: object.clone(),
+                    index,
+                })
+            })
+            .then_some(piece)
     }
 
     /// `offset..end` of `file` from its pieces of `piece` bytes: the missing ones are fetched
@@ -817,6 +839,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sequential_read_of_what_pieces_hold_needs_no_fetch() {
+        let source = Arc::new(MemorySource::new("mem://"));
+        let data = bytes(4 * MIB);
+        source.put("f", data.clone());
+        let reader = reader_over(source.clone()).await;
+        let requests = || reader.counters.requests.load(Ordering::Relaxed);
+        // A random reader reads 256 KiB at 2 MiB: four pieces.
+        let random = open(&reader, "/f").await;
+        reader.read(&random, 3 * MIB, 4096).await.unwrap();
+        reader.read(&random, 2 * MIB, 256 << 10).await.unwrap();
+        assert_eq!(requests(), 2);
+        // Another open reads from 2 MiB on, as a new sequential reader: the first 128 KiB from
+        // the pieces; the block after them is then fetched whole.
+        let seq = open(&reader, "/f").await;
+        let got = reader.read(&seq, 2 * MIB, 128 << 10).await.unwrap();
+        assert_eq!(&got[..], &data[2 * MIB as usize..][..128 << 10]);
+        assert_eq!(requests(), 2, "served by the pieces");
+        let got = reader.read(&seq, 2 * MIB + (128 << 10), MIB).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[(2 * MIB + (128 << 10)) as usize..][..MIB as usize]
+        );
+        assert!(requests() > 2);
+    }
+
+    #[tokio::test]
     async fn pieces_off_fetch_whole_blocks() {
         let source = Arc::new(MemorySource::new("mem://"));
         source.put("f", bytes(4 * MIB));
@@ -861,6 +909,17 @@ mod tests {
             steady.windows(2).all(|w| w[1].0 == w[0].1),
             "no gaps: {steady:?}"
         );
+    }
+
+    #[test]
+    fn a_new_reader_near_the_start_is_sequential_in_any_order() {
+        // The kernel's readahead may send the second request of a file first.
+        let mut p = Pattern::default();
+        let c = cfg();
+        let ahead = p.record(128 << 10, 128 << 10, &c, 100);
+        assert!(p.window > 0 && ahead.0 < ahead.1, "{ahead:?}");
+        p.record(0, 128 << 10, &c, 100);
+        assert!(p.window > 0);
     }
 
     #[test]
