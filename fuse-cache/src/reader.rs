@@ -285,8 +285,8 @@ impl Reader {
         Ok(out)
     }
 
-    /// The piece size the read `offset..end` (blocks `first..=last`) is served in: when pieces
-    /// are on and smaller than a block, the cache is not shared (there a block's owner serves
+    /// The piece size the read `offset..end` is served in, if any: when pieces are on and
+    /// smaller than a block, the cache is not shared (there a block's owner serves
     /// it whole), no block of the read is cached whole, and either the reader is at random
     /// offsets or every piece of the read is cached (a random reader read it before).
     fn piece_size(&self, file: &OpenFile, random: bool, offset: u64, end: u64) -> Option<u64> {
