@@ -291,7 +291,8 @@ impl Reader {
     /// offsets or every piece of the read is cached (a random reader read it before).
     fn piece_size(&self, file: &OpenFile, random: bool, offset: u64, end: u64) -> Option<u64> {
         let (piece, bs) = (self.cfg.random_fetch_bytes, self.cfg.block_size);
-        if piece == 0 || piece >= bs || self.cluster.is_some() {
+        // Files never read at random (most, and every warm sequential read) skip the lookups.
+        if piece == 0 || piece >= bs || self.cluster.is_some() || !self.read_at_random(file.ino) {
             return None;
         }
         if (offset / bs..=(end - 1) / bs).any(|i| self.cache.contains(&self.key(file, i))) {
