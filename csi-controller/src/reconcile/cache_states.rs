@@ -64,6 +64,14 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
     let all_nodes = Api::<Node>::all(ctx.client.clone())
         .list(&ListParams::default())
         .await?;
+    // One list for every Dataset's runtime, not a get per Dataset each refresh.
+    let runtimes: HashMap<(String, String), CacheRuntime> =
+        Api::<CacheRuntime>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .map(|rt| ((rt.namespace().unwrap_or_default(), rt.name_any()), rt))
+            .collect();
     for ds in datasets {
         let bound = ds.status.as_ref().and_then(|s| s.phase) == Some(DatasetPhase::Bound);
         if !bound || ds.metadata.deletion_timestamp.is_some() {
@@ -104,7 +112,9 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
                 Err(e) => tracing::debug!(dataset = %key, "no cache stats: {e}"),
             }
         }
-        write_members(ctx, &ns, &name, members).await?;
+        if let Some(rt) = runtimes.get(&(ns.clone(), name.clone())) {
+            write_members(ctx, rt, members).await?;
+        }
         let total = ctx.scans.bytes(&ds.uid().unwrap_or_default());
         let states = cache_states(&sum, total);
         if ds.status.as_ref().and_then(|s| s.cache_states.as_ref()) == Some(&states) {
@@ -118,22 +128,17 @@ async fn refresh(ctx: &Context, seen: &mut Seen) -> Result<()> {
     Ok(())
 }
 
-/// Writes the member view into the status of the CacheRuntime `ns/name` when it changed (a
-/// runtime being deleted, or gone, is left alone).
+/// Writes the member view into the status of `runtime` when it changed (a runtime being
+/// deleted is left alone).
 async fn write_members(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    runtime: &CacheRuntime,
     members: Vec<CacheMember>,
 ) -> Result<()> {
-    let api = Api::<CacheRuntime>::namespaced(ctx.client.clone(), ns);
-    let Some(runtime) = api.get_opt(name).await? else {
-        return Ok(());
-    };
     if runtime.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let current = runtime.status.unwrap_or_default();
+    let current = runtime.status.clone().unwrap_or_default();
     let view = member_view(members, current.conditions.clone());
     if view == current {
         return Ok(());
@@ -147,9 +152,22 @@ async fn write_members(
         "fusePhase": view.fuse_phase,
         "members": view.members,
     } });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    let api = Api::<CacheRuntime>::namespaced(
+        ctx.client.clone(),
+        &runtime.namespace().unwrap_or_default(),
+    );
+    match api
+        .patch_status(
+            &runtime.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        // Deleted since the list: nothing to show.
+        Err(kube::Error::Api(ae)) if ae.code == 404 => Ok(()),
+        other => other.map(drop).map_err(Into::into),
+    }
 }
 
 /// Fluid's FUSE counts and phase from the members: every labelled node is desired and
