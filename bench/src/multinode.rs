@@ -203,21 +203,7 @@ fn stats_of(nodes: &[Node]) -> Result<Vec<GetStatsResponse>> {
 }
 
 fn stats(control: &Path) -> Result<GetStatsResponse> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let ep: fluid_proto::Endpoint = format!("unix://{}", control.display())
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let channel = ep.connect().await?;
-        Ok(
-            fluid_proto::fluid::cache_node_client::CacheNodeClient::new(channel)
-                .get_stats(fluid_proto::fluid::GetStatsRequest::default())
-                .await?
-                .into_inner(),
-        )
-    })
+    fluid_tests::daemon::stats_at(&format!("unix://{}", control.display()))
 }
 
 /// Waits until every node lists all three members (they re-read the peers file).

@@ -302,13 +302,21 @@ pub fn is_mounted(dir: &Path) -> bool {
 
 /// The daemon's cache figures: GetStats on its control endpoint.
 pub fn stats(d: &FuseDaemon) -> fluid_proto::fluid::GetStatsResponse {
+    stats_at(&d.control_endpoint()).unwrap_or_else(|e| panic!("GetStats: {e:#}"))
+}
+
+/// `GetStats` of the daemon whose control endpoint is `endpoint` (`unix:///...`).
+pub fn stats_at(endpoint: &str) -> Result<fluid_proto::fluid::GetStatsResponse> {
     crate::rt().block_on(async {
-        let ep: fluid_proto::Endpoint = d.control_endpoint().parse().unwrap();
-        let channel = ep.connect().await.unwrap();
-        fluid_proto::fluid::cache_node_client::CacheNodeClient::new(channel)
-            .get_stats(fluid_proto::fluid::GetStatsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
+        let ep: fluid_proto::Endpoint = endpoint
+            .parse()
+            .map_err(|e: fluid_proto::EndpointError| anyhow::anyhow!("{endpoint}: {e}"))?;
+        let channel = ep.connect().await?;
+        Ok(
+            fluid_proto::fluid::cache_node_client::CacheNodeClient::new(channel)
+                .get_stats(fluid_proto::fluid::GetStatsRequest::default())
+                .await?
+                .into_inner(),
+        )
     })
 }
