@@ -114,6 +114,21 @@ pub struct Config {
     )]
     pub local_roots: Vec<std::path::PathBuf>,
 
+    /// Endpoints (comma separated: `*`, or `[http(s)://]HOST[:PORT]`, HOST may start with
+    /// `*.`) to which a Dataset's credentials from a Secret may be sent, as the node plugins
+    /// are told. The access key id and session token travel to the endpoint, so one the Dataset
+    /// chose that is neither listed nor named by the Secret itself (its key `endpoint`) is
+    /// refused (phase Failed, saying why) and never walked. Default: none (only the store's
+    /// own endpoints, e.g. AWS by region).
+    #[arg(
+        long,
+        env = "FLUID_CREDENTIAL_ENDPOINTS",
+        value_name = "ENDPOINT,...",
+        value_delimiter = ',',
+        value_parser = fluid_volume::endpoints::pattern_flag
+    )]
+    pub credential_endpoints: Vec<fluid_volume::endpoints::EndpointPattern>,
+
     /// Answer the kubelet's liveness probe: `GET /healthz` on HOST:PORT is 200 while this
     /// plugin's CSI endpoint answers Probe (no livenessprobe sidecar needed).
     #[arg(long, value_name = "HOST:PORT")]

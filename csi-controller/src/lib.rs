@@ -68,6 +68,7 @@ pub async fn run(config: Config) -> Result<()> {
             ),
             client: client.clone(),
             local_roots: config.local_roots.clone(),
+            credential_endpoints: config.credential_endpoints.clone(),
             driver: config.drivername.clone(),
             scans: reconcile::ufs::Scans::new(
                 config.allow_ambient_credentials,

@@ -124,6 +124,16 @@ pub struct Config {
     #[arg(long, env = "FLUID_LOCAL_ROOTS", value_name = "DIR,...", value_delimiter = ',', value_parser = parse_absolute)]
     pub local_roots: Vec<PathBuf>,
 
+    /// With --kubernetes: endpoints (comma separated: `*`, or `[http(s)://]HOST[:PORT]`, HOST
+    /// may start with `*.`) to which a volume's credentials from its node-stage Secret may be
+    /// sent. The access key id and session token travel to the endpoint, and a Dataset's
+    /// `endpoint` option is its author's choice, so one neither listed nor set by the Secret
+    /// itself is refused at NodeStage with PERMISSION_DENIED. Default: none (only the store's
+    /// own endpoints, e.g. AWS by region). Without --kubernetes volume contexts come from the
+    /// administrator's catalogue and StorageClasses, and nothing is checked.
+    #[arg(long, env = "FLUID_CREDENTIAL_ENDPOINTS", value_name = "ENDPOINT,...", value_delimiter = ',', value_parser = fluid_volume::endpoints::pattern_flag)]
+    pub credential_endpoints: Vec<fluid_volume::endpoints::EndpointPattern>,
+
     /// More directories (absolute, comma separated) under which a volume's own disk tiers
     /// (a CacheRuntime's or StorageClass's `ssd:`/`hdd:` paths) may lie, besides the folders of
     /// this node's `--tier` flags. Tier folders are made, filled and removed by root, so one

@@ -12,16 +12,20 @@
 //!   read any bucket the platform can. Keys must come with the volume (a Secret of the
 //!   Dataset's namespace) unless the administrator lends the node's identity
 //!   (`--allow-ambient-credentials`).
+//! - Credentials from a Secret: an S3 client sends the access key id and session token to its
+//!   endpoint, which a Dataset's author chooses; with `--kubernetes` they go only to an
+//!   endpoint the administrator lists (`--credential-endpoints`) or the Secret sets itself.
 //! - Cache tiers: a volume's disk tier folders are made, filled and removed by root, so they
 //!   must lie under the node's cache roots (`--cache-roots` and its own `--tier` folders), with
 //!   no `..`; and the tiers of all volumes on the node share its budgets (`--mem-budget`,
 //!   `--disk-budget`), so one tenant cannot take the node's memory or disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use fluid_volume::context::VolumeContext;
 use fluid_volume::dataset::{self, Mount};
+use fluid_volume::endpoints::{EndpointPattern, refused_endpoint};
 use fluid_volume::mountpoint::Store;
 use fluid_volume::roots::{describe, lies_under};
 use fluid_volume::size::human_size;
@@ -39,6 +43,9 @@ pub fn check_volume(
     context.validate()?;
     let mounts = dataset::resolve(context.mounts_with_secrets(secrets)?, "mounts")?;
     check_local_roots(&mounts, &config.local_roots)?;
+    if config.kubernetes {
+        check_credential_endpoints(context, secrets, &config.credential_endpoints)?;
+    }
     check_credentials(
         &mounts,
         config.allow_ambient_credentials,
@@ -113,6 +120,28 @@ pub fn check_credentials(
         Some(why) => Err(Error::Denied(why)),
         None => Ok(()),
     }
+}
+
+/// Refuses a mount whose credentials from the node-stage Secret would go to an endpoint the
+/// volume context chose (a Dataset's author) that the administrator does not allow.
+pub fn check_credential_endpoints(
+    context: &VolumeContext,
+    secrets: &HashMap<String, String>,
+    allowed: &[EndpointPattern],
+) -> Result<()> {
+    let with_secrets = context.mounts_with_secrets(secrets)?;
+    for (plain, full) in context.mounts.iter().zip(&with_secrets) {
+        let from_secrets: BTreeMap<String, String> = full
+            .options
+            .iter()
+            .filter(|(k, v)| plain.options.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(why) = refused_endpoint(&plain.options, &from_secrets, allowed) {
+            return Err(Error::Denied(format!("mount {:?}: {why}", plain.name)));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses any `local://` mount whose directory is not under one of `allowed`.
@@ -210,6 +239,37 @@ mod tests {
             .insert("secret-key".into(), "s3cr3t".into());
         check_credentials(&keyed, false, &[]).unwrap();
         check_credentials(&mounts("local:///x"), false, &[]).unwrap();
+    }
+
+    #[test]
+    fn secret_credentials_go_to_allowed_endpoints_only() {
+        use fluid_volume::endpoints::EndpointPattern;
+        let context = |endpoint: &str| VolumeContext {
+            mounts: vec![MountSpec {
+                mount_point: "s3://bucket".into(),
+                name: "data".into(),
+                options: [("endpoint".to_string(), endpoint.to_string())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let secrets = HashMap::from([
+            ("access-key".to_string(), "AKID".to_string()),
+            ("secret-key".to_string(), "s3cr3t".to_string()),
+        ]);
+        let allowed = [EndpointPattern::parse("http://127.0.0.1:8333").unwrap()];
+        let err = check_credential_endpoints(&context("http://evil.example"), &secrets, &allowed)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("option endpoint")
+                && m.contains("--credential-endpoints") && !m.contains("AKID")),
+            "{err}"
+        );
+        check_credential_endpoints(&context("http://127.0.0.1:8333"), &secrets, &allowed).unwrap();
+        // The node-stage Secret names the endpoint itself.
+        let mut pinned = secrets.clone();
+        pinned.insert("data/endpoint".into(), "http://s3.internal".into());
+        check_credential_endpoints(&context("http://evil.example"), &pinned, &[]).unwrap();
     }
 
     #[test]

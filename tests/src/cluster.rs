@@ -162,6 +162,9 @@ impl Cluster {
             "-n",
             RELEASE_NAMESPACE,
             "--create-namespace",
+            // The test bucket server may receive the Datasets' credentials.
+            "--set-json",
+            &format!("credentialEndpoints=[{:?}]", self.s3_endpoint),
             "--wait",
             "--timeout",
             "180s",

@@ -98,6 +98,7 @@ impl ControllerProcess {
             .args(extra)
             .env("KUBECONFIG", kubeconfig_path()?)
             .env("FLUID_LOG", "info,kube=warn")
+            .envs(crate::services::credential_endpoints_env())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

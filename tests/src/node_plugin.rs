@@ -132,6 +132,7 @@ impl NodePlugin {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
+        cmd.envs(crate::services::credential_endpoints_env());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -71,6 +71,18 @@ pub fn require_reachable(service: &str, url: &str) -> Result<()> {
     Ok(())
 }
 
+/// `FLUID_CREDENTIAL_ENDPOINTS` for the plugins the tests start: the test S3 servers that are
+/// configured (credentials from Secrets go only to endpoints the administrator lists), or
+/// nothing when none is. A test that wants another list passes `--credential-endpoints`: a flag
+/// wins over the variable.
+pub fn credential_endpoints_env() -> Option<(&'static str, String)> {
+    let list: Vec<String> = ["FLUID_S3_ENDPOINT", "FLUID_RGW_ENDPOINT"]
+        .iter()
+        .filter_map(|v| var("s3", v).ok())
+        .collect();
+    (!list.is_empty()).then(|| ("FLUID_CREDENTIAL_ENDPOINTS", list.join(",")))
+}
+
 /// An S3-compatible server with static credentials.
 #[derive(Clone, Debug)]
 pub struct S3Server {

@@ -11,6 +11,7 @@ pub mod atomic;
 pub mod context;
 pub mod daemon;
 pub mod dataset;
+pub mod endpoints;
 pub mod error;
 pub mod labels;
 pub mod logging;

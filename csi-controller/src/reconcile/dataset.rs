@@ -23,6 +23,7 @@ use crate::crd::{
     CacheRuntime, ConditionStatus, Dataset, DatasetCondition, DatasetPhase, EncryptOption,
 };
 use crate::error::{Error, Result};
+use fluid_volume::endpoints::{SECRET_ENDPOINT_KEY, refused_endpoint};
 
 /// Keeps a Dataset until its PV, PVC and Secret are gone.
 pub const FINALIZER: &str = "data.fluid.io/dataset-controller";
@@ -257,13 +258,49 @@ async fn prepare(
                     .iter()
                     .map(|o| (o, format!("spec.mounts[{i}].encryptOptions"))),
             );
+        let mut pinned = None;
         for (opt, field) in options {
             let value = secret_value(ds, &api, &mut fetched, opt, &field).await?;
             values.insert(opt.name.clone(), value);
+            // A credentials Secret may name the endpoint its credentials are for.
+            let secret = fetched.get(&opt.value_from.secret_key_ref.name);
+            if let Some(Some(s)) = secret {
+                pinned = pinned.or_else(|| secret_text(s, SECRET_ENDPOINT_KEY));
+            }
+        }
+        if let Some(endpoint) = pinned {
+            values.insert(SECRET_ENDPOINT_KEY.to_string(), endpoint);
+        }
+        let plain = plan
+            .mounts
+            .get(i)
+            .map(|m| m.options.clone())
+            .unwrap_or_default();
+        if let Some(why) = refused_endpoint(&plain, &values, &ctx.credential_endpoints) {
+            return Err(Error::dataset(key(ds), format!("spec.mounts[{i}]: {why}")));
         }
         per_mount.push(values);
     }
     Ok((plan, per_mount))
+}
+
+/// The text of a Secret's key, from `data` or `stringData`.
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
 }
 
 async fn secret_value(

@@ -33,6 +33,8 @@ pub struct Context {
     pub cache_auth: fluid_proto::cache_auth::BearerToken,
     /// Where `local://` Datasets may point (`--local-roots`).
     pub local_roots: Vec<std::path::PathBuf>,
+    /// Where credentials from a Secret may be sent (`--credential-endpoints`).
+    pub credential_endpoints: Vec<fluid_volume::endpoints::EndpointPattern>,
     /// Publishes the Events `kubectl describe` shows beside a Dataset's conditions.
     pub events: kube::runtime::events::Recorder,
 }

@@ -34,6 +34,11 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
     assert_eq!(ctl["image"], json!("registry.example.com/fluid:1.2.3"));
     assert!(strs(&ctl["args"]).contains(&"--stats-interval=1m".to_string()));
     assert!(strs(&ctl["args"]).contains(&"--allow-ambient-credentials".to_string()));
+    assert!(
+        strs(&ctl["args"]).contains(
+            &"--credential-endpoints=https://s3.internal:9000,*.aliyuncs.com".to_string()
+        )
+    );
     // The controller refuses local:// Datasets outside the node's local roots itself.
     assert!(strs(&ctl["args"]).contains(&"--local-roots=/data/datasets,/srv/shared".to_string()));
     assert_eq!(
@@ -80,6 +85,7 @@ fn custom_values_render_tiers_kubelet_dir_and_node_selector() {
             "--mem-budget=16GiB",
             "--disk-budget=2TiB",
             "--allow-ambient-credentials",
+            "--credential-endpoints=https://s3.internal:9000,*.aliyuncs.com",
             "--block-size=8MiB",
         ]
     );

@@ -26,6 +26,7 @@ const SCHEMA_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
 /// a moved kubelet dir, a nodeSelector, a hostPath controller state dir, a dataset StorageClass.
 const CUSTOM_VALUES: &str = r#"
 allowAmbientCredentials: true
+credentialEndpoints: ["https://s3.internal:9000", "*.aliyuncs.com"]
 fullnameOverride: fluid-custom
 image:
   repository: registry.example.com/fluid

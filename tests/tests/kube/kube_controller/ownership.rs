@@ -391,3 +391,69 @@ async fn a_local_dataset_outside_the_local_roots_fails_with_an_event() -> Result
     );
     Ok(())
 }
+
+/// Issue 27: a tenant who may create Datasets but not read Secrets maps a Secret to
+/// `access-key` (allowed: it is a credential) and names their own server as `endpoint`. The
+/// size scan (and the node) would send the access key id in the SigV4 `Authorization` header
+/// there. The endpoint is neither the administrator's (`--credential-endpoints`, here the test
+/// S3 server) nor the Secret's own, so the Dataset fails saying why and nothing reaches the
+/// tenant's server.
+#[tokio::test]
+async fn secret_credentials_are_never_sent_to_an_endpoint_the_tenant_chose() -> Result<()> {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let kube = Kube::connect().await?;
+    apply_crds(&kube).await?;
+    let server = S3Server::seaweedfs()?;
+    let bucket = bucket(&server).await?;
+    // The tenant's server: keeps whatever requests reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let trap = format!("http://{}", listener.local_addr()?);
+    let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+    {
+        let received = received.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut conn = conn;
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    received.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+    }
+    let ns = kube.create_namespace("fluid-exfil").await?;
+    let _secret = kube
+        .create_namespaced(&ns.name, &credentials(&server)?)
+        .await?;
+    let controller = ControllerProcess::start(&[])?;
+    let mut ds = dataset("data", &server, &bucket.name, "s3cred")?;
+    ds.spec.mounts[0]
+        .options
+        .insert("endpoint".into(), trap.clone());
+    let _ds = kube.create_namespaced(&ns.name, &ds).await?;
+    let _rt = kube.create_namespaced(&ns.name, &runtime("data")?).await?;
+    refused_with_an_event(&kube, &ns.name, "data", "option endpoint", &controller).await?;
+    let datasets: Api<Dataset> = Api::namespaced(kube.client.clone(), &ns.name);
+    let message = condition(&datasets.get("data").await?, "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&trap) && message.contains("--credential-endpoints"),
+        "{message}"
+    );
+    // A scan started before the refusal would have reached the trap by now.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let got = String::from_utf8_lossy(&received.lock().unwrap()).to_string();
+    assert!(
+        !got.contains(&server.access_key),
+        "the access key id reached the tenant's server:\n{got}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns.name);
+    assert!(
+        secrets.get_opt("data-fluid-credentials").await?.is_none(),
+        "the Secret's values were copied for the node"
+    );
+    Ok(())
+}
