@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
@@ -146,15 +146,12 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         attributes: context.to_map(),
         node_selector: &runtime.spec.fuse.node_selector,
     };
-    let ssa = PatchParams::apply(MANAGER).force();
     let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret = objects::credentials(ds, &parts, &secrets);
-    secret_api
-        .patch(&objects::secret_name(&name), &ssa, &Patch::Apply(&secret))
-        .await?;
+    apply_exactly(&secret_api, &secret, owned.secret.as_ref()).await?;
     let pv_api: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let pv = objects::persistent_volume(ds, &parts);
-    if let Err(e) = pv_api.patch(&pv_name, &ssa, &Patch::Apply(&pv)).await {
+    if let Err(e) = apply_exactly(&pv_api, &pv, owned.pv.as_ref()).await {
         // A PV's source is immutable: a changed Dataset needs a new PV, made once unused.
         if !is_invalid(&e) {
             return Err(e.into());
@@ -183,9 +180,7 @@ async fn apply(ds: &Dataset, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    pvc_api
-        .patch(&name, &ssa, &Patch::Apply(&objects::claim(ds, &parts)))
-        .await?;
+    apply_exactly(&pvc_api, &objects::claim(ds, &parts), owned.claim.as_ref()).await?;
 
     let uid = ds.uid().unwrap_or_default();
     let mounts = context
@@ -511,6 +506,31 @@ impl Owned {
         let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &self.namespace);
         delete_exactly(&secrets, self.secret.as_ref()).await
     }
+}
+
+/// Writes `desired` (named as it names itself) over `found`, the Dataset's own object of that
+/// name as looked up, never over another: absent at the look-up, it is created (so an object
+/// someone made under the name since fails with AlreadyExists, and the next look-up reports
+/// the conflict); found, it is applied with the found object's resourceVersion in the body,
+/// which the API server checks (a Conflict if the name now holds another object, or the object
+/// changed since: the next reconcile looks again), so nothing made by someone else in between
+/// is force-taken.
+pub async fn apply_exactly<K>(api: &Api<K>, desired: &K, found: Option<&K>) -> kube::Result<K>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let Some(found) = found else {
+        let params = PostParams {
+            field_manager: Some(MANAGER.into()),
+            ..PostParams::default()
+        };
+        return api.create(&params, desired).await;
+    };
+    let mut desired = desired.clone();
+    desired.meta_mut().resource_version = found.meta().resource_version.clone();
+    let ssa = PatchParams::apply(MANAGER).force();
+    api.patch(&name, &ssa, &Patch::Apply(&desired)).await
 }
 
 /// Deletes `object` if it is still the very object looked up (its uid as a precondition), so

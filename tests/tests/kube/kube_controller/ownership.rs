@@ -457,3 +457,72 @@ async fn secret_credentials_are_never_sent_to_an_endpoint_the_tenant_chose() -> 
     );
     Ok(())
 }
+
+/// Issue 27: the PV, PVC and Secret of a Dataset are written only over the object the
+/// reconciler looked up. One made under the name by someone else between the look-up and the
+/// write (absent before, or deleted and made again) is refused by the API server, not
+/// force-taken by server-side apply.
+#[tokio::test]
+async fn objects_made_since_the_look_up_are_never_taken_over() -> Result<()> {
+    use csi_controller::reconcile::dataset::apply_exactly;
+    let kube = Kube::connect().await?;
+    let ns = kube.create_namespace("fluid-race").await?;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns.name);
+    let secret = |owner: &str, value: &str| -> Result<Secret> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "data-fluid-credentials", "labels": {"owner": owner}},
+            "data": {"k": k8s_openapi::ByteString(value.as_bytes().to_vec())}
+        }))?)
+    };
+    let is_theirs = |s: &Secret| {
+        s.labels().get("owner").map(String::as_str) == Some("them")
+            && s.data
+                .as_ref()
+                .and_then(|d| d.get("k"))
+                .map(|v| v.0.as_slice())
+                == Some(b"theirs".as_slice())
+    };
+    let conflict = |e: &kube::Error| matches!(e, kube::Error::Api(ae) if ae.code == 409);
+
+    // Absent at the look-up, made by someone else since: the write fails, theirs stays.
+    secrets
+        .create(&PostParams::default(), &secret("them", "theirs")?)
+        .await?;
+    let err = apply_exactly(&secrets, &secret("fluid", "ours")?, None)
+        .await
+        .unwrap_err();
+    assert!(conflict(&err), "{err}");
+    assert!(is_theirs(&secrets.get("data-fluid-credentials").await?));
+
+    // Ours at the look-up, then deleted and made again by someone else: Conflict, theirs stays.
+    secrets
+        .delete("data-fluid-credentials", &DeleteParams::default())
+        .await?;
+    let ours = apply_exactly(&secrets, &secret("fluid", "ours")?, None).await?;
+    secrets
+        .delete("data-fluid-credentials", &DeleteParams::default())
+        .await?;
+    secrets
+        .create(&PostParams::default(), &secret("them", "theirs")?)
+        .await?;
+    let err = apply_exactly(&secrets, &secret("fluid", "ours-2")?, Some(&ours))
+        .await
+        .unwrap_err();
+    assert!(conflict(&err), "{err}");
+    assert!(is_theirs(&secrets.get("data-fluid-credentials").await?));
+
+    // Still ours: applied.
+    secrets
+        .delete("data-fluid-credentials", &DeleteParams::default())
+        .await?;
+    let ours = apply_exactly(&secrets, &secret("fluid", "ours")?, None).await?;
+    let applied = apply_exactly(&secrets, &secret("fluid", "ours-2")?, Some(&ours)).await?;
+    assert_eq!(applied.uid(), ours.uid());
+    assert_eq!(
+        applied.data.and_then(|d| d.get("k").cloned()).map(|v| v.0),
+        Some(b"ours-2".to_vec())
+    );
+    Ok(())
+}
