@@ -203,6 +203,9 @@ impl CacheRuntimeSpec {
                             format!("{path:?}: ':', ',' and ';' are not allowed in a cache path"),
                         ));
                     }
+                    if let Some(why) = refused_cache_path(path) {
+                        return Err((field("path"), format!("{path:?}: {why}")));
+                    }
                     format!("{medium}:{path}:{quota}")
                 }
             };
@@ -230,6 +233,30 @@ impl CacheRuntimeSpec {
         Tiers::parse_each(&specs)
             .map_err(|e| ("spec.tieredstore.levels".to_string(), e.to_string()))
     }
+}
+
+/// Why a CacheRuntime's disk tier path is refused before any node sees it: root makes, fills
+/// and removes the folder, so it must name one place as written (absolute, no `.`, `..`, `//`
+/// or trailing `/`) and not lie in the kernel's file systems (`/proc/1/root/...` is the host's
+/// root through PID 1). The node checks it against its cache roots as well.
+pub fn refused_cache_path(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/') {
+        return Some("must be an absolute path");
+    }
+    if !path
+        .split('/')
+        .skip(1)
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+    {
+        return Some("must be an absolute path without '..', '.', '//' or a trailing '/'");
+    }
+    let kernel = ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|k| path == *k || path.strip_prefix(k).is_some_and(|r| r.starts_with('/')));
+    if kernel {
+        return Some("cache folders may not lie under /proc, /sys or /dev");
+    }
+    None
 }
 
 /// A Kubernetes quantity of bytes (`2Gi`, `500Mi`, `1G`, `1073741824`) as a whole number.
@@ -315,6 +342,28 @@ mod tier_tests {
             spec(l).tier_specs().unwrap_err().0,
             "spec.tieredstore.levels[0].low"
         );
+        for (path, why) in [
+            ("/proc/1/root/var/lib/kubelet", "/proc, /sys or /dev"),
+            ("/proc", "/proc, /sys or /dev"),
+            ("/sys/fs/cgroup/x", "/proc, /sys or /dev"),
+            ("/dev/shm/fluid", "/proc, /sys or /dev"),
+            ("/var/cache/fluid/../../lib/kubelet", "without '..'"),
+            ("/var/cache/./fluid", "without '..'"),
+            ("/var/cache//fluid", "without '..'"),
+            ("/var/cache/fluid/", "without '..'"),
+            ("var/cache/fluid", "absolute"),
+        ] {
+            let err = spec(level(MediumType::SSD, Some(path), "1Gi"))
+                .tier_specs()
+                .unwrap_err();
+            assert_eq!(err.0, "spec.tieredstore.levels[0].path", "{path}");
+            assert!(err.1.contains(why), "{path}: {}", err.1);
+        }
+        for ok in ["/var/cache/fluid", "/procedures/cache", "/devices/x"] {
+            spec(level(MediumType::SSD, Some(ok), "1Gi"))
+                .tier_specs()
+                .unwrap();
+        }
         assert_eq!(quantity_bytes("1500M").unwrap(), 1_500_000_000);
         assert!(quantity_bytes("0").is_err());
         assert!(quantity_bytes("1.5Gi").is_err());

@@ -364,7 +364,18 @@ async fn a_tier_path_with_dot_dot_fails_the_dataset_with_an_event() -> Result<()
         {"mediumtype": "SSD", "path": "/var/cache/fluid/../../lib/kubelet", "quota": "1Gi"}
     ]))?;
     let _rt = kube.create_namespaced(&ns.name, &rt).await?;
-    refused_with_an_event(&kube, &ns.name, "data", "without '..'", &controller).await
+    refused_with_an_event(&kube, &ns.name, "data", "without '..'", &controller).await?;
+
+    // Without `..`, the host's root through PID 1: refused here too, not only at NodeStage.
+    let _ds = kube
+        .create_namespaced(&ns.name, &dataset("host", &server, &bucket.name, "s3cred")?)
+        .await?;
+    let mut rt = runtime("host")?;
+    rt.spec.tieredstore.levels = serde_json::from_value(json!([
+        {"mediumtype": "SSD", "path": "/proc/1/root/var/lib/kubelet", "quota": "1Gi"}
+    ]))?;
+    let _rt = kube.create_namespaced(&ns.name, &rt).await?;
+    refused_with_an_event(&kube, &ns.name, "host", "/proc, /sys or /dev", &controller).await
 }
 
 /// Issue 27, hole 1, at the controller: a local:// Dataset outside the administrator's local
