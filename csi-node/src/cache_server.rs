@@ -147,7 +147,9 @@ impl CacheService {
     /// Starts the warm-up on every volume of the Dataset (a bad request fails here, with the
     /// daemon's code) and merges their progress streams into one.
     async fn warmup(&self, req: WarmupRequest) -> Result<WarmupStream> {
-        let calls = self.volumes(&req.dataset)?.into_iter().map(|(id, socket)| {
+        let volumes = self.volumes(&req.dataset)?;
+        tracing::info!(dataset = %req.dataset, volumes = volumes.len(), paths = ?req.paths, "warm-up requested");
+        let calls = volumes.into_iter().map(|(id, socket)| {
             let forwarded = WarmupRequest {
                 paths: req.paths.clone(),
                 parallelism: req.parallelism,
