@@ -13,8 +13,12 @@ const TERM_GRACE: Duration = Duration::from_secs(10);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait between restart attempts of a daemon that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A daemon log larger than this is rotated (to `.1`) when the daemon is started again.
+/// A daemon log larger than this is rotated to `.1`: when the daemon is started again, and
+/// while it runs (checked every [`LOG_CHECK`], copy then truncate: the daemon writes with
+/// `O_APPEND`, so its next line lands at the start of the emptied file).
 const MAX_LOG: u64 = 8 << 20;
+/// How often a running daemon's log size is checked.
+const LOG_CHECK: Duration = Duration::from_secs(10);
 /// Lines of the daemon's log quoted in an error.
 const LOG_TAIL_LINES: usize = 20;
 /// The generation of a volume being stopped: no watcher or retry loop ever matches it.
@@ -187,6 +191,7 @@ impl Supervisor {
             vol.record.volume_id.clone(),
             generation,
             Daemon::Child(child),
+            vol.record.log_file.clone(),
         );
         Ok(())
     }
@@ -240,10 +245,27 @@ impl Supervisor {
         volume_id: String,
         generation: u64,
         daemon: Daemon,
+        log_file: PathBuf,
     ) {
         let sup = self.clone();
         tokio::spawn(async move {
-            let how = daemon.wait().await;
+            let wait = daemon.wait();
+            tokio::pin!(wait);
+            let mut check = tokio::time::interval(LOG_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let how = loop {
+                tokio::select! {
+                    how = &mut wait => break how,
+                    _ = check.tick() => {
+                        let log = log_file.clone();
+                        match tokio::task::spawn_blocking(move || rotate_log(&log, MAX_LOG)).await {
+                            Ok(Ok(true)) => tracing::info!(volume = %volume_id, "fluid-fuse log rotated to {}", rotated(&log_file).display()),
+                            Ok(Ok(false)) | Err(_) => {}
+                            Ok(Err(e)) => tracing::warn!(volume = %volume_id, "rotating {}: {e}", log_file.display()),
+                        }
+                    }
+                }
+            };
             sup.restart_loop(slot, volume_id, generation, how, Duration::ZERO)
                 .await;
         });
@@ -387,9 +409,41 @@ pub(super) fn ready_file_names(path: &Path, pid: u32) -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s.trim() == pid.to_string())
 }
 
+/// Where a rotated log goes: `<name>.log.1`.
+fn rotated(path: &Path) -> PathBuf {
+    path.with_extension("log.1")
+}
+
+/// Rotates the log of a running daemon once it holds more than `max` bytes: copies it to
+/// [`rotated`] (replacing the last one) and truncates it. The daemon keeps its descriptor, and
+/// as it appends (`O_APPEND`) its next write goes to the start of the emptied file. Lines
+/// written between the copy and the truncation are lost. True when it rotated.
+pub(super) fn rotate_log(path: &Path, max: u64) -> std::io::Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > max => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let to = rotated(path);
+    let mut from = std::fs::File::open(path)?;
+    let mut copy = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&to)?;
+    std::io::copy(&mut from, &mut copy)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .set_len(0)?;
+    Ok(true)
+}
+
 pub(super) fn open_log(path: &Path) -> Result<std::fs::File> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_LOG) {
-        let _ = std::fs::rename(path, path.with_extension("log.1"));
+        let _ = std::fs::rename(path, rotated(path));
     }
     std::fs::OpenOptions::new()
         .create(true)
@@ -448,6 +502,40 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(2), Duration::from_secs(2));
         assert_eq!(backoff(100), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_running_daemons_log_is_rotated_by_size() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vol.log");
+        assert!(!rotate_log(&p, 100).unwrap(), "no log yet");
+        // The daemon's descriptor, as start_daemon opens it.
+        let mut daemon = open_log(&p).unwrap();
+        daemon.write_all(&[b'a'; 60]).unwrap();
+        assert!(!rotate_log(&p, 100).unwrap(), "under the limit");
+        daemon.write_all(&[b'b'; 60]).unwrap();
+        assert!(rotate_log(&p, 100).unwrap());
+        let old = std::fs::read(dir.path().join("vol.log.1")).unwrap();
+        assert_eq!(old.len(), 120);
+        assert!(old.starts_with(b"aaa") && old.ends_with(b"bbb"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("vol.log.1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The same descriptor goes on writing at the start of the emptied file (no hole).
+        daemon.write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"after\n");
+        // The next rotation replaces `.1`: the log stays within twice the limit on disk.
+        daemon.write_all(&[b'c'; 200]).unwrap();
+        assert!(rotate_log(&p, 100).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join("vol.log.1")).unwrap().len(),
+            206
+        );
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
     }
 
     #[test]

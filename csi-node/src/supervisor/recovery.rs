@@ -183,6 +183,7 @@ impl Supervisor {
                 id.clone(),
                 generation,
                 Daemon::Adopted { pid, start },
+                vol.record.log_file.clone(),
             );
             let n = self.rebind_targets(&mut vol, true).await;
             if n > 0 {
