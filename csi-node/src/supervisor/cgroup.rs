@@ -89,6 +89,12 @@ impl DaemonCgroup {
 /// Room above the mem tiers' budget for the daemons' own memory (code, buffers, tables).
 pub const DAEMON_MEMORY_HEADROOM: u64 = 1 << 30;
 
+/// The daemon cgroup's memory limit for a node's `--mem-budget`: the budget and
+/// [`DAEMON_MEMORY_HEADROOM`]; no budget, no limit.
+pub fn memory_max(mem_budget: Option<u64>) -> Option<u64> {
+    mem_budget.map(|b| b.saturating_add(DAEMON_MEMORY_HEADROOM))
+}
+
 impl DaemonCgroup {
     /// Caps the memory of all daemons together: `memory.max` (cgroup2) or
     /// `memory.limit_in_bytes` (the v1 memory hierarchy). Their mem tiers are memory files the
@@ -180,6 +186,86 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/unified"),
             ]
         );
+    }
+
+    #[test]
+    fn the_memory_limit_is_the_budget_and_the_headroom() {
+        assert_eq!(memory_max(None), None);
+        assert_eq!(memory_max(Some(16 << 30)), Some((16 << 30) + (1 << 30)));
+        assert_eq!(memory_max(Some(u64::MAX)), Some(u64::MAX));
+        // Written to each hierarchy's file: cgroup2 `memory.max`, v1 `memory.limit_in_bytes`.
+        let dir = tempfile::tempdir().unwrap();
+        let (v2, v1, cpu) = (
+            dir.path().join("v2"),
+            dir.path().join("v1"),
+            dir.path().join("cpu"),
+        );
+        for d in [&v2, &v1, &cpu] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(v2.join("memory.max"), "max\n").unwrap();
+        std::fs::write(v1.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        let cg = DaemonCgroup {
+            dirs: vec![v2.clone(), v1.clone(), cpu.clone()],
+        };
+        let max = memory_max(Some(64 << 20)).unwrap();
+        cg.limit_memory(max).unwrap();
+        for f in [v2.join("memory.max"), v1.join("memory.limit_in_bytes")] {
+            assert_eq!(
+                std::fs::read_to_string(&f).unwrap(),
+                max.to_string(),
+                "{}",
+                f.display()
+            );
+        }
+        assert!(
+            !cpu.join("memory.max").exists(),
+            "a file made where there was none"
+        );
+        let none = DaemonCgroup { dirs: vec![cpu] };
+        assert!(
+            none.limit_memory(max)
+                .unwrap_err()
+                .contains("no memory controller")
+        );
+    }
+
+    /// The same on this machine's real hierarchies, in a fresh cgroup of each: the kernel's own
+    /// `memory.max` / `memory.limit_in_bytes` reads back the limit. Skipped (with a note) where
+    /// no memory hierarchy is mounted or cgroups cannot be made (not root, read-only).
+    #[test]
+    fn a_real_memory_cgroup_gets_the_budget() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let name = format!("fluid-test-memory-{}", std::process::id());
+        let mut dirs = Vec::new();
+        for root in cgroup_roots(&mountinfo, Path::new("/sys/fs/cgroup")) {
+            let has_memory = root.join("memory.limit_in_bytes").exists()
+                || std::fs::read_to_string(root.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"));
+            if has_memory && std::fs::create_dir(root.join(&name)).is_ok() {
+                dirs.push(root.join(&name));
+            }
+        }
+        if dirs.is_empty() {
+            eprintln!("skipped: no writable memory cgroup hierarchy under /sys/fs/cgroup");
+            return;
+        }
+        let cg = DaemonCgroup { dirs: dirs.clone() };
+        // A whole number of pages, as the kernel rounds the limit down to one.
+        let max = memory_max(Some(256 << 20)).unwrap();
+        let result = cg.limit_memory(max);
+        let read: Vec<String> = dirs
+            .iter()
+            .flat_map(|d| ["memory.max", "memory.limit_in_bytes"].map(|f| d.join(f)))
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .map(|v| v.trim().to_string())
+            .collect();
+        for d in &dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        result.unwrap();
+        assert!(!read.is_empty());
+        assert!(read.iter().all(|v| *v == max.to_string()), "{read:?}");
     }
 
     #[test]

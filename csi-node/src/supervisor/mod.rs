@@ -135,8 +135,7 @@ impl Supervisor {
             match DaemonCgroup::prepare(name, &cfg.host_cgroup_root) {
                 Ok(cg) => {
                     tracing::info!("fluid-fuse daemons run in cgroup {name}, outside this plugin's pod");
-                    if let Some(budget) = cfg.mem_budget {
-                        let max = budget.saturating_add(cgroup::DAEMON_MEMORY_HEADROOM);
+                    if let Some(max) = cgroup::memory_max(cfg.mem_budget) {
                         match cg.limit_memory(max) {
                             Ok(()) => tracing::info!("cgroup {name}: memory limited to {max} bytes (--mem-budget and 1 GiB for the daemons themselves)"),
                             Err(e) => tracing::warn!("cgroup {name}: the memory of the daemons is not limited: {e}"),
