@@ -1,33 +1,15 @@
-//! What each `fluid-fuse` subcommand does: `mount` and `serve` hand over to the keeper and the
-//! serving process; `warmup`, `stats`, `evict` and `upgrade` talk to a running mount.
+//! The subcommands of `fluid-fuse` that talk to a running mount: `warmup`, `stats`, `evict`
+//! and `upgrade` (`mount` and `serve` are the keeper and the serving process, in
+//! [`crate::handover`]).
 
 use fluid_proto::Endpoint;
 use fluid_proto::fluid::cache_node_client::CacheNodeClient;
 use fluid_proto::fluid::{EvictRequest, GetStatsRequest, WarmupRequest};
 
-use crate::cli::{Cli, Command, ControlArgs, EvictArgs, UpgradeArgs, WarmupArgs};
+use crate::cli::{ControlArgs, EvictArgs, UpgradeArgs, WarmupArgs};
 use crate::error::{Error, Result};
 
-pub fn run(cli: Cli) -> Result<()> {
-    // The keeper runs a small runtime of its own on this thread (see `keeper::run`).
-    if let Command::Mount(args) = cli.command {
-        return crate::handover::keeper::run(*args);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    match cli.command {
-        Command::Mount(_) => Ok(()),
-        Command::Serve(args) => crate::handover::serve::serve(&rt, *args),
-        Command::Warmup(args) => rt.block_on(warmup(args)),
-        Command::Stats(args) => rt.block_on(stats(args)),
-        Command::Evict(args) => rt.block_on(evict(args)),
-        Command::Upgrade(args) => upgrade(args),
-    }
-}
-
-fn upgrade(args: UpgradeArgs) -> Result<()> {
+pub fn upgrade(args: UpgradeArgs) -> Result<()> {
     let binary = match &args.binary {
         Some(p) => Some(
             std::fs::File::open(p)
@@ -59,7 +41,7 @@ fn status_error(s: tonic::Status) -> Error {
     Error::unavailable("fluid-fuse daemon", s.message().to_string())
 }
 
-async fn warmup(args: WarmupArgs) -> Result<()> {
+pub async fn warmup(args: WarmupArgs) -> Result<()> {
     let mut c = client(&args.control).await?;
     let req = WarmupRequest {
         paths: args.paths.clone(),
@@ -107,7 +89,7 @@ async fn warmup(args: WarmupArgs) -> Result<()> {
     }
 }
 
-async fn stats(args: ControlArgs) -> Result<()> {
+pub async fn stats(args: ControlArgs) -> Result<()> {
     let s = client(&args)
         .await?
         .get_stats(GetStatsRequest::default())
@@ -158,7 +140,7 @@ async fn stats(args: ControlArgs) -> Result<()> {
     Ok(())
 }
 
-async fn evict(args: EvictArgs) -> Result<()> {
+pub async fn evict(args: EvictArgs) -> Result<()> {
     let r = client(&args.control)
         .await?
         .evict(EvictRequest {

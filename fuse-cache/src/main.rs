@@ -4,8 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use fuse_cache::cli::Cli;
-use fuse_cache::commands::run;
+use fuse_cache::cli::{Cli, Command};
+use fuse_cache::commands;
+use fuse_cache::error::{Error, Result};
+use fuse_cache::handover::serve::Outcome;
+use fuse_cache::handover::{keeper, serve};
 
 /// Allocations from this size up get pages of their own (glibc `mmap`), given back to the
 /// system when freed. Cached blocks are such allocations: the memory tier frees old blocks in
@@ -28,5 +31,34 @@ fn main() -> ExitCode {
             eprintln!("fluid-fuse: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // The keeper runs a small runtime of its own on this thread (see `keeper::run`).
+    if let Command::Mount(args) = cli.command {
+        return keeper::run(*args);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    match cli.command {
+        Command::Mount(_) => Ok(()),
+        Command::Serve(args) => match serve::serve(&rt, *args)? {
+            Outcome::Ended => Ok(()),
+            outcome => {
+                if let Outcome::CannotTakeOver(e) = &outcome {
+                    eprintln!("fluid-fuse serve: {e}");
+                }
+                // Exits here, with `rt` alive: a serving process that hands over leaves its
+                // runtime and FUSE threads to the exit (see `Outcome::HandedOver`).
+                std::process::exit(outcome.exit_code())
+            }
+        },
+        Command::Warmup(args) => rt.block_on(commands::warmup(args)),
+        Command::Stats(args) => rt.block_on(commands::stats(args)),
+        Command::Evict(args) => rt.block_on(commands::evict(args)),
+        Command::Upgrade(args) => commands::upgrade(args),
     }
 }

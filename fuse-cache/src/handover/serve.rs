@@ -22,7 +22,40 @@ use crate::namespace::{Namespace, Ttl};
 use crate::reader::{ReadConfig, Reader};
 use crate::service::control::Control;
 
-pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
+/// How a serving process ends when nothing failed. `main` turns it into the exit status the
+/// keeper reads (see [`crate::handover::protocol`]).
+#[derive(Debug)]
+pub enum Outcome {
+    /// The connection ended: the mount was unmounted, or the keeper ended it.
+    Ended,
+    /// A successor takes over (SIGUSR1): the cache index is flushed and the process must
+    /// exit at once with [`HANDED_OVER`], its FUSE threads and runtime left as they are
+    /// (tearing the runtime down would fail the requests those threads are answering; the
+    /// kernel resends the ones left unanswered to the successor).
+    HandedOver,
+    /// This successor cannot take the connection over (the journal is incomplete): exit with
+    /// [`CANNOT_TAKE_OVER`], so the keeper ends the connection rather than try again.
+    CannotTakeOver(Error),
+}
+
+impl Outcome {
+    /// The exit status of the serving process.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Ended => 0,
+            Outcome::HandedOver => HANDED_OVER,
+            Outcome::CannotTakeOver(_) => CANNOT_TAKE_OVER,
+        }
+    }
+}
+
+/// What the main thread waits for once the session runs.
+enum Event {
+    Ended(std::io::Result<()>),
+    HandedOver,
+}
+
+pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<Outcome> {
     let fuse = inherited(args.fuse_fd, "--fuse-fd")?;
     let journal = Arc::new(Journal::open(inherited(args.journal_fd, "--journal-fd")?));
     let mut ready = std::fs::File::from(inherited(args.ready_fd, "--ready-fd")?);
@@ -37,10 +70,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
         });
         match r {
             Ok(r) => Some(r),
-            Err(e) => {
-                eprintln!("fluid-fuse serve: {e}");
-                std::process::exit(CANNOT_TAKE_OVER);
-            }
+            Err(e) => return Ok(Outcome::CannotTakeOver(e)),
         }
     } else {
         None
@@ -142,7 +172,9 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
     drop(ready);
     // An upgrade: the keeper starts the successor once we are gone; the requests we took
     // and did not answer are resent to it.
+    let (events, event) = std::sync::mpsc::channel();
     let cache = reader.cache.clone();
+    let handed_over = events.clone();
     rt.spawn(async move {
         let Ok(mut usr1) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
@@ -152,11 +184,24 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
         usr1.recv().await;
         tracing::info!("handing the mount over to a new serving process");
         cache.flush().await;
-        std::process::exit(HANDED_OVER);
+        let _ = handed_over.send(Event::HandedOver);
     });
+    // The session's thread is joined on a thread of its own, so that a hand-over need not
+    // wait for it (its FUSE threads keep serving until the process exits).
+    std::thread::Builder::new()
+        .name("fuse-join".into())
+        .spawn(move || {
+            let _ = events.send(Event::Ended(running.join()));
+        })
+        .map_err(|e| Error::io("starting the FUSE session", e))?;
 
-    // Until the connection ends: the mount was unmounted, or the keeper ended it.
-    let ended = running.join();
+    // Until the connection ends (the mount was unmounted, or the keeper ended it) or a
+    // successor takes over.
+    let ended = match event.recv() {
+        Ok(Event::HandedOver) => return Ok(Outcome::HandedOver),
+        Ok(Event::Ended(ended)) => ended,
+        Err(_) => Err(std::io::Error::other("the FUSE session thread is gone")),
+    };
     stop.notify_waiters();
     rt.block_on(async {
         reader.cache.flush().await;
@@ -164,7 +209,9 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<()> {
             let _ = server.await;
         }
     });
-    ended.map_err(|e| Error::io("serving FUSE requests", e))
+    ended
+        .map(|()| Outcome::Ended)
+        .map_err(|e| Error::io("serving FUSE requests", e))
 }
 
 /// Serves `router` on the endpoint `ep` (given as `flag`) until `stop`.
