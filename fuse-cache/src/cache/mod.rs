@@ -13,8 +13,9 @@
 //!   the queue is full (`write_skips`). A queued block is pinned in the memory tier until it
 //!   is written, so the queue costs no memory of its own and may be long (half the memory
 //!   tier): a burst of misses runs at the source's pace and the disk catches up after it.
-//!   A queued block the memory tier could not take (no memory tier, or one full of pinned
-//!   blocks) is still found by readers: the queue's own copy serves them until it lands.
+//!   A queued block the memory tier could not take or had to drop (no memory tier, or one
+//!   full of pinned blocks) is still found by readers: the queue's copy serves them until it
+//!   lands.
 //! - A block evicted from disk tier `i` is demoted into tier `i + 1` when there is one; a
 //!   block evicted from memory is dropped (it was written through to disk when fetched).
 //! - Blocks of large objects fetched for the memory tier live in one memory file per object
@@ -585,9 +586,11 @@ impl Inner {
             .is_some_and(|m| m.insert(key.clone(), data.clone(), queue.is_some()))
             && queue.is_some();
         let Some((tx, slot)) = queue else { return };
-        if !pinned {
-            self.queued().insert(key.clone(), data.clone());
-        }
+        // Readers find a queued block here too: a pinned block may still leave the memory
+        // tier when it holds nothing else to drop (a queue longer than the tier, on a slow
+        // disk), and until written it would be nowhere a reader looks. The write job holds the
+        // same bytes, so this costs no memory.
+        self.queued().insert(key.clone(), data.clone());
         let job = Job::Write {
             key: key.clone(),
             data: data.clone(),
@@ -603,12 +606,10 @@ impl Inner {
     /// The block of a write job is on disk (or will not be): the memory tier may drop it again,
     /// or the queue's copy goes.
     fn written(&self, key: &BlockKey, pinned: bool) {
-        match (pinned, &self.mem) {
-            (true, Some(m)) => m.unpin(key),
-            _ => {
-                self.queued().remove(key);
-            }
+        if let (true, Some(m)) = (pinned, &self.mem) {
+            m.unpin(key);
         }
+        self.queued().remove(key);
     }
 
     fn queued(&self) -> MutexGuard<'_, HashMap<BlockKey, Bytes>> {

@@ -681,3 +681,52 @@ async fn a_block_waiting_for_the_disk_is_served_from_the_queue() {
         .unwrap();
     assert_eq!((got, count.load(SeqCst)), (data, 1));
 }
+
+/// Blocks queued for a slow disk beyond what the memory tier holds (pinned ones leave it when
+/// nothing else is left) are still read from the queue, never fetched twice.
+#[tokio::test]
+async fn blocks_queued_past_the_memory_tier_are_served_from_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = CacheOptions {
+        write_queue: 8,
+        ..CacheOptions::default()
+    };
+    let cache = BlockCache::open_with(
+        Tiers::new(vec![
+            TierSpec::Mem { quota: 3000 },
+            ssd(dir.path(), 4 << 20),
+        ])
+        .unwrap(),
+        options,
+    )
+    .await
+    .unwrap();
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    let writer_busy = tokio::spawn(background::run(move || {
+        let _ = held.recv();
+    }));
+    let count = Arc::new(AtomicUsize::new(0));
+    let passes = async {
+        for pass in 0..2 {
+            for i in 0..8 {
+                let data = block(i, 1000);
+                let got = cache
+                    .get_or_fetch(&key("m/f@e1", i), fetch(&count, data.clone(), 0))
+                    .await
+                    .unwrap();
+                assert_eq!(got, data, "pass {pass}, block {i}");
+            }
+        }
+    };
+    // A block fetched again would wait for a write slot the held writer never frees.
+    tokio::time::timeout(std::time::Duration::from_secs(10), passes)
+        .await
+        .expect("a queued block was fetched again (and waited for the disk)");
+    assert_eq!(count.load(SeqCst), 8, "a queued block was fetched again");
+
+    hold.send(()).unwrap();
+    writer_busy.await.unwrap();
+    cache.flush().await;
+    assert_eq!(cache.stats().tiers[1].blocks, 8);
+    assert!(cache.inner.queued().is_empty());
+}
