@@ -49,7 +49,8 @@ kubectl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Secret
 metadata: {name: sample-s3, namespace: $NS}
-stringData: {access-key: "$FLUID_S3_ACCESS_KEY", secret-key: "$FLUID_S3_SECRET_KEY"}
+# The Secret names where its keys may be sent (a Dataset alone may not choose that).
+stringData: {access-key: "$FLUID_S3_ACCESS_KEY", secret-key: "$FLUID_S3_SECRET_KEY", endpoint: "$FLUID_CLUSTER_S3_ENDPOINT"}
 ---
 apiVersion: data.fluid.io/v1alpha1
 kind: Dataset

@@ -58,7 +58,9 @@ if [[ -z $binary ]]; then
 fi
 
 hogs=()
+load_note=""
 if [[ ${FLAKY_LOAD:-0} == 1 ]]; then
+  load_note=" (under load)"
   for _ in $(seq "$(nproc)"); do
     (while :; do :; done) &
     hogs+=($!)
@@ -83,7 +85,7 @@ for run in $(seq "$runs"); do
     echo "run $run/$runs: FAILED (log: $logs/$run.log)"
   fi
 done
-echo "$full: $passed of $runs passed${FLAKY_LOAD:+ (under load)}"
+echo "$full: $passed of $runs passed$load_note"
 for run in "${failed_runs[@]}"; do
   echo "--- run $run, last lines:"
   tail -n 15 "$logs/$run.log"

@@ -114,6 +114,26 @@ fn metrics_are_served_in_prometheus_text() {
         .unwrap();
     assert!(reads.parse::<u64>().unwrap() >= 3, "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
+    // Every sample name served before the move to prometheus-client, which dashboards use,
+    // with the tier labels as they were.
+    for name in [
+        "fluid_cache_hits_total{tier=\"MEM\",path=",
+        "fluid_cache_misses_total ",
+        "fluid_cache_used_bytes{tier=\"MEM\",path=",
+        "fluid_cache_capacity_bytes{tier=\"MEM\",path=",
+        "fluid_cache_evictions_total{tier=\"MEM\",path=",
+        "fluid_source_read_bytes_total ",
+        "fluid_source_requests_total ",
+        "fluid_served_bytes_total ",
+        "fluid_passthrough_opens_total ",
+        "fluid_read_duration_seconds_bucket{le=",
+        "fluid_source_request_duration_seconds_sum ",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(name)),
+            "no sample starts with {name:?}:\n{body}"
+        );
+    }
 
     // A successor of a killed serving process answers on the same port (the keeper holds
     // the listener), with its own figures.
