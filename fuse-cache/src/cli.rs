@@ -6,11 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use fluid_volume::daemon::flag;
-use fluid_volume::dataset::{self, Mount};
 use fluid_volume::size::BlockSize;
-use fluid_volume::tier::{TierSpec, Tiers};
-
-use crate::error::{Error, Result};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -261,38 +257,12 @@ pub struct EvictArgs {
     pub paths: Vec<String>,
 }
 
-/// The mounts of `--dataset` or `--mount`, with every `--option` added before they are checked.
-pub(crate) fn load_mounts(args: &MountArgs) -> Result<Vec<Mount>> {
-    let (mut specs, field) = match &args.dataset {
-        Some(file) => (dataset::load_file(file)?, "spec.mounts"),
-        None => (dataset::from_urls(&args.mount), "--mount"),
-    };
-    for opt in &args.options {
-        let (k, v) = opt.split_once('=').ok_or_else(|| {
-            Error::invalid(
-                "--option",
-                format!("{:?} is not KEY=VALUE", opt.split('=').next().unwrap_or("")),
-            )
-        })?;
-        for m in &mut specs {
-            m.options.insert(k.to_string(), v.to_string());
-        }
-    }
-    Ok(dataset::resolve(specs, field)?)
-}
-
-pub(crate) fn tiers(args: &MountArgs) -> Result<Tiers> {
-    if args.tiers.is_empty() {
-        return Ok(Tiers::new(vec![TierSpec::Mem { quota: 1 << 30 }])?);
-    }
-    Ok(Tiers::parse_each(&args.tiers)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tiers;
     use fluid_volume::daemon::MountCommand;
-    use fluid_volume::tier::Medium;
+    use fluid_volume::tier::{Medium, TierSpec, Tiers};
 
     /// What the node plugin passes is what `fluid-fuse mount` reads: the flags are named once
     /// (`fluid_volume::daemon::flag`), and this parses the supervisor's command line back.
@@ -322,7 +292,7 @@ mod tests {
         };
         assert_eq!(m.mountpoint, command.mountpoint);
         assert_eq!(m.dataset.as_ref(), Some(&command.dataset));
-        assert_eq!(tiers(&m).unwrap(), command.tiers);
+        assert_eq!(tiers(&m.tiers).unwrap(), command.tiers);
         assert_eq!(m.block_size, command.block_size);
         assert_eq!(
             m.control,

@@ -28,13 +28,13 @@ use tokio::net::UnixListener;
 
 use fluid_volume::upgrade::{self, Upgraded};
 
-use crate::cli::{MountArgs, load_mounts, tiers};
+use crate::cli::MountArgs;
+use crate::config::MountConfig;
 use crate::error::{Error, Result};
 use crate::handover::journal::Journal;
 use crate::handover::protocol::{
     CAN_RESEND, CANNOT_TAKE_OVER, FUSE_FD, HANDED_OVER, JOURNAL_FD, METRICS_FD, READY, READY_FD,
 };
-use crate::handover::serve::mount_config;
 
 /// How long a serving process may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,16 +69,16 @@ enum End {
 }
 
 async fn keep(mut args: MountArgs) -> Result<()> {
-    // The serving process checks these too; here a bad flag fails before anything is mounted.
-    load_mounts(&args)?;
-    tiers(&args)?;
+    // The serving process resolves the flags too; here a bad one fails before anything is
+    // mounted.
+    let config = MountConfig::from_args(&args)?;
     crate::peers::check(&args.peers)?;
     check_mountpoint(&args.mountpoint)?;
     // Canonical, as /proc/self/mountinfo shows it, for the unmount watch.
     args.mountpoint = std::fs::canonicalize(&args.mountpoint)
         .map_err(|e| Error::io(format!("--mountpoint {}", args.mountpoint.display()), e))?;
     let mp = args.mountpoint.clone();
-    let (fuse, mount) = fuser::mount_unserved(&mp, &mount_config(&args))
+    let (fuse, mount) = fuser::mount_unserved(&mp, &config.mount_options())
         .map_err(|e| Error::io(format!("mounting FUSE at {}", mp.display()), e))?;
     let journal = Journal::create()?;
     // Before the ready line: whoever waits for it may unmount at once. (From mountinfo:

@@ -13,13 +13,14 @@ use fluid_proto::cache_auth::RequireToken;
 use fluid_proto::fluid::cache_node_server::CacheNodeServer;
 
 use crate::cache::{BlockCache, CacheOptions};
-use crate::cli::{MountArgs, ServeArgs, load_mounts, tiers};
+use crate::cli::ServeArgs;
+use crate::config::MountConfig;
 use crate::error::{Error, Result};
 use crate::fs::{FluidFs, Handover};
 use crate::handover::journal::{InitRecord, Journal, Record, Replayed};
 use crate::handover::protocol::{CAN_RESEND, CANNOT_TAKE_OVER, HANDED_OVER, READY, inherited};
-use crate::namespace::{Namespace, Ttl};
-use crate::reader::{ReadConfig, Reader};
+use crate::namespace::Namespace;
+use crate::reader::Reader;
 use crate::service::control::Control;
 
 /// How a serving process ends when nothing failed. `main` turns it into the exit status the
@@ -75,7 +76,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<Outcome> {
     } else {
         None
     };
-    let m = &args.mount;
+    let m = &MountConfig::from_args(&args.mount)?;
     let (reader, control) = rt.block_on(build(m, journal.clone(), replayed.as_ref()))?;
 
     let stop = Arc::new(tokio::sync::Notify::new());
@@ -112,7 +113,7 @@ pub fn serve(rt: &tokio::runtime::Runtime, args: ServeArgs) -> Result<Outcome> {
         generation: args.generation,
     };
     let fs = FluidFs::new(rt.handle().clone(), reader.clone(), m.passthrough, handover);
-    let config = session_config(m);
+    let config = m.session();
     let acl = config.acl;
     let (session, init) = match &replayed {
         Some(Replayed {
@@ -237,15 +238,12 @@ fn listen(
 /// the sources: a store that is down for a moment must not stop it from serving what the
 /// cache holds (and readers are waiting).
 async fn build(
-    m: &MountArgs,
+    m: &MountConfig,
     journal: Arc<Journal>,
     replayed: Option<&Replayed>,
 ) -> Result<(Arc<Reader>, Arc<Control>)> {
-    let mounts = load_mounts(m)?;
-    let block_size = m.block_size.bytes();
-    let tiers = tiers(m)?;
-    let mut sources = Vec::with_capacity(mounts.len());
-    for mount in mounts {
+    let mut sources = Vec::with_capacity(m.mounts.len());
+    for mount in m.mounts.iter().cloned() {
         let src = fluid_source::open(&mount.mount_point).await?;
         if replayed.is_none() {
             src.check().await.map_err(|e| {
@@ -258,26 +256,15 @@ async fn build(
         sources.push((mount, src));
     }
     let options = CacheOptions {
-        block_size,
+        block_size: m.block_size,
         ..CacheOptions::default()
     };
-    let cache = Arc::new(BlockCache::open_with(tiers, options).await?);
-    let ttl = Ttl {
-        attr: m.attr_ttl,
-        entry: m.entry_ttl,
-        negative: m.negative_ttl,
-    };
-    let ns = Namespace::new(sources, ttl).with_journal(journal);
+    let cache = Arc::new(BlockCache::open_with(m.tiers.clone(), options).await?);
+    let ns = Namespace::new(sources, m.ttl).with_journal(journal);
     if let Some(r) = replayed {
         ns.adopt(&r.nodes);
     }
-    let cfg = ReadConfig {
-        block_size,
-        max_readahead_blocks: m.readahead_blocks.max(1),
-        random_fetch_bytes: m.random_fetch_size,
-        ..ReadConfig::default()
-    };
-    let mut reader = Reader::new(Arc::new(ns), cache, cfg);
+    let mut reader = Reader::new(Arc::new(ns), cache, m.read);
     if let Some(cluster) = crate::peers::join(&m.peers)? {
         tracing::info!(
             me = cluster.me(),
@@ -291,29 +278,6 @@ async fn build(
         reader: reader.clone(),
     });
     Ok((reader, control))
-}
-
-/// The mount options (and who may use the mount), the keeper's mount and the serving process's session alike.
-pub fn mount_config(m: &MountArgs) -> fuser::Config {
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(fluid_volume::mountinfo::FLUID_SOURCE.into()),
-        fuser::MountOption::Subtype("fluid".into()),
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-    ];
-    if m.allow_other {
-        config.acl = fuser::SessionACL::All;
-    }
-    config
-}
-
-/// The session's settings (with the mount options the keeper mounted with).
-fn session_config(m: &MountArgs) -> fuser::Config {
-    let mut config = mount_config(m);
-    config.n_threads = Some(m.fuse_threads.max(1));
-    config
 }
 
 fn init_record(n: &fuser::Negotiated) -> InitRecord {
