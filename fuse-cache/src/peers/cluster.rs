@@ -391,12 +391,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_peer_fails_within_the_timeout_and_is_backed_off() {
-        // A port nothing listens on: the connection is refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A port bound and never listened on, held for the whole test: connections to it are
+        // refused, and (bound without SO_REUSEADDR) no other socket can take it meanwhile.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = held.local_addr().unwrap().port();
         let c = Cluster::new(
             Settings {
                 me: "a".into(),

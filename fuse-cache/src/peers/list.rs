@@ -1,8 +1,8 @@
 //! The members of a Dataset's cache without Kubernetes: a list of `name=endpoint` items (the
-//! `--peers` flag of `fluid-fuse mount` once the read path is wired in; no such flag yet) or a
-//! peers file the daemon reads again when it changes, one member a line (`name endpoint` or
-//! `name=endpoint`; `#` starts a comment). Endpoints are checked for form only here: a peer
-//! whose name does not resolve yet is skipped when asked, not refused at start.
+//! `--peers` flag of `fluid-fuse mount`) or a peers file (`--peers-file`) the daemon reads
+//! again when it changes, one member a line (`name endpoint` or `name=endpoint`; `#` starts a
+//! comment). Endpoints are checked for form only here: a peer whose name does not resolve yet
+//! is skipped when asked, not refused at start.
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
-//! The current members, as the read path sees them: a fixed list (what a `--peers` flag will give), or a peers file
-//! read again whenever it changes (size or modification time), polled. A file that cannot be
-//! read or parsed keeps the last good members and says why once per change, so a bad edit
-//! never empties the cache cluster.
+//! The current members, as the read path sees them: a fixed list (the `--peers` flag), or a
+//! peers file (`--peers-file`) read again whenever it changes (size or modification time),
+//! polled. A file that cannot be read or parsed keeps the last good members and says why once
+//! per change, so a bad edit never empties the cache cluster.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
