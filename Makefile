@@ -25,10 +25,10 @@ test: services
 # needs; `make test` stays the whole (CI runs it).
 IT := $(CARGO) test -p fluid-tests --no-fail-fast
 
-## test-unit: the crates' own tests (no servers, no mounts) and the CRD check
+## test-unit: the crates' own tests (no servers, no mounts), the chart's CRD check among them
 test-unit:
 	$(CARGO) test --workspace --exclude fluid-tests --no-fail-fast
-	$(IT) --lib --test kube crds::
+	$(IT) --lib
 
 ## test-fuse: real FUSE mounts and the CSI plugins over local and SeaweedFS sources, csi-sanity
 test-fuse:

@@ -404,6 +404,42 @@ status: {fuseNumberReady: 2, fusePhase: Ready}
         assert_eq!(status["fuseNumberReady"]["type"], "integer");
     }
 
+    /// The chart's CRDs (`deploy/charts/fluid/crds/`) are exactly what the types generate (what
+    /// `fluid-csi-controller crds` prints), so a change to the types cannot ship stale YAML.
+    #[test]
+    fn the_charts_crds_are_the_generated_ones() {
+        const REGENERATE: &str = "regenerate with: make crds";
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/charts/fluid/crds");
+        let mut committed = String::new();
+        for file in CRD_FILES {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()));
+            assert!(
+                text.starts_with("---\n") && !text.contains("\n---\n"),
+                "{file} must hold exactly one document starting with ---; {REGENERATE}"
+            );
+            committed.push_str(&text);
+        }
+        let generated = crds_yaml();
+        assert!(
+            generated == committed,
+            "deploy/charts/fluid/crds/ differs from `fluid-csi-controller crds`; {REGENERATE}"
+        );
+        for (kind, plural) in [
+            ("Dataset", "datasets"),
+            ("CacheRuntime", "cacheruntimes"),
+            ("DataLoad", "dataloads"),
+        ] {
+            assert!(
+                generated.contains(&format!("name: {plural}.data.fluid.io\n")),
+                "{plural}"
+            );
+            assert!(generated.contains(&format!("kind: {kind}\n")), "{kind}");
+        }
+    }
+
     #[test]
     fn yaml_stream_is_the_files_concatenated() {
         let stream = crds_yaml();

@@ -1,7 +1,6 @@
 //! Integration tests against a real kube-apiserver (the `kube` service): the node plugin, the
-//! controller and its webhook with Kubernetes, and the CRDs they share.
+//! controller and its webhook with Kubernetes.
 
-mod crds;
 mod kube_controller;
 mod kube_node;
 mod webhook;
