@@ -5,7 +5,9 @@
 //! leading out of the root would take elsewhere, so a symlink inside a tenant's directory
 //! cannot show the node's files through a mount served by root. On older kernels the resolved
 //! path is checked to lie under the root instead (racy against a concurrent rename, hence the
-//! kernel's way first).
+//! kernel's way first). The root itself is opened once, when the source is made: paths resolve
+//! beneath that directory as it was then, so a root (or a folder above it) swapped for a symlink
+//! after the node plugin checked it leads nowhere else.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -13,6 +15,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -29,14 +32,14 @@ const PAGE_SIZE: usize = 1000;
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 pub struct LocalSource {
-    root: PathBuf,
+    root: Root,
     name: String,
 }
 
 impl LocalSource {
     pub fn new(root: PathBuf, url: &str) -> Self {
         LocalSource {
-            root,
+            root: Root::open(root),
             name: url.to_string(),
         }
     }
@@ -62,26 +65,54 @@ fn local_error(name: &str, path: &str, e: std::io::Error) -> Error {
     }
 }
 
+/// The source's root directory: its path, and the directory opened when the source was made
+/// (none when it could not be opened then: it is opened by path at each use instead, and the
+/// error, if any, is the use's).
+#[derive(Clone)]
+struct Root {
+    path: PathBuf,
+    dir: Option<Arc<OwnedFd>>,
+}
+
+impl Root {
+    fn open(path: PathBuf) -> Root {
+        let dir = open_dir(&path).ok().map(Arc::new);
+        Root { path, dir }
+    }
+}
+
+/// `path` as an `O_PATH` directory descriptor.
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: opens a directory by a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Opens `path` (relative, checked) beneath `root` with `flags`, never resolving outside it.
-fn open_beneath(root: &Path, path: &str, flags: libc::c_int) -> std::io::Result<File> {
+fn open_beneath(root: &Root, path: &str, flags: libc::c_int) -> std::io::Result<File> {
     let flags = flags | libc::O_CLOEXEC;
     let rel = if path.is_empty() { "." } else { path };
     let rel_c = CString::new(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let root_c = CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     if !NO_OPENAT2.load(Ordering::Relaxed) {
-        // SAFETY: opens a directory by a NUL-terminated path; the descriptor is owned below.
-        let dir = unsafe {
-            libc::open(
-                root_c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
+        let opened_now;
+        let dir = match &root.dir {
+            Some(dir) => dir.as_ref(),
+            None => {
+                opened_now = open_dir(&root.path)?;
+                &opened_now
+            }
         };
-        if dir < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `dir` was just opened and is owned by nothing else.
-        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
         // SAFETY: open_how is plain data; zeroed is its documented default.
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = flags as u64;
@@ -108,9 +139,9 @@ fn open_beneath(root: &Path, path: &str, flags: libc::c_int) -> std::io::Result<
         NO_OPENAT2.store(true, Ordering::Relaxed);
     }
     // Before Linux 5.6: resolve, then check the result lies under the root.
-    let full = root.join(rel);
+    let full = root.path.join(rel);
     let real = std::fs::canonicalize(&full)?;
-    if !real.starts_with(std::fs::canonicalize(root)?) {
+    if !real.starts_with(std::fs::canonicalize(&root.path)?) {
         return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
     }
     let real_c = CString::new(real.as_os_str().as_bytes())
@@ -125,7 +156,7 @@ fn open_beneath(root: &Path, path: &str, flags: libc::c_int) -> std::io::Result<
 }
 
 /// The attributes of `path` beneath `root` (following symlinks that stay beneath it).
-fn stat_beneath(root: &Path, path: &str) -> std::io::Result<std::fs::Metadata> {
+fn stat_beneath(root: &Root, path: &str) -> std::io::Result<std::fs::Metadata> {
     open_beneath(root, path, libc::O_PATH)?.metadata()
 }
 
@@ -235,7 +266,7 @@ impl Source for LocalSource {
 }
 
 fn read_range(
-    root: &Path,
+    root: &Root,
     path: &str,
     expect: &Meta,
     offset: u64,
@@ -328,5 +359,30 @@ mod tests {
             src.stat("../outside.txt").await,
             Err(Error::Invalid { .. })
         ));
+    }
+
+    /// The root swapped for a symlink to elsewhere after the source was made (after the node
+    /// plugin checked the path) leads nowhere else: reads stay in the directory opened then.
+    #[tokio::test]
+    async fn a_root_swapped_for_a_symlink_later_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, other) = (dir.path().join("root"), dir.path().join("other"));
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(root.join("f"), b"checked").unwrap();
+        std::fs::write(other.join("f"), b"elsewhere").unwrap();
+        let src = LocalSource::new(root.clone(), "local:///root");
+        std::fs::rename(&root, dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&other, &root).unwrap();
+        assert_eq!(read_all(&src, "f").await.unwrap(), b"checked");
+        let names: Vec<String> = src
+            .list("", None)
+            .await
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["f"]);
     }
 }
