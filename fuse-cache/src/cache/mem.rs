@@ -12,7 +12,7 @@ use lru::LruCache;
 
 use super::TierStats;
 use super::key::BlockKey;
-use super::tier::{Put, Tier};
+use super::tier::{Lookup, Put, Tier};
 
 /// Bytes are counted by `Bytes::len()`: a block that is a slice of a larger buffer keeps that
 /// buffer alive, so callers should hand in blocks that own their memory.
@@ -185,8 +185,8 @@ impl Tier for MemTier {
         }
     }
 
-    async fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        MemTier::get(self, key)
+    fn get<'a>(&'a self, key: &'a BlockKey) -> Lookup<'a> {
+        Lookup::Ready(MemTier::get(self, key))
     }
 
     fn contains(&self, key: &BlockKey) -> bool {
@@ -195,6 +195,10 @@ impl Tier for MemTier {
 
     async fn evict(&self, prefix: &str) -> (u64, u64) {
         self.remove_prefix(prefix)
+    }
+
+    fn for_each_block(&self, f: &mut dyn FnMut(&BlockKey, u64)) {
+        self.for_each(f)
     }
 
     fn used(&self) -> u64 {

@@ -2,8 +2,14 @@
 //! [`BlockKey`] that names the object version. Tiers are ordered like Fluid's
 //! `tieredstore.levels`: an optional memory tier first, then disk tiers (SSD, HDD).
 //!
-//! - [`BlockCache::get`] looks in each tier in order; a block found on disk is promoted into
-//!   the memory tier (and, found in a lower disk tier, queued for the first disk tier).
+//! - The cache holds its tiers as one ordered list behind the [`Tier`] trait, and looks up,
+//!   checks, evicts and counts through it, in order. Beside the list it keeps typed handles
+//!   to what only one kind of tier does: the memory tier is the tier the cache pins and
+//!   promotes into (pins of queued blocks, whole-object holds for passthrough, memory files),
+//!   and the disk tiers are what the disk writer writes into, demoting each tier's evicted
+//!   blocks into the next one, and whose indexes it writes.
+//! - [`BlockCache::get`] looks in each tier in order; a block found below the memory tier is
+//!   promoted into it (and, found below the first disk tier, queued for that tier).
 //! - [`BlockCache::get_or_fetch`] fetches a missing block once however many readers want it
 //!   (single flight), stores it in memory and queues it for the first disk tier. The disk
 //!   write happens in the background through a bounded queue. A fetch takes its place in that
@@ -136,10 +142,26 @@ pub struct BlockCache {
 
 struct Inner {
     specs: Vec<TierSpec>,
-    mem: Option<MemTier>,
+    /// Every tier in lookup order: the memory tier first when there is one, then the disks.
+    /// Lookups, `contains`, eviction, stats and usage walk this list, and promotion goes by a
+    /// tier's position in it, so another kind of tier (a peer's cache, a write-back area)
+    /// joins the list without touching the reader.
+    tiers: Vec<Arc<dyn Tier>>,
+    /// The tier the cache pins and promotes into: `tiers[0]` when there is a memory tier.
+    /// Typed because what the cache does to it is not a tier's contract: it pins a queued
+    /// block until written (`insert` with `pin`, `unpin`), keeps a passthrough object's blocks
+    /// (`hold`, `release`), and backs large objects' blocks with memory files
+    /// (`object_files`). The hit path reaches it through the list at no extra cost.
+    mem: Option<Arc<MemTier>>,
     /// Memory files of large objects' memory-tier blocks.
     object_files: Arc<ObjectFiles>,
+    /// The disk tiers, `tiers[first_disk..]` in order (handles to the same tiers). Typed for
+    /// the disk writer: it writes into `disks[0]`, demoting what that tier drops into
+    /// `disks[1..]` (`DiskTier::put` with the lower tiers), and writes their indexes.
     disks: Vec<DiskTier>,
+    /// The position of the first disk tier in `tiers` (`tiers.len()` without one). Blocks
+    /// queued for it are looked up just before it.
+    first_disk: usize,
     flights: Mutex<HashMap<BlockKey, Flight>>,
     next_flight: AtomicU64,
     misses: AtomicU64,
@@ -185,12 +207,13 @@ impl BlockCache {
 
     pub async fn open_with(tiers: Tiers, options: CacheOptions) -> Result<BlockCache> {
         let specs = tiers.into_specs();
-        let mut mem = None;
+        let mut mem: Option<Arc<MemTier>> = None;
         let mut disks: Vec<DiskTier> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
         for spec in &specs {
             match spec {
-                TierSpec::Mem { quota } => mem = Some(MemTier::new(*quota)),
+                // `Tiers` keeps the memory tier first, and the only one.
+                TierSpec::Mem { quota } => mem = Some(Arc::new(MemTier::new(*quota))),
                 TierSpec::Disk {
                     medium,
                     dir,
@@ -221,7 +244,7 @@ impl BlockCache {
         }
         let in_mem = mem
             .as_ref()
-            .map_or(0, |m: &MemTier| m.quota() / 2 / options.block_size.max(1));
+            .map_or(0, |m| m.quota() / 2 / options.block_size.max(1));
         let write_queue = options
             .write_queue
             .max(usize::try_from(in_mem).unwrap_or(usize::MAX))
@@ -233,11 +256,17 @@ impl BlockCache {
             let (tx, rx) = mpsc::channel(write_queue + 16);
             (Some(tx), Some(rx))
         };
+        let mut list: Vec<Arc<dyn Tier>> = Vec::new();
+        list.extend(mem.iter().map(|m| m.clone() as Arc<dyn Tier>));
+        let first_disk = list.len();
+        list.extend(disks.iter().map(|d| Arc::new(d.clone()) as Arc<dyn Tier>));
         let inner = Arc::new(Inner {
             specs,
+            tiers: list,
             mem,
             object_files: Arc::default(),
             disks,
+            first_disk,
             flights: Mutex::new(HashMap::new()),
             next_flight: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -301,7 +330,8 @@ impl BlockCache {
             if let Some(f) = flights.get(key) {
                 (f.result.clone(), None)
             } else {
-                // A fetch may have finished between the lookup above and now.
+                // A fetch may have finished between the lookup above and now: it kept the
+                // block in the memory tier (the tier the cache promotes into).
                 if let Some(data) = self.inner.mem.as_ref().and_then(|m| m.get(key)) {
                     return Ok(data);
                 }
@@ -403,7 +433,7 @@ impl BlockCache {
 
     /// Whether any tier holds the block (no I/O; a disk block may still turn out corrupt).
     pub fn contains(&self, key: &BlockKey) -> bool {
-        self.inner.tiers().any(|t| t.contains(key)) || self.inner.queued().contains_key(key)
+        self.inner.tiers.iter().any(|t| t.contains(key)) || self.inner.queued().contains_key(key)
     }
 
     /// Drops every block of the objects in `scope` from every tier: (blocks, bytes freed),
@@ -412,7 +442,7 @@ impl BlockCache {
     pub async fn evict(&self, scope: ObjectScope<'_>) -> (u64, u64) {
         let prefix = &scope.name_prefix();
         let (mut blocks, mut bytes) = (0, 0);
-        for t in self.inner.tiers() {
+        for t in &self.inner.tiers {
             let (n, b) = t.evict(prefix).await;
             blocks += n;
             bytes += b;
@@ -422,7 +452,7 @@ impl BlockCache {
 
     pub fn stats(&self) -> CacheStats {
         let inner = &self.inner;
-        let tiers: Vec<TierStats> = inner.tiers().map(|t| t.stats()).collect();
+        let tiers: Vec<TierStats> = inner.tiers.iter().map(|t| t.stats()).collect();
         CacheStats {
             hits: tiers.iter().map(|t| t.hits).sum::<u64>()
                 + inner.queued_hits.load(Ordering::Relaxed),
@@ -447,7 +477,7 @@ impl BlockCache {
 
     /// The sum of the tiers' quotas.
     pub fn capacity(&self) -> u64 {
-        self.inner.tiers().map(|t| t.capacity()).sum()
+        self.inner.tiers.iter().map(|t| t.capacity()).sum()
     }
 
     /// The bytes of the distinct blocks that `select` picks (a block on two tiers counts
@@ -460,18 +490,15 @@ impl BlockCache {
                 seen.insert(k.clone(), len);
             }
         };
-        if let Some(m) = &inner.mem {
-            m.for_each(&mut add);
-        }
-        for d in &inner.disks {
-            d.for_each(&mut add);
+        for t in &inner.tiers {
+            t.for_each_block(&mut add);
         }
         seen.values().sum()
     }
 
     /// The sum of the bytes the tiers hold.
     pub fn used(&self) -> u64 {
-        self.inner.tiers().map(|t| t.used()).sum()
+        self.inner.tiers.iter().map(|t| t.used()).sum()
     }
 }
 
@@ -528,23 +555,25 @@ impl Inner {
         (result, claimed)
     }
 
-    /// The tiers in lookup order: MEM, then the disks.
-    fn tiers(&self) -> impl Iterator<Item = &dyn Tier> {
-        let mem = self.mem.iter().map(|m| m as &dyn Tier);
-        mem.chain(self.disks.iter().map(|d| d as &dyn Tier))
-    }
-
+    /// The block from the first tier in order that has it. Blocks queued for the first disk
+    /// tier are looked up just before it. A block found below the memory tier is promoted
+    /// into it; found below the first disk tier, it is also queued for that tier when the
+    /// queue has room. A memory hit is one lock and one LRU lookup: the memory tier answers
+    /// with [`tier::Lookup::Ready`], which boxes nothing.
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        if let Some(data) = self.mem.as_ref().and_then(|m| m.get(key)) {
-            return Some(data);
-        }
-        if let Some(data) = self.queued().get(key).cloned() {
-            self.queued_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(data);
-        }
-        for (i, d) in self.disks.iter().enumerate() {
-            if let Some(data) = d.get(key).await {
-                let slot = if i > 0 {
+        for (i, t) in self.tiers.iter().enumerate() {
+            if i == self.first_disk
+                && let Some(data) = self.queued().get(key).cloned()
+            {
+                self.queued_hits.fetch_add(1, Ordering::Relaxed);
+                return Some(data);
+            }
+            let Some(data) = t.get(key).await else {
+                continue;
+            };
+            let from_memory = i == 0 && self.mem.is_some();
+            if !from_memory {
+                let slot = if i > self.first_disk {
                     let slot = self
                         .write_slots
                         .as_ref()
@@ -557,8 +586,8 @@ impl Inner {
                     None
                 };
                 self.keep(key, &data, slot);
-                return Some(data);
             }
+            return Some(data);
         }
         None
     }

@@ -1,12 +1,15 @@
 //! What every cache tier offers the cache: store a block, look one up, say whether it holds
-//! one, evict by scope, and report what it holds. The cache walks its tiers as one ordered list of these
-//! (MEM first, then the disks, like Fluid's `tieredstore.levels`), so a further tier (another
-//! node's cache, a write-back area) plugs in beside them. What only one kind of tier does stays
-//! on its own type: the memory tier's pins and whole-object holds, the disk tiers' write queue,
-//! index and promotion between disks.
+//! one, evict by scope, list and count what it holds. The cache walks its tiers as one ordered
+//! list of these (MEM first, then the disks, like Fluid's `tieredstore.levels`), so a further
+//! tier (another node's cache, a write-back area) plugs in beside them. What only one kind of
+//! tier does stays on its own type: the memory tier's pins and whole-object holds, the disk
+//! tiers' index writes and demotion between disks.
+
+use std::future::IntoFuture;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::{BoxFuture, Either, Ready, ready};
 
 use super::TierStats;
 use super::key::BlockKey;
@@ -23,6 +26,27 @@ pub enum Put {
     Failed,
 }
 
+/// The answer of [`Tier::get`]; `.await` it for the block.
+pub enum Lookup<'a> {
+    /// Known at once, without I/O: the block (a memory hit), or `None` (not listed). Costs no
+    /// allocation, so the memory tier's hit path stays one lock and one LRU lookup.
+    Ready(Option<Bytes>),
+    /// The block is listed and must be read (a disk tier); `None` if it turns out bad.
+    Pending(BoxFuture<'a, Option<Bytes>>),
+}
+
+impl<'a> IntoFuture for Lookup<'a> {
+    type Output = Option<Bytes>;
+    type IntoFuture = Either<Ready<Option<Bytes>>, BoxFuture<'a, Option<Bytes>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Lookup::Ready(found) => Either::Left(ready(found)),
+            Lookup::Pending(read) => Either::Right(read),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Tier: Send + Sync {
     /// Stores the block unless the tier holds it already, making room by dropping its least
@@ -31,13 +55,17 @@ pub trait Tier: Send + Sync {
     async fn put(&self, key: BlockKey, data: Bytes) -> Put;
 
     /// The block, when this tier holds it whole and good (a hit is counted); `None` otherwise.
-    async fn get(&self, key: &BlockKey) -> Option<Bytes>;
+    /// Not an `async fn`: a tier that knows the answer at once says so without boxing a future.
+    fn get<'a>(&'a self, key: &'a BlockKey) -> Lookup<'a>;
 
     /// Whether the tier lists the block, without I/O (a disk block may still turn out bad).
     fn contains(&self, key: &BlockKey) -> bool;
 
     /// Drops every block of the objects whose names start with `prefix`: (blocks, bytes).
     async fn evict(&self, prefix: &str) -> (u64, u64);
+
+    /// Calls `f` with every block listed and its length in bytes, at one instant.
+    fn for_each_block(&self, f: &mut dyn FnMut(&BlockKey, u64));
 
     /// Bytes held now.
     fn used(&self) -> u64;
@@ -83,6 +111,10 @@ mod tests {
             "{name}"
         );
         assert_eq!(tier.stats().blocks, 2, "{name}");
+        let mut listed = Vec::new();
+        tier.for_each_block(&mut |k, _| listed.push(k.clone()));
+        listed.sort();
+        assert_eq!(listed, [key("a/x", 0), key("b/y", 1)], "{name}");
         let big = Bytes::from(vec![0u8; tier.capacity() as usize + 1]);
         assert_eq!(tier.put(key("c", 0), big).await, Put::TooLarge, "{name}");
         let (blocks, bytes) = tier.evict("a/").await;
@@ -94,11 +126,32 @@ mod tests {
 
     #[tokio::test]
     async fn memory_and_disk_tiers_hold_one_contract() {
-        holds_the_contract(&MemTier::new(1 << 20), "memory").await;
+        let mem = MemTier::new(1 << 20);
+        holds_the_contract(&mem, "memory").await;
+        // The memory tier answers at once, hit or miss: no future to box.
+        let tier: &dyn Tier = &mem;
+        assert!(matches!(
+            tier.get(&BlockKey::new("b/y", 1)),
+            Lookup::Ready(Some(_))
+        ));
+        assert!(matches!(
+            tier.get(&BlockKey::new("b/y", 2)),
+            Lookup::Ready(None)
+        ));
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskTier::open(Medium::Ssd, dir.path().into(), 1 << 20, 0.9, 0.5, 64 << 10)
             .await
             .unwrap();
         holds_the_contract(&disk, "disk").await;
+        // A block the disk tier does not list is a miss without I/O.
+        let tier: &dyn Tier = &disk;
+        assert!(matches!(
+            tier.get(&BlockKey::new("b/y", 2)),
+            Lookup::Ready(None)
+        ));
+        assert!(matches!(
+            tier.get(&BlockKey::new("b/y", 1)),
+            Lookup::Pending(_)
+        ));
     }
 }

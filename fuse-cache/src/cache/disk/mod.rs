@@ -54,7 +54,7 @@ use lru::LruCache;
 use super::TierStats;
 use super::background;
 use super::key::BlockKey;
-use super::tier::{Put, Tier};
+use super::tier::{Lookup, Put, Tier};
 use crate::error::{Error, Result};
 use fluid_volume::tier::Medium;
 
@@ -92,6 +92,9 @@ pub(crate) struct OpenReport {
     pub other_block_size: u64,
 }
 
+/// Cloning shares the tier (the cache keeps one handle in its ordered list of tiers and one
+/// for the disk writer).
+#[derive(Clone)]
 pub(crate) struct DiskTier {
     inner: Arc<Inner>,
 }
@@ -490,8 +493,13 @@ impl Tier for DiskTier {
         DiskTier::put(self, key, data, &[]).await
     }
 
-    async fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        DiskTier::get(self, key).await
+    fn get<'a>(&'a self, key: &'a BlockKey) -> Lookup<'a> {
+        // A block the index does not list is a miss without I/O, and without a boxed future.
+        if DiskTier::contains(self, key) {
+            Lookup::Pending(Box::pin(DiskTier::get(self, key)))
+        } else {
+            Lookup::Ready(None)
+        }
     }
 
     fn contains(&self, key: &BlockKey) -> bool {
@@ -500,6 +508,10 @@ impl Tier for DiskTier {
 
     async fn evict(&self, prefix: &str) -> (u64, u64) {
         self.remove_prefix(prefix).await
+    }
+
+    fn for_each_block(&self, f: &mut dyn FnMut(&BlockKey, u64)) {
+        self.for_each(f)
     }
 
     fn used(&self) -> u64 {
