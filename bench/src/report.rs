@@ -428,6 +428,8 @@ pub struct Report {
     pub multinode: Vec<crate::multinode::MultinodeRow>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub train: Vec<crate::train::TrainRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fio: Vec<crate::fio::FioRow>,
     pub targets: Vec<TargetResult>,
     pub notes: Vec<String>,
 }
@@ -539,6 +541,17 @@ impl Report {
                  as ossfs was in the seed's figure.\n\n{}",
                 self.train.first().map_or(0, |r| r.images),
                 crate::train::markdown(&self.train)
+            );
+        }
+        if !self.fio.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n## fio\n\nThe shapes of Mountpoint for Amazon S3's fio read benchmarks over the \
+                 big object: 256 KiB reads (sync engine, time-based, group reporting), sequential \
+                 (each thread its own stretch) and random, 1 to 32 threads. Each profile on a \
+                 fresh mount after drop_caches (cold), then again on that mount (cached: fio drops \
+                 the file's pages first, so the daemon's cache serves it).\n\n{}",
+                crate::fio::markdown(&self.fio)
             );
         }
         let _ = writeln!(
