@@ -27,14 +27,7 @@ const UPLOADS_IN_FLIGHT: usize = 32;
 /// another spec, emptied and refilled. Returns whether the data was reused as it was.
 pub async fn ensure_dataset(client: &Client, bucket: &str, spec: &DatasetSpec) -> Result<bool> {
     let ctx = |what: &str| format!("dataset upload to bucket {bucket}: {what}");
-    if client.head_bucket().bucket(bucket).send().await.is_err() {
-        client
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .with_context(|| ctx("creating the bucket"))?;
-    }
+    ensure_bucket(client, bucket).await?;
     let marker: Option<DatasetSpec> = match client
         .get_object()
         .bucket(bucket)
@@ -124,6 +117,19 @@ pub async fn ensure_dataset(client: &Client, bucket: &str, spec: &DatasetSpec) -
         .with_context(|| ctx("writing the marker"))?;
     eprintln!("[bench] upload done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(false)
+}
+
+/// Creates `bucket` unless it is there.
+pub async fn ensure_bucket(client: &Client, bucket: &str) -> Result<()> {
+    if client.head_bucket().bucket(bucket).send().await.is_err() {
+        client
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {bucket}"))?;
+    }
+    Ok(())
 }
 
 async fn list_sizes(client: &Client, bucket: &str) -> Result<HashMap<String, u64>> {

@@ -249,14 +249,7 @@ fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Puts the tree into `bucket` once (its marker, written last, says it is all there).
 async fn upload_tree(client: &Client, bucket: &str, tree: &Path) -> Result<()> {
     let ctx = |what: &str| format!("train upload to bucket {bucket}: {what}");
-    if client.head_bucket().bucket(bucket).send().await.is_err() {
-        client
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .with_context(|| ctx("creating the bucket"))?;
-    }
+    crate::data::ensure_bucket(client, bucket).await?;
     let files = files(tree)?;
     let marker = format!("{} files", files.len());
     if let Ok(out) = client

@@ -317,6 +317,12 @@ mod tests {
         Ok(buf.as_ref().to_vec())
     }
 
+    /// The names of the root's first listing page.
+    async fn names(src: &LocalSource) -> Vec<String> {
+        let page = src.list("", None).await.unwrap();
+        page.entries.into_iter().map(|e| e.name).collect()
+    }
+
     #[tokio::test]
     async fn symlinks_inside_the_root_work() {
         let (_dir, src) = tree();
@@ -345,15 +351,7 @@ mod tests {
         assert!(read_all(&src, "up").await.is_err());
         assert!(read_all(&src, "sub/esc").await.is_err());
         // A listing shows the names, but not what lies outside: the escaping links are left out.
-        let names: Vec<String> = src
-            .list("", None)
-            .await
-            .unwrap()
-            .entries
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(names, ["a.txt", "in", "sub"]);
+        assert_eq!(names(&src).await, ["a.txt", "in", "sub"]);
         // `..` in the path itself never gets that far.
         assert!(matches!(
             src.stat("../outside.txt").await,
@@ -375,14 +373,6 @@ mod tests {
         std::fs::rename(&root, dir.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&other, &root).unwrap();
         assert_eq!(read_all(&src, "f").await.unwrap(), b"checked");
-        let names: Vec<String> = src
-            .list("", None)
-            .await
-            .unwrap()
-            .entries
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        assert_eq!(names, ["f"]);
+        assert_eq!(names(&src).await, ["f"]);
     }
 }
