@@ -6,6 +6,7 @@
 mod chart;
 mod data;
 mod fio;
+mod machine;
 mod multinode;
 mod recovery;
 mod report;
@@ -18,7 +19,6 @@ mod workloads;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,7 +27,7 @@ use clap::Parser;
 use fluid_volume::size::parse_size;
 
 use crate::data::{Part, S3Env};
-use crate::report::{Machine, Report, Status, SystemEntry, SystemRun, WorkloadResult};
+use crate::report::{Report, Status, SystemEntry, SystemRun, WorkloadResult};
 use crate::spec::DatasetSpec;
 use crate::systems::{MountConfig, System};
 use crate::workloads::{Ctx, Event, Measurement, Params, TimeLimit, Workload};
@@ -178,7 +178,7 @@ fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| args.work.join("venv/bin/rclone"));
 
     let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let machine = machine_info();
+    let machine = machine::info();
     let s3 = S3Env::seaweedfs()?;
     let bucket = spec.bucket(args.quick);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -245,7 +245,7 @@ fn run(args: Args) -> Result<()> {
         (System::S3fsCache, "s3fs"),
         (System::Rclone, "rclone"),
     ] {
-        if !in_path(prog) {
+        if !machine::in_path(prog) {
             missing.insert(
                 sys,
                 format!("{prog} is not installed (scripts/bench.sh installs it)"),
@@ -278,7 +278,7 @@ fn run(args: Args) -> Result<()> {
         "seaweedfs".to_string(),
         systems::version_of(Path::new("weed"), &["version"]),
     );
-    versions.insert("git".to_string(), git_describe(&repo));
+    versions.insert("git".to_string(), machine::git_describe(&repo));
 
     eprintln!(
         "[bench] {} mode: systems {}, workloads {}; per-workload limit {} s; results in {}",
@@ -438,7 +438,7 @@ fn run(args: Args) -> Result<()> {
     let _ = std::fs::remove_dir_all(args.work.join("cache"));
 
     let mut machine = machine;
-    machine.loadavg_at_end = loadavg();
+    machine.loadavg_at_end = machine::loadavg();
     // The RSS target allows the memory tier (if any) plus 256 MiB.
     let fluid_mem = cfg
         .fluid_tiers()
@@ -473,9 +473,14 @@ fn run(args: Args) -> Result<()> {
         notes,
     };
     let md = report.markdown();
-    write_atomic(&out.join("results.md"), md.as_bytes())?;
-    write_atomic(
-        &out.join("results.json"),
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        fluid_volume::atomic::write(&path, bytes, 0o644)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    write("results.md", md.as_bytes())?;
+    write(
+        "results.json",
         &serde_json::to_vec_pretty(&report).context("encoding results.json")?,
     )?;
     let chart_path = out.join("chart.png");
@@ -760,89 +765,4 @@ fn progress(w: Workload, m: &Measurement) -> String {
     }
     s.push(')');
     s
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-fn in_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
-}
-
-fn git_describe(repo: &Path) -> String {
-    let run = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match run(&["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            format!(
-                "{rev}{}",
-                if dirty {
-                    " (with uncommitted changes)"
-                } else {
-                    ""
-                }
-            )
-        }
-        None => "unknown".into(),
-    }
-}
-
-fn machine_info() -> Machine {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let memory_mib = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib / 1024)
-        .unwrap_or(0);
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_else(|| "unknown OS".into());
-    Machine {
-        nproc: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        cpu,
-        memory_mib,
-        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        os,
-        loadavg_at_start: loadavg(),
-        loadavg_at_end: String::new(),
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
