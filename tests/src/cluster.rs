@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -71,7 +71,27 @@ impl Cluster {
                 c.node
             );
         }
+        c.drop_stale_namespaces()?;
         Ok(c)
+    }
+
+    /// Deletes (in the background) the test namespaces of test processes that are gone: a run
+    /// killed before its cleanup leaves them, and the uninstall test waits for every test
+    /// namespace to go. A namespace is named `PREFIX-PID-NANOS` ([`services::unique_name`]);
+    /// one whose PID lives (this run's, or a reused number) is left alone.
+    fn drop_stale_namespaces(&self) -> Result<()> {
+        let names = self.kubectl(&[
+            "get",
+            "namespaces",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])?;
+        for name in names.split_whitespace().filter(|n| n.starts_with("e2e-")) {
+            if stale_test_namespace(name, |pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                self.kubectl(&["delete", "namespace", name, "--wait=false"])?;
+            }
+        }
+        Ok(())
     }
 
     /// Exclusive use of the cluster for one test (a test that panicked leaves it usable).
@@ -404,4 +424,36 @@ fn run(mut cmd: Command, input: Option<&str>) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `name` is a test namespace (`e2e-...-PID-NANOS`) whose process is gone.
+fn stale_test_namespace(name: &str, alive: impl Fn(u32) -> bool) -> bool {
+    let mut parts = name.rsplitn(3, '-');
+    let (Some(nanos), Some(pid), Some(_prefix)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let hex = !nanos.is_empty() && nanos.chars().all(|c| c.is_ascii_hexdigit());
+    match pid.parse::<u32>() {
+        Ok(pid) if hex && name.starts_with("e2e-") => !alive(pid),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_test_namespace;
+
+    #[test]
+    fn only_namespaces_of_gone_test_processes_are_stale() {
+        let alive = |pid: u32| pid == 42;
+        assert!(stale_test_namespace("e2e-host-26225-31c075c", alive));
+        assert!(!stale_test_namespace("e2e-host-42-31c075c", alive), "alive");
+        assert!(!stale_test_namespace("e2e-host-x-31c075c", alive), "no pid");
+        assert!(!stale_test_namespace("e2e-host-26225-zz", alive), "no nanos");
+        assert!(
+            !stale_test_namespace("team-a-26225-31c075c", alive),
+            "not a test's"
+        );
+        assert!(!stale_test_namespace("e2e-1", alive));
+    }
 }
