@@ -449,7 +449,10 @@ mod tests {
         assert!(stale_test_namespace("e2e-host-26225-31c075c", alive));
         assert!(!stale_test_namespace("e2e-host-42-31c075c", alive), "alive");
         assert!(!stale_test_namespace("e2e-host-x-31c075c", alive), "no pid");
-        assert!(!stale_test_namespace("e2e-host-26225-zz", alive), "no nanos");
+        assert!(
+            !stale_test_namespace("e2e-host-26225-zz", alive),
+            "no nanos"
+        );
         assert!(
             !stale_test_namespace("team-a-26225-31c075c", alive),
             "not a test's"
