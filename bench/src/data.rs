@@ -20,7 +20,7 @@ use crate::spec::{DatasetSpec, MARKER_KEY};
 pub type S3Env = fluid_tests::services::S3Server;
 
 const PART_BYTES: u64 = 16 << 20;
-const UPLOADS_IN_FLIGHT: usize = 32;
+pub const UPLOADS_IN_FLIGHT: usize = 32;
 
 /// Makes `bucket` hold exactly `spec`'s dataset: reused when its marker names the same spec,
 /// otherwise completed (objects already there with the right size are kept) or, when it holds
@@ -84,13 +84,7 @@ pub async fn ensure_dataset(client: &Client, bucket: &str, spec: &DatasetSpec) -
         .map(|(key, id, size)| {
             let done = done.clone();
             async move {
-                let body = spec.content(id, size);
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .body(ByteStream::from(body))
-                    .send()
+                put(client, bucket, &key, spec.content(id, size))
                     .await
                     .with_context(|| ctx(&key))?;
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -107,16 +101,23 @@ pub async fn ensure_dataset(client: &Client, bucket: &str, spec: &DatasetSpec) -
         .try_collect::<Vec<()>>()
         .await?;
     let marker = serde_json::to_vec_pretty(spec)?;
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(MARKER_KEY)
-        .body(ByteStream::from(marker))
-        .send()
+    put(client, bucket, MARKER_KEY, marker)
         .await
         .with_context(|| ctx("writing the marker"))?;
     eprintln!("[bench] upload done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(false)
+}
+
+/// Puts one object in a single request.
+pub async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<()> {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await?;
+    Ok(())
 }
 
 /// Creates `bucket` unless it is there.

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use futures::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 
+use crate::data;
 use crate::systems::{self, MountConfig, System};
 use crate::units;
 use crate::workloads::Params;
@@ -21,7 +21,6 @@ use crate::workloads::Params;
 const EPOCHS: u32 = 2;
 /// The seed's headline: ResNet50's epoch time cut by 69 % against ossfs (direct access).
 const SEED_REDUCTION: f64 = 0.69;
-const UPLOADS_IN_FLIGHT: usize = 16;
 /// The rows the others are measured against: direct access, and the limit.
 const S3FS: &str = "s3fs";
 const LOCAL: &str = "local disk (limit)";
@@ -148,7 +147,9 @@ fn epochs(
                 row.images = line.images;
             }
             Err(e) => {
-                let log = mounted.map(|m| systems::tail(&m.log)).unwrap_or_default();
+                let log = mounted
+                    .map(|m| format!("; {}:\n{}", m.log.display(), systems::tail(&m.log)))
+                    .unwrap_or_default();
                 row.error = Some(format!("epoch {epoch}: {e:#}{log}"));
                 break;
             }
@@ -249,7 +250,7 @@ fn files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// Puts the tree into `bucket` once (its marker, written last, says it is all there).
 async fn upload_tree(client: &Client, bucket: &str, tree: &Path) -> Result<()> {
     let ctx = |what: &str| format!("train upload to bucket {bucket}: {what}");
-    crate::data::ensure_bucket(client, bucket).await?;
+    data::ensure_bucket(client, bucket).await?;
     let files = files(tree)?;
     let marker = format!("{} files", files.len());
     if let Ok(out) = client
@@ -274,25 +275,15 @@ async fn upload_tree(client: &Client, bucket: &str, tree: &Path) -> Result<()> {
             let body = tokio::fs::read(&path)
                 .await
                 .with_context(|| format!("reading {}", path.display()))?;
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(ByteStream::from(body))
-                .send()
+            data::put(client, bucket, &key, body)
                 .await
                 .with_context(|| ctx(&key))?;
             anyhow::Ok(())
         })
-        .buffer_unordered(UPLOADS_IN_FLIGHT)
+        .buffer_unordered(data::UPLOADS_IN_FLIGHT)
         .try_collect::<Vec<()>>()
         .await?;
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(MARKER_KEY)
-        .body(ByteStream::from(marker.into_bytes()))
-        .send()
+    data::put(client, bucket, MARKER_KEY, marker.into_bytes())
         .await
         .with_context(|| ctx("writing the marker"))?;
     eprintln!(
