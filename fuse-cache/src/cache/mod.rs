@@ -333,9 +333,11 @@ impl BlockCache {
             if let Some(f) = flights.get(key) {
                 (f.result.clone(), None)
             } else {
-                // A fetch may have finished between the lookup above and now: it kept the
-                // block in the memory tier (the tier the cache promotes into).
-                if let Some(data) = self.inner.mem.as_ref().and_then(|m| m.get(key)) {
+                // A fetch may have finished between the lookup above and now: a delivered block
+                // is kept (in the memory tier, or in the disk queue's copy when that tier could
+                // not hold it) before its flight ends.
+                let kept = self.inner.mem.as_ref().and_then(|m| m.get(key));
+                if let Some(data) = kept.or_else(|| self.inner.queued_copy(key)) {
                     return Ok(data);
                 }
                 let (result, claimed) = self.inner.claim(&mut flights, key);
@@ -566,9 +568,8 @@ impl Inner {
     async fn get(&self, key: &BlockKey) -> Option<Bytes> {
         for (i, t) in self.tiers.iter().enumerate() {
             if i == self.first_disk
-                && let Some(data) = self.queued().get(key).cloned()
+                && let Some(data) = self.queued_copy(key)
             {
-                self.queued_hits.fetch_add(1, Ordering::Relaxed);
                 return Some(data);
             }
             let Some(data) = t.get(key).await else {
@@ -642,6 +643,13 @@ impl Inner {
             m.unpin(key);
         }
         self.queued().remove(key);
+    }
+
+    /// The disk queue's copy of a block waiting to be written; counts a hit.
+    fn queued_copy(&self, key: &BlockKey) -> Option<Bytes> {
+        let data = self.queued().get(key).cloned()?;
+        self.queued_hits.fetch_add(1, Ordering::Relaxed);
+        Some(data)
     }
 
     fn queued(&self) -> MutexGuard<'_, HashMap<BlockKey, Bytes>> {
